@@ -1,0 +1,351 @@
+//! The shs HTTP API.
+//!
+//! This crate owns the routes (`/run/{name}`, `/events`, `/functions`, `/subscriptions`,
+//! `/health`, `/ready`), reading request bodies within the size limit, and the map from
+//! supervisor errors to HTTP statuses ([`status_of`]). Every error answer has the body
+//! `{"error": {"message": str, ...}}`. It holds no process or bus logic of its own: it calls the
+//! [`Supervisor`] and the [`shs_bus::Bus`].
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use shs_supervisor::{ErrorKind, InvokeError, Output, Supervisor};
+
+pub mod events;
+
+/// The header a request id is read from and returned in.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// How the HTTP server runs.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body: usize,
+    /// actix worker threads.
+    pub workers: usize,
+    /// How long in-flight requests get to finish once shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    supervisor: Supervisor,
+    max_body: usize,
+}
+
+impl AppState {
+    /// State for handlers that serve `supervisor`, reading bodies up to `max_body` bytes.
+    pub fn new(supervisor: Supervisor, max_body: usize) -> AppState {
+        AppState {
+            supervisor,
+            max_body,
+        }
+    }
+}
+
+/// Builds (without starting to await) the HTTP server on an already bound listener. Signals
+/// are left to the caller: stop the server through its handle.
+pub fn server(
+    listener: TcpListener,
+    supervisor: Supervisor,
+    config: &HttpConfig,
+) -> std::io::Result<actix_web::dev::Server> {
+    let state = AppState::new(supervisor, config.max_body);
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(web::Data::new(state.clone()))
+            .configure(routes)
+    })
+    .workers(config.workers.max(1))
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Registers every route; the app must hold a `web::Data<AppState>`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/health", Method::GET, web::get().to(health)))
+        .service(resource("/ready", Method::GET, web::get().to(ready)))
+        .service(resource("/run/{name}", Method::POST, web::post().to(run)))
+        .service(resource(
+            "/events",
+            Method::POST,
+            web::post().to(events::publish),
+        ))
+        .service(resource(
+            "/functions",
+            Method::GET,
+            web::get().to(functions),
+        ))
+        .service(resource(
+            "/subscriptions",
+            Method::GET,
+            web::get().to(subscriptions),
+        ))
+        .default_service(web::to(no_route));
+}
+
+fn resource(path: &str, method: Method, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(move |req: HttpRequest| {
+            let allowed = method.clone();
+            async move { method_not_allowed(&req, &allowed) }
+        }))
+}
+
+/// An error answer: `{"error": {"message": ..., <extra>}}`.
+pub fn error_response(
+    status: StatusCode,
+    message: impl Into<String>,
+    extra: Map<String, Value>,
+) -> HttpResponse {
+    let mut error = Map::with_capacity(extra.len() + 1);
+    error.insert("message".into(), Value::String(message.into()));
+    error.extend(extra);
+    HttpResponse::build(status).json(json!({ "error": error }))
+}
+
+fn method_not_allowed(req: &HttpRequest, allowed: &Method) -> HttpResponse {
+    let mut response = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} is not allowed on {}; use {allowed}",
+            req.method(),
+            req.path()
+        ),
+        Map::new(),
+    );
+    if let Ok(value) = HeaderValue::from_str(allowed.as_str()) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
+}
+
+async fn no_route(req: HttpRequest) -> HttpResponse {
+    error_response(
+        StatusCode::NOT_FOUND,
+        format!("no route for {} {}", req.method(), req.path()),
+        Map::new(),
+    )
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if state.supervisor.is_ready() {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        let mut response = error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "functions found at start-up are still starting",
+            Map::new(),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    }
+}
+
+/// The status an invoke error is answered with.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::FunctionFailed => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+    }
+}
+
+fn invoke_error_response(error: &InvokeError) -> HttpResponse {
+    let mut extra = Map::new();
+    extra.insert(
+        "function".into(),
+        Value::String(error.function().to_owned()),
+    );
+    if let InvokeError::Function { error: rpc, .. } = error {
+        extra.insert("code".into(), Value::from(rpc.code));
+        if let Some(data) = &rpc.data {
+            extra.insert("data".into(), data.clone());
+        }
+    }
+    if !error.stderr().is_empty() {
+        extra.insert("stderr".into(), Value::from(error.stderr().to_vec()));
+    }
+    let message = match error {
+        // The function's own message, as it wrote it.
+        InvokeError::Function { error: rpc, .. } => rpc.message.clone(),
+        other => other.to_string(),
+    };
+    let mut response = error_response(status_of(error.kind()), message, extra);
+    if let Some(after) = error.retry_after()
+        && let Ok(value) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with a 413.
+pub(crate) async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, HttpResponse> {
+    let too_large = |size: Option<usize>| {
+        let what = size.map_or_else(|| "more".to_owned(), |s| s.to_string());
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is {what} bytes; the limit is {limit} bytes (--max-body)"),
+            Map::new(),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(len) = declared
+        && len > limit
+    {
+        return Err(too_large(Some(len)));
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            error_response(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+                Map::new(),
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large(None));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Parses a body as JSON; an empty (or blank) body is `{}`.
+pub(crate) fn parse_json_body(
+    body: &[u8],
+) -> Result<Box<serde_json::value::RawValue>, HttpResponse> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::value::RawValue::from_string("{}".to_owned()).map_err(|e| {
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), Map::new())
+        });
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            format!("the request body is not valid JSON: {e}"),
+            Map::new(),
+        )
+    })
+}
+
+/// The request id from `X-Request-Id` when it is sensible (1 to 128 visible ASCII
+/// characters), else a new UUID.
+fn request_id(req: &HttpRequest) -> String {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+async fn run(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    let name = req.match_info().get("name").unwrap_or_default();
+    if let Err(e) = shs_supervisor::validate_name(name) {
+        return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new());
+    }
+    let body = match read_body(&req, payload, state.max_body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let input = match parse_json_body(&body) {
+        Ok(input) => input,
+        Err(response) => return response,
+    };
+    let request_id = request_id(&req);
+    let mut response = match state.supervisor.invoke(name, input, &request_id).await {
+        Ok(Output::Json(result)) => {
+            let text: Box<str> = result.into();
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(String::from(text))
+        }
+        Ok(Output::Raw(bytes)) => {
+            let content_type = if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() {
+                "application/json"
+            } else if std::str::from_utf8(&bytes).is_ok() {
+                "text/plain; charset=utf-8"
+            } else {
+                "application/octet-stream"
+            };
+            HttpResponse::Ok().content_type(content_type).body(bytes)
+        }
+        Err(error) => {
+            tracing::debug!(function = name, request_id, status = %status_of(error.kind()), "invoke failed: {error}");
+            invoke_error_response(&error)
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static(REQUEST_ID), value);
+    }
+    response
+}
+
+#[derive(Serialize)]
+struct FunctionRow<'a> {
+    name: &'a str,
+    mode: &'a str,
+    subscriptions: &'a [String],
+    state: &'a str,
+    processes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+async fn functions(state: web::Data<AppState>) -> HttpResponse {
+    let functions = state.supervisor.functions();
+    let rows: Vec<FunctionRow<'_>> = functions
+        .iter()
+        .map(|f| FunctionRow {
+            name: &f.name,
+            mode: f.mode,
+            subscriptions: &f.subscriptions,
+            state: f.state,
+            processes: f.processes,
+            error: f.error.as_deref(),
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({ "functions": rows }))
+}
+
+async fn subscriptions(state: web::Data<AppState>) -> HttpResponse {
+    let rows: Vec<Value> = state
+        .supervisor
+        .bus()
+        .subscriptions()
+        .into_iter()
+        .map(|s| json!({"type": s.pattern, "function": s.function}))
+        .collect();
+    HttpResponse::Ok().json(json!({ "subscriptions": rows }))
+}

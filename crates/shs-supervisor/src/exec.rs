@@ -1,0 +1,195 @@
+//! Mode exec: one process per request.
+//!
+//! The input is written to the process's stdin, which is then closed; what it writes to stdout
+//! is the output. It runs in its own process group, which is killed when the process exits (so
+//! helpers it left behind go too) or when it runs past its timeout.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+use crate::Host;
+use crate::error::{InvokeError, fmt_duration};
+use crate::pipes::{StderrTail, drain_stderr};
+use crate::process::{command, describe_exit, signal_group, spawn_error};
+use crate::spec::FunctionSpec;
+
+/// Runs one exec-mode function.
+pub(crate) struct ExecRunner {
+    spec: Arc<FunctionSpec>,
+    host: Arc<Host>,
+    permits: Arc<Semaphore>,
+    /// Process groups running now, for shutdown.
+    running: Mutex<HashSet<u32>>,
+}
+
+impl ExecRunner {
+    pub(crate) fn new(spec: Arc<FunctionSpec>, host: Arc<Host>) -> ExecRunner {
+        let permits = Arc::new(Semaphore::new(spec.instances));
+        ExecRunner {
+            spec,
+            host,
+            permits,
+            running: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// How many processes run now.
+    pub(crate) fn running(&self) -> usize {
+        self.running.lock().len()
+    }
+
+    /// Runs the function once on `input`; returns its stdout.
+    pub(crate) async fn run(&self, input: &[u8], request_id: &str) -> Result<Vec<u8>, InvokeError> {
+        let spec = &self.spec;
+        let name = || spec.name.clone();
+        let _permit =
+            match tokio::time::timeout(spec.timeout, self.permits.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => {
+                    return Err(InvokeError::Gone {
+                        function: name(),
+                        what: "removed",
+                    });
+                }
+                Err(_) => {
+                    return Err(InvokeError::AtCapacity {
+                        function: name(),
+                        detail: format!(
+                            "{} processes ran for {} without one finishing (instances = {})",
+                            spec.instances,
+                            fmt_duration(spec.timeout),
+                            spec.instances
+                        ),
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
+            };
+        let mut cmd = command(spec, &self.host);
+        cmd.env("SHS_REQUEST_ID", request_id);
+        let mut child = cmd.spawn().map_err(|e| InvokeError::StartFailed {
+            function: name(),
+            reason: spawn_error(spec, &e),
+            stderr: Vec::new(),
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let mut running = RunningGuard::new(&self.running, pid);
+        let (Some(mut stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            signal_group(pid, Signal::SIGKILL);
+            let _ = child.wait().await;
+            return Err(InvokeError::StartFailed {
+                function: name(),
+                reason: "the process's pipes could not be set up".into(),
+                stderr: Vec::new(),
+            });
+        };
+        let limit = self.host.config.max_line;
+        let write_input = async move {
+            // A function that does not read its input may close stdin early: not an error.
+            let _ = stdin.write_all(input).await;
+            drop(stdin);
+        };
+        let read_output = async move {
+            let mut out = Vec::new();
+            let mut limited = stdout.take(limit as u64 + 1);
+            let _ = limited.read_to_end(&mut out).await;
+            if out.len() > limit {
+                signal_group(pid, Signal::SIGKILL);
+                return Err(out.len());
+            }
+            Ok(out)
+        };
+        let tail = StderrTail::default();
+        let read_stderr = drain_stderr(
+            stderr,
+            self.host.config.stderr_line,
+            &spec.name,
+            pid,
+            tail.clone(),
+            || Some(Arc::from(request_id)),
+        );
+        let wait = async {
+            let status = child.wait().await;
+            // Helpers it left behind would keep the pipes open: they go with it.
+            signal_group(pid, Signal::SIGKILL);
+            status
+        };
+        let all = async { tokio::join!(write_input, read_output, read_stderr, wait) };
+        let (_, output, (), status) = match tokio::time::timeout(spec.timeout, all).await {
+            Ok(done) => done,
+            Err(_) => {
+                signal_group(pid, Signal::SIGKILL);
+                let _ = child.wait().await;
+                running.finished = true;
+                tracing::warn!(function = %spec.name, pid, "exec process killed after {}", fmt_duration(spec.timeout));
+                return Err(InvokeError::Timeout {
+                    function: name(),
+                    after: spec.timeout,
+                    action: "its process was killed",
+                });
+            }
+        };
+        running.finished = true;
+        let output = output.map_err(|_| InvokeError::Protocol {
+            function: name(),
+            detail: format!("it wrote more than {limit} bytes to stdout (the limit is --max-line)"),
+        })?;
+        match status {
+            Ok(s) if s.success() => Ok(output),
+            other => Err(InvokeError::ExecFailed {
+                function: name(),
+                status: describe_exit(&other),
+                stderr: tail.lines(),
+            }),
+        }
+    }
+
+    /// Waits up to `drain` for running processes to finish, then kills the rest.
+    pub(crate) async fn close(&self, drain: Duration) {
+        self.permits.close();
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left: Vec<u32> = self.running.lock().iter().copied().collect();
+        for pgid in left {
+            signal_group(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Keeps a process group in the running set while it runs, and kills it if the request is
+/// dropped before the process was reaped (the client went away).
+struct RunningGuard<'a> {
+    set: &'a Mutex<HashSet<u32>>,
+    pid: u32,
+    finished: bool,
+}
+
+impl<'a> RunningGuard<'a> {
+    fn new(set: &'a Mutex<HashSet<u32>>, pid: u32) -> Self {
+        set.lock().insert(pid);
+        RunningGuard {
+            set,
+            pid,
+            finished: false,
+        }
+    }
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            // tokio reaps the dropped child in the background once it has exited.
+            signal_group(self.pid, Signal::SIGKILL);
+        }
+        self.set.lock().remove(&self.pid);
+    }
+}

@@ -1,0 +1,102 @@
+//! shs process supervision.
+//!
+//! This crate owns the function processes: finding functions on disk ([`spec`]), following the
+//! functions folder as it changes, spawning each process in its own process group with a clean
+//! environment, the `initialize` handshake, the pool of processes of each function and the
+//! slots requests take on them, timeouts and kills, and mode exec (a process per request). It
+//! serves the requests functions make (`publish`, `subscribe`, `unsubscribe`) through the
+//! [`shs_bus::Bus`] it is given, and delivers the bus's events to functions by implementing
+//! [`shs_bus::Deliver`]. It knows nothing of HTTP.
+//!
+//! # Theory of operation
+//!
+//! The [`Supervisor`] keeps a registry of functions by name. A scan of the functions folder
+//! (at start, on every change the file watcher reports, and every few seconds as a safety net)
+//! is reconciled with the registry: new functions are deployed, changed ones redeployed,
+//! removed ones retired. An rpc function is started as soon as it is deployed, so that the
+//! subscriptions its start-up code makes are in force before the first event.
+//!
+//! Each rpc process is an actor made of four tasks: a writer that owns stdin, a reader that
+//! owns stdout, a stderr logger, and a waiter that owns the child and reaps it. Callers hold
+//! `Arc`s to it; a call registers a pending entry (with the pool slot it occupies) under a
+//! supervisor-wide call id, queues its line, and waits for the reader to hand it the answer.
+//! When the process dies, the reader fails every pending call with what happened, and the pool
+//! drops the process; the next request starts a fresh one.
+//!
+//! Invariants:
+//! - Nothing but `initialize` is written to a process until it has answered `initialize`.
+//! - A process never has more supervisor requests in flight than its `concurrency`; a slot is
+//!   freed only by the answer or the process's death, never by a caller giving up.
+//! - Every process runs in its own process group, and the group is killed when the process
+//!   exits, times out or is stopped: nothing it started outlives it.
+//! - Reading a process's output costs bounded memory: stdout lines are limited (`max_line`),
+//!   stderr lines are cut, and the write queue to stdin is bounded.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shs_bus::Bus;
+
+pub mod error;
+mod exec;
+mod pipes;
+mod pool;
+mod process;
+pub mod spec;
+mod supervisor;
+mod watch;
+
+pub use error::{ErrorKind, InvokeError, SpecError};
+pub use pool::PoolStatus;
+pub use spec::{FunctionSpec, Mode, validate_name};
+pub use supervisor::{FunctionInfo, Output, Supervisor};
+
+/// How the supervisor runs functions.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The folder functions are found in.
+    pub functions_dir: PathBuf,
+    /// Timeout of a request where the function does not set its own.
+    pub timeout: Duration,
+    /// Most processes per function where the function does not set its own.
+    pub instances: usize,
+    /// Longest stdout line a process may write (longer: the process is stopped); also the most
+    /// an exec process may write.
+    pub max_line: usize,
+    /// Longest stderr line logged whole (longer ones are cut).
+    pub stderr_line: usize,
+    /// How long a stopping process gets after its stdin closes, and again after SIGTERM.
+    pub kill_grace: Duration,
+    /// Pass the supervisor's whole environment to functions instead of a clean one.
+    pub inherit_env: bool,
+    /// The server's own address, given to functions as `SHS_URL`.
+    pub server_url: String,
+    /// Follow the functions folder for changes.
+    pub watch: bool,
+}
+
+impl Config {
+    /// Defaults for the given folder: 30 s timeout, 4 instances, 16 MiB lines.
+    pub fn new(functions_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            functions_dir: functions_dir.into(),
+            timeout: Duration::from_secs(30),
+            instances: 4,
+            max_line: 16 * 1024 * 1024,
+            stderr_line: 64 * 1024,
+            kill_grace: Duration::from_secs(2),
+            inherit_env: false,
+            server_url: "http://127.0.0.1:8080".to_owned(),
+            watch: true,
+        }
+    }
+}
+
+/// What every process and pool shares.
+pub(crate) struct Host {
+    pub(crate) config: Config,
+    pub(crate) bus: Arc<dyn Bus>,
+    /// The runtime that owns every process task, whichever thread a request came in on.
+    pub(crate) handle: tokio::runtime::Handle,
+}

@@ -1,0 +1,761 @@
+//! One rpc-mode function process and the tasks that own its pipes.
+//!
+//! A [`Process`] is shared (`Arc`) by the pool and by every call in flight. Four tasks own its
+//! resources: the writer (stdin: lines from a bounded queue, written and flushed in batches),
+//! the reader (stdout: answers matched to calls by id, requests from the function served), the
+//! stderr logger, and the waiter (the `Child`, reaped when it exits). Whoever kills the process
+//! signals its whole process group; the reader, when stdout ends, fails every call still in
+//! flight with the reason, so that no caller waits for an answer that cannot come.
+
+use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use shs_bus::{Causation, Event};
+use shs_protocol::codec::{LineDecoder, OverLong};
+use shs_protocol::methods::{
+    self, PublishParams, SubscribeParams, SubscribeResult, UnsubscribeResult, error_code,
+};
+use shs_protocol::{Id, Message, Response, RpcError, write_request, write_response};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio_util::codec::FramedRead;
+use tracing::Instrument;
+
+use crate::Host;
+use crate::pipes::{LineCodec, ReadError, StderrTail, drain_stderr};
+use crate::pool::Slot;
+use crate::spec::{FunctionSpec, environment};
+
+/// Ids for the supervisor's requests, unique across all processes, so that a call can be named
+/// in a [`Causation`] without saying which process it went to.
+static NEXT_CALL_ID: AtomicU64 = AtomicU64::new(1);
+/// Numbers for processes, for logs and the pool.
+static NEXT_PROCESS_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How many lines the writer queue holds before callers wait.
+const WRITE_QUEUE: usize = 1024;
+/// How many of a process's own requests (publish) may be served at once.
+const MAX_FUNCTION_REQUESTS: usize = 256;
+/// How long the reader waits, after stdout closes, for the process to exit on its own.
+const EXIT_AFTER_EOF: Duration = Duration::from_millis(500);
+
+/// Why a call got no result.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The function answered with an error.
+    Rpc(RpcError),
+    /// The process is gone; the call may or may not have been seen.
+    Died(Death),
+    /// No answer in time; the process has been killed.
+    Timeout,
+}
+
+/// How a process ended, for the calls it leaves unanswered.
+#[derive(Clone, Debug)]
+pub(crate) struct Death {
+    /// What happened, e.g. "exited with status 1" or "was killed: a request timed out".
+    pub(crate) detail: String,
+    /// Whether it broke the protocol (reported as such rather than as a crash).
+    pub(crate) protocol: bool,
+    /// The last lines of its stderr.
+    pub(crate) stderr: Vec<String>,
+}
+
+/// A call waiting for its answer.
+struct Pending {
+    tx: oneshot::Sender<Result<Box<RawValue>, CallError>>,
+    cause: Causation,
+    request_id: Arc<str>,
+    /// The pool slot the call occupies; released when the answer arrives or the process dies,
+    /// whatever became of the caller.
+    _slot: Option<Slot>,
+}
+
+enum Outgoing {
+    Line(Vec<u8>),
+    /// Close stdin: the function should finish what it has and exit.
+    Close,
+}
+
+struct Calls {
+    pending: HashMap<u64, Pending>,
+    /// Set once the process is dead: no call is accepted after that.
+    death: Option<Death>,
+}
+
+/// A running function process.
+pub(crate) struct Process {
+    id: u64,
+    pid: u32,
+    function: Arc<str>,
+    host: Arc<Host>,
+    writer: mpsc::Sender<Outgoing>,
+    calls: Mutex<Calls>,
+    stderr_tail: StderrTail,
+    /// Why the supervisor killed it, when it did.
+    kill_reason: Mutex<Option<String>>,
+    exit: watch::Receiver<Option<String>>,
+    dead: watch::Receiver<bool>,
+    dead_tx: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("function", &self.function)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the command for a function process: its folder, a clean environment, its own
+/// process group, and all three pipes.
+pub(crate) fn command(spec: &FunctionSpec, host: &Host) -> Command {
+    let mut cmd = Command::new(&spec.command[0]);
+    cmd.args(&spec.command[1..])
+        .current_dir(&spec.dir)
+        .env_clear()
+        .envs(environment(
+            spec,
+            host.config.inherit_env,
+            &host.config.server_url,
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    cmd
+}
+
+/// Describes a spawn failure: the command and the OS error.
+pub(crate) fn spawn_error(spec: &FunctionSpec, e: &std::io::Error) -> String {
+    format!(
+        "cannot run `{}` in {}: {e}",
+        spec.command.join(" "),
+        spec.dir.display()
+    )
+}
+
+/// Signals a whole process group, ignoring a group that is already gone.
+pub(crate) fn signal_group(pgid: u32, signal: Signal) {
+    let Ok(raw) = i32::try_from(pgid) else { return };
+    if raw <= 1 {
+        return;
+    }
+    match killpg(Pid::from_raw(raw), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(pgid, %signal, "cannot signal process group: {e}"),
+    }
+}
+
+/// `status 1`, `signal 9 (SIGKILL)`.
+pub(crate) fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("status {code}"),
+            (None, Some(sig)) => match Signal::try_from(sig) {
+                Ok(name) => format!("signal {sig} ({name})"),
+                Err(_) => format!("signal {sig}"),
+            },
+            (None, None) => "an unknown status".to_owned(),
+        },
+        Err(e) => format!("an unknown status ({e})"),
+    }
+}
+
+impl Process {
+    /// Starts a process for `spec`; it still has to be initialized.
+    pub(crate) fn spawn(spec: &FunctionSpec, host: &Arc<Host>) -> Result<Arc<Process>, String> {
+        let _enter = host.handle.enter();
+        let mut child = command(spec, host)
+            .spawn()
+            .map_err(|e| spawn_error(spec, &e))?;
+        let pid = child.id().unwrap_or(0);
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            signal_group(pid, Signal::SIGKILL);
+            return Err("the process's pipes could not be set up".to_owned());
+        };
+        let (writer, queue) = mpsc::channel(WRITE_QUEUE);
+        let (exit_tx, exit) = watch::channel(None);
+        let (dead_tx, dead) = watch::channel(false);
+        let process = Arc::new(Process {
+            id: NEXT_PROCESS_ID.fetch_add(1, Ordering::Relaxed),
+            pid,
+            function: Arc::from(spec.name.as_str()),
+            host: host.clone(),
+            writer,
+            calls: Mutex::new(Calls {
+                pending: HashMap::new(),
+                death: None,
+            }),
+            stderr_tail: StderrTail::default(),
+            kill_reason: Mutex::new(None),
+            exit,
+            dead,
+            dead_tx,
+        });
+        let span = tracing::info_span!("process", function = %spec.name, pid);
+        host.handle
+            .spawn(write_loop(process.clone(), stdin, queue).instrument(span.clone()));
+        host.handle
+            .spawn(process.clone().read_loop(stdout).instrument(span.clone()));
+        host.handle
+            .spawn(process.clone().stderr_loop(stderr).instrument(span.clone()));
+        host.handle
+            .spawn(wait_loop(pid, child, exit_tx).instrument(span));
+        tracing::debug!(function = %spec.name, pid, "process started");
+        Ok(process)
+    }
+
+    /// The supervisor's number for this process.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The OS process id (also its process group id).
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether the process is gone (or going): it takes no more calls.
+    pub(crate) fn is_dead(&self) -> bool {
+        *self.dead.borrow()
+    }
+
+    /// Resolves once the process is dead and every call it had has been failed.
+    pub(crate) async fn wait_dead(&self) {
+        let mut dead = self.dead.clone();
+        let _ = dead.wait_for(|d| *d).await;
+    }
+
+    /// The calls in flight on this process.
+    pub(crate) fn calls_in_flight(&self) -> Vec<u64> {
+        self.calls.lock().pending.keys().copied().collect()
+    }
+
+    /// The last lines of its stderr.
+    pub(crate) fn stderr_tail(&self) -> Vec<String> {
+        self.stderr_tail.lines()
+    }
+
+    /// Sends one request and waits for its answer, up to `timeout`; on timeout the process is
+    /// killed. `slot` (if any) stays taken until the function answers or dies, even when the
+    /// caller stops waiting.
+    pub(crate) async fn call<P: Serialize + ?Sized>(
+        self: &Arc<Self>,
+        method: &str,
+        params: &P,
+        cause: Causation,
+        request_id: Arc<str>,
+        slot: Option<Slot>,
+        timeout: Duration,
+    ) -> Result<Box<RawValue>, CallError> {
+        let id = NEXT_CALL_ID.fetch_add(1, Ordering::Relaxed);
+        let mut line = Vec::with_capacity(256);
+        if let Err(e) = write_request(&mut line, &Id::from(id), method, params) {
+            return Err(CallError::Rpc(RpcError::new(
+                error_code::INTERNAL_ERROR,
+                format!("cannot encode the request: {e}"),
+            )));
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut calls = self.calls.lock();
+            if let Some(death) = &calls.death {
+                return Err(CallError::Died(death.clone()));
+            }
+            calls.pending.insert(
+                id,
+                Pending {
+                    tx,
+                    cause,
+                    request_id,
+                    _slot: slot,
+                },
+            );
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut guard = CallGuard {
+            process: self.clone(),
+            id,
+            rx: Some(rx),
+            sent: false,
+            deadline,
+            timeout,
+        };
+        // Queue the line: at once when there is room, else waiting (within the timeout).
+        let queued = match self.writer.try_send(Outgoing::Line(line)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(line)) => {
+                matches!(
+                    tokio::time::timeout_at(deadline, self.writer.send(line)).await,
+                    Ok(Ok(()))
+                )
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        };
+        if !queued && tokio::time::Instant::now() >= deadline {
+            return Err(guard.timed_out());
+        }
+        // Not queued before the deadline means the writer is gone: the process is dying, and
+        // the reader will fail this call with the reason.
+        guard.sent = true;
+        let Some(rx) = guard.rx.as_mut() else {
+            return Err(CallError::Timeout);
+        };
+        let outcome = tokio::time::timeout_at(deadline, rx).await;
+        guard.rx = None;
+        match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(CallError::Died(self.death_or_unknown())),
+            Err(_) => Err(guard.timed_out()),
+        }
+    }
+
+    fn death_or_unknown(&self) -> Death {
+        self.calls.lock().death.clone().unwrap_or_else(|| Death {
+            detail: "went away".to_owned(),
+            protocol: false,
+            stderr: self.stderr_tail(),
+        })
+    }
+
+    /// Kills the process group at once (SIGKILL), recording why.
+    pub(crate) fn kill(&self, reason: String) {
+        {
+            let mut kill_reason = self.kill_reason.lock();
+            if kill_reason.is_none() {
+                tracing::warn!(function = %self.function, pid = self.pid, "killing process: {reason}");
+                *kill_reason = Some(reason);
+            }
+        }
+        signal_group(self.pid, Signal::SIGKILL);
+    }
+
+    /// Stops the process gracefully: closes its stdin, waits up to `grace` for it to exit,
+    /// then SIGTERM to its group, `grace` again, then SIGKILL. Resolves once it is dead.
+    pub(crate) async fn stop(&self, grace: Duration, reason: &str) {
+        {
+            let mut kill_reason = self.kill_reason.lock();
+            kill_reason.get_or_insert_with(|| reason.to_owned());
+        }
+        let _ = self.writer.try_send(Outgoing::Close);
+        let mut exit = self.exit.clone();
+        if tokio::time::timeout(grace, exit.wait_for(Option::is_some))
+            .await
+            .is_err()
+        {
+            signal_group(self.pid, Signal::SIGTERM);
+            if tokio::time::timeout(grace, exit.wait_for(Option::is_some))
+                .await
+                .is_err()
+            {
+                signal_group(self.pid, Signal::SIGKILL);
+            }
+        }
+        self.wait_dead().await;
+    }
+
+    /// Marks the process dead and fails every call in flight with `death`.
+    fn fail_all(&self, death: Death) {
+        let pending = {
+            let mut calls = self.calls.lock();
+            calls.death.get_or_insert(death.clone());
+            std::mem::take(&mut calls.pending)
+        };
+        for (_, call) in pending {
+            let _ = call.tx.send(Err(CallError::Died(death.clone())));
+        }
+        let _ = self.dead_tx.send(true);
+    }
+
+    async fn send(&self, line: Vec<u8>) {
+        // The writer being gone means the process is dying; the answer has nobody to go to.
+        let _ = self.writer.send(Outgoing::Line(line)).await;
+    }
+
+    async fn read_loop(self: Arc<Self>, stdout: ChildStdout) {
+        let decoder = LineDecoder::new(self.host.config.max_line, OverLong::Error);
+        let mut lines = FramedRead::with_capacity(stdout, LineCodec(decoder), 64 * 1024);
+        let permits = Arc::new(Semaphore::new(MAX_FUNCTION_REQUESTS));
+        let mut protocol_error = None;
+        while let Some(item) = lines.next().await {
+            match item {
+                Ok(line) => self.handle_line(&line.bytes, &permits).await,
+                Err(ReadError::TooLong(limit)) => {
+                    let detail = format!("it wrote a stdout line longer than {limit} bytes");
+                    self.kill(format!("{detail} (the limit is --max-line)"));
+                    protocol_error = Some(detail);
+                    break;
+                }
+                Err(ReadError::Io(e)) => {
+                    tracing::warn!(function = %self.function, pid = self.pid, "cannot read stdout: {e}");
+                    break;
+                }
+            }
+        }
+        drop(lines);
+        // stdout is closed: the process has exited, or is about to, or closed it on purpose.
+        let mut exit = self.exit.clone();
+        if tokio::time::timeout(EXIT_AFTER_EOF, exit.wait_for(Option::is_some))
+            .await
+            .is_err()
+        {
+            self.kill("it closed its stdout".to_owned());
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), exit.wait_for(Option::is_some)).await;
+        }
+        let status = exit
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| "an unknown status".to_owned());
+        // Give the stderr reader a moment to take the last lines the process wrote.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let killed = self.kill_reason.lock().clone();
+        let death = match (protocol_error, killed) {
+            (Some(detail), _) => Death {
+                detail,
+                protocol: true,
+                stderr: self.stderr_tail(),
+            },
+            (None, Some(reason)) => Death {
+                detail: format!("was stopped ({reason})"),
+                protocol: false,
+                stderr: self.stderr_tail(),
+            },
+            (None, None) => Death {
+                detail: format!("exited with {status}"),
+                protocol: false,
+                stderr: self.stderr_tail(),
+            },
+        };
+        tracing::debug!(function = %self.function, pid = self.pid, detail = %death.detail, "process ended");
+        self.fail_all(death);
+    }
+
+    async fn handle_line(self: &Arc<Self>, line: &[u8], permits: &Arc<Semaphore>) {
+        match Message::parse(line) {
+            Ok(Message::Response(response)) => self.answer(response),
+            Ok(Message::Request(request)) => {
+                self.serve(Some(request.id), &request.method, request.params, permits)
+                    .await;
+            }
+            Ok(Message::Notification(note)) => {
+                self.serve(None, &note.method, note.params, permits).await;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    function = %self.function,
+                    pid = self.pid,
+                    line = %preview(line),
+                    "ignoring a stdout line: {e}"
+                );
+            }
+        }
+    }
+
+    fn answer(&self, response: Response) {
+        let id = response.id.as_ref().and_then(Id::as_u64);
+        let pending = id.and_then(|id| self.calls.lock().pending.remove(&id));
+        match (pending, response.id) {
+            (Some(call), _) => {
+                let _ = call.tx.send(response.outcome.map_err(CallError::Rpc));
+            }
+            (None, None) => {
+                let message = response
+                    .outcome
+                    .err()
+                    .map(|e| e.message)
+                    .unwrap_or_default();
+                tracing::warn!(
+                    function = %self.function,
+                    pid = self.pid,
+                    "the function reported an error about a message it could not read: {message}"
+                );
+            }
+            (None, Some(id)) => tracing::warn!(
+                function = %self.function,
+                pid = self.pid,
+                %id,
+                "ignoring an answer with an id nobody asked for"
+            ),
+        }
+    }
+
+    /// Serves one request (or notification, when `id` is `None`) from the function.
+    async fn serve(
+        self: &Arc<Self>,
+        id: Option<Id>,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        permits: &Arc<Semaphore>,
+    ) {
+        let outcome: Result<Box<RawValue>, RpcError> = match method {
+            methods::SUBSCRIBE => self.subscribe(params.as_deref(), true),
+            methods::UNSUBSCRIBE => self.subscribe(params.as_deref(), false),
+            methods::PUBLISH => {
+                let params = match parse_params::<PublishParams>(params.as_deref()) {
+                    Ok(p) => p,
+                    Err(e) => return self.reply(id, Err(e)).await,
+                };
+                let source = format!("/functions/{}", self.function);
+                let event = match Event::new(params.event_type, source, params.payload) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        return self
+                            .reply(
+                                id,
+                                Err(RpcError::new(error_code::INVALID_PARAMS, e.to_string())),
+                            )
+                            .await;
+                    }
+                };
+                let cause = self.cause_for_publish(params.request_id.as_deref(), id.is_none());
+                // Bound the publishes served at once: a function that floods them waits.
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let process = self.clone();
+                self.host.handle.spawn(
+                    async move {
+                        let result = process.host.bus.publish(event, cause).await;
+                        match id {
+                            Some(id) => {
+                                let mut line = Vec::with_capacity(128);
+                                if write_response(&mut line, &id, Ok(&result)).is_ok() {
+                                    process.send(line).await;
+                                }
+                            }
+                            None => {
+                                for failure in &result.errors {
+                                    tracing::warn!(
+                                        function = %process.function,
+                                        event_id = %result.event_id,
+                                        subscriber = %failure.function,
+                                        "fire-and-forget event not delivered: {}",
+                                        failure.message
+                                    );
+                                }
+                            }
+                        }
+                        drop(permit);
+                    }
+                    .in_current_span(),
+                );
+                return;
+            }
+            other => {
+                if id.is_none() {
+                    tracing::warn!(function = %self.function, method = other, "ignoring a notification of an unknown method");
+                    return;
+                }
+                Err(RpcError::new(
+                    error_code::METHOD_NOT_FOUND,
+                    format!(
+                        "method not found: {other:?} (a function may call publish, subscribe and unsubscribe)"
+                    ),
+                ))
+            }
+        };
+        self.reply(id, outcome).await;
+    }
+
+    async fn reply(&self, id: Option<Id>, outcome: Result<Box<RawValue>, RpcError>) {
+        let Some(id) = id else {
+            if let Err(e) = outcome {
+                tracing::warn!(function = %self.function, "a notification failed: {}", e.message);
+            }
+            return;
+        };
+        let mut line = Vec::with_capacity(128);
+        let written = match &outcome {
+            Ok(result) => write_response(&mut line, &id, Ok(&**result)),
+            Err(error) => write_response::<()>(&mut line, &id, Err(error)),
+        };
+        if written.is_ok() {
+            self.send(line).await;
+        }
+    }
+
+    fn subscribe(
+        &self,
+        params: Option<&RawValue>,
+        subscribe: bool,
+    ) -> Result<Box<RawValue>, RpcError> {
+        let params: SubscribeParams = parse_params(params)?;
+        let bus = &self.host.bus;
+        let result = if subscribe {
+            bus.subscribe(&self.function, &params.event_type)
+                .map_err(|e| RpcError::new(error_code::INVALID_PARAMS, e.to_string()))?;
+            serde_json::value::to_raw_value(&SubscribeResult {
+                subscribed: true,
+                event_type: params.event_type,
+            })
+        } else {
+            bus.unsubscribe(&self.function, &params.event_type);
+            serde_json::value::to_raw_value(&UnsubscribeResult {
+                unsubscribed: true,
+                event_type: params.event_type,
+            })
+        };
+        result.map_err(|e| RpcError::new(error_code::INTERNAL_ERROR, e.to_string()))
+    }
+
+    /// The causation of a publish this process makes: that of the call it names by
+    /// `request_id`, else that of its only call in flight, else all of them merged.
+    fn cause_for_publish(&self, request_id: Option<&str>, detached: bool) -> Causation {
+        let calls = self.calls.lock();
+        let named =
+            request_id.and_then(|rid| calls.pending.iter().find(|(_, p)| &*p.request_id == rid));
+        let cause = match named {
+            Some((id, call)) => call.cause.caused_by(*id),
+            None => match calls.pending.len() {
+                0 => Causation::root(),
+                1 => calls
+                    .pending
+                    .iter()
+                    .next()
+                    .map(|(id, call)| call.cause.caused_by(*id))
+                    .unwrap_or_default(),
+                _ => Causation::merged(calls.pending.iter().map(|(id, call)| (&call.cause, *id))),
+            },
+        };
+        if detached { cause.detached() } else { cause }
+    }
+
+    async fn stderr_loop(self: Arc<Self>, stderr: ChildStderr) {
+        let this = self.clone();
+        drain_stderr(
+            stderr,
+            self.host.config.stderr_line,
+            &self.function,
+            self.pid,
+            self.stderr_tail.clone(),
+            move || {
+                // With one request in flight, its lines are that request's.
+                let calls = this.calls.lock();
+                match calls.pending.len() {
+                    1 => calls.pending.values().next().map(|c| c.request_id.clone()),
+                    _ => None,
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// Takes care of a call whose caller may stop waiting: before the line is queued, dropping
+/// the call withdraws it; after, a watchdog keeps the timeout running so that a process that
+/// never answers is still killed and its slot freed.
+struct CallGuard {
+    process: Arc<Process>,
+    id: u64,
+    rx: Option<oneshot::Receiver<Result<Box<RawValue>, CallError>>>,
+    sent: bool,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+}
+
+impl CallGuard {
+    fn timed_out(&mut self) -> CallError {
+        self.rx = None;
+        if self.process.calls.lock().pending.remove(&self.id).is_some() {
+            self.process.kill(format!(
+                "a request got no answer within {}",
+                crate::error::fmt_duration(self.timeout)
+            ));
+        }
+        CallError::Timeout
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let Some(rx) = self.rx.take() else { return };
+        if !self.sent {
+            self.process.calls.lock().pending.remove(&self.id);
+            return;
+        }
+        let process = self.process.clone();
+        let (id, deadline, timeout) = (self.id, self.deadline, self.timeout);
+        self.process.host.handle.spawn(async move {
+            if tokio::time::timeout_at(deadline, rx).await.is_err()
+                && process.calls.lock().pending.remove(&id).is_some()
+            {
+                process.kill(format!(
+                    "a request got no answer within {}",
+                    crate::error::fmt_duration(timeout)
+                ));
+            }
+        });
+    }
+}
+
+async fn write_loop(process: Arc<Process>, stdin: ChildStdin, mut queue: mpsc::Receiver<Outgoing>) {
+    let mut stdin = BufWriter::with_capacity(64 * 1024, stdin);
+    'outer: while let Some(first) = queue.recv().await {
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Outgoing::Line(line) => {
+                    if let Err(e) = stdin.write_all(&line).await {
+                        broken_stdin(&process, &e);
+                        break 'outer;
+                    }
+                }
+                Outgoing::Close => break 'outer,
+            }
+            next = queue.try_recv().ok();
+        }
+        if let Err(e) = stdin.flush().await {
+            broken_stdin(&process, &e);
+            break;
+        }
+    }
+    let _ = stdin.flush().await;
+    // Dropping stdin closes it: the function sees end of input.
+}
+
+fn broken_stdin(process: &Process, e: &std::io::Error) {
+    if !process.is_dead() && process.exit.borrow().is_none() {
+        process.kill(format!("its stdin cannot be written ({e})"));
+    }
+}
+
+async fn wait_loop(pid: u32, mut child: Child, exit: watch::Sender<Option<String>>) {
+    let status = child.wait().await;
+    // Whatever the function started in its group goes with it.
+    signal_group(pid, Signal::SIGKILL);
+    let _ = exit.send(Some(describe_exit(&status)));
+}
+
+fn parse_params<T: serde::de::DeserializeOwned>(params: Option<&RawValue>) -> Result<T, RpcError> {
+    let text = params.map_or("null", RawValue::get);
+    serde_json::from_str(text)
+        .map_err(|e| RpcError::new(error_code::INVALID_PARAMS, format!("invalid params: {e}")))
+}
+
+/// The start of a line, for a log message.
+fn preview(line: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(&line[..line.len().min(MAX)]);
+    if line.len() > MAX {
+        format!("{text}… ({} bytes)", line.len())
+    } else {
+        text.into_owned()
+    }
+}

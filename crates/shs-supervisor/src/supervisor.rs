@@ -1,0 +1,490 @@
+//! The registry of functions and what can be done with them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use parking_lot::{Mutex, RwLock};
+use serde_json::value::RawValue;
+use shs_bus::{Bus, Causation, Deliver, SharedEvent};
+use shs_protocol::codec::line_safe;
+use shs_protocol::methods::{self, Context, EventParams, InvokeParams};
+use tokio::sync::watch;
+
+use crate::error::{InvokeError, SpecError};
+use crate::exec::ExecRunner;
+use crate::pool::Pool;
+use crate::process::CallError;
+use crate::spec::{self, Defaults, Found, FunctionSpec, Mode};
+use crate::watch::{FolderWatch, follow};
+use crate::{Config, Host};
+
+/// What a function returned.
+#[derive(Debug)]
+pub enum Output {
+    /// An rpc function's `result`, as it wrote it.
+    Json(Box<RawValue>),
+    /// What an exec function wrote to stdout.
+    Raw(Vec<u8>),
+}
+
+/// What `GET /functions` shows of one function.
+#[derive(Clone, Debug)]
+pub struct FunctionInfo {
+    /// Its name.
+    pub name: String,
+    /// `rpc` or `exec`.
+    pub mode: &'static str,
+    /// The patterns it is subscribed to.
+    pub subscriptions: Vec<String>,
+    /// `starting`, `ready`, `idle` or `failed`.
+    pub state: &'static str,
+    /// Its live processes (for exec: running now).
+    pub processes: usize,
+    /// What is wrong, when it failed.
+    pub error: Option<String>,
+}
+
+enum Kind {
+    Rpc(Arc<Pool>),
+    Exec(ExecRunner),
+    Broken(String),
+}
+
+struct Function {
+    found: Found,
+    kind: Kind,
+}
+
+impl Function {
+    fn spec(&self) -> Option<&FunctionSpec> {
+        match &self.found {
+            Found::Function(spec) => Some(spec),
+            Found::Broken { .. } => None,
+        }
+    }
+
+    async fn retire(&self, what: &'static str, drain: Duration) {
+        match &self.kind {
+            Kind::Rpc(pool) => pool.close(what, drain).await,
+            Kind::Exec(runner) => runner.close(drain).await,
+            Kind::Broken(_) => {}
+        }
+    }
+}
+
+struct Inner {
+    host: Arc<Host>,
+    defaults: Defaults,
+    registry: RwLock<BTreeMap<String, Arc<Function>>>,
+    /// One reconciliation at a time.
+    reconciling: tokio::sync::Mutex<()>,
+    /// Functions found at start-up that have not finished starting.
+    starting: AtomicUsize,
+    ready: watch::Sender<bool>,
+    stopping: AtomicBool,
+    watch: Mutex<Option<FolderWatch>>,
+    /// Kept alive here; the bus holds a weak reference.
+    _deliverer: Arc<dyn Deliver>,
+}
+
+/// The supervisor: every function, its processes and subscriptions.
+///
+/// Cheap to clone; all clones are the same supervisor.
+#[derive(Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+struct Deliverer(Weak<Inner>);
+
+impl Deliver for Deliverer {
+    fn deliver(
+        &self,
+        function: Arc<str>,
+        event: Arc<SharedEvent>,
+        cause: Causation,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let inner = self.0.upgrade();
+        Box::pin(async move {
+            let Some(inner) = inner else {
+                return Err("the supervisor is shutting down".to_owned());
+            };
+            Supervisor { inner }
+                .deliver(&function, &event, cause)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl Supervisor {
+    /// Reads the functions folder, deploys what it finds (rpc functions start at once, in the
+    /// background), and follows the folder for changes if `config.watch` is set. Must be called
+    /// inside a Tokio runtime, which then runs every process task.
+    pub async fn start(config: Config, bus: Arc<dyn Bus>) -> Result<Supervisor, SpecError> {
+        let dir = config.functions_dir.clone();
+        match std::fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(SpecError::Io {
+                    path: dir,
+                    source: std::io::Error::other("not a folder"),
+                });
+            }
+            Err(source) => return Err(SpecError::Io { path: dir, source }),
+        }
+        let defaults = Defaults {
+            timeout: config.timeout,
+            instances: config.instances.max(1),
+        };
+        let watch_folder = config.watch;
+        let host = Arc::new(Host {
+            config,
+            bus: bus.clone(),
+            handle: tokio::runtime::Handle::current(),
+        });
+        let inner = Arc::new_cyclic(|me: &Weak<Inner>| Inner {
+            host,
+            defaults,
+            registry: RwLock::new(BTreeMap::new()),
+            reconciling: tokio::sync::Mutex::new(()),
+            starting: AtomicUsize::new(0),
+            ready: watch::channel(false).0,
+            stopping: AtomicBool::new(false),
+            watch: Mutex::new(None),
+            _deliverer: Arc::new(Deliverer(me.clone())),
+        });
+        bus.attach(Arc::downgrade(&inner._deliverer));
+        let supervisor = Supervisor { inner };
+        let found = spec::scan(&dir, &supervisor.inner.defaults)?;
+        supervisor.reconcile(found, true).await;
+        if watch_folder {
+            let weak = Arc::downgrade(&supervisor.inner);
+            let follower = follow(&dir, &supervisor.inner.host.handle, move || {
+                let inner = weak.upgrade()?;
+                Some(Box::pin(async move { Supervisor { inner }.rescan().await })
+                    as BoxFuture<'static, ()>)
+            });
+            *supervisor.inner.watch.lock() = Some(follower);
+        }
+        Ok(supervisor)
+    }
+
+    /// The bus the supervisor serves functions with.
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.inner.host.bus
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.host.config
+    }
+
+    /// Whether every function found at start-up has finished its start.
+    pub fn is_ready(&self) -> bool {
+        *self.inner.ready.borrow()
+    }
+
+    /// Resolves once [`Supervisor::is_ready`] is true.
+    pub async fn wait_ready(&self) {
+        let mut ready = self.inner.ready.subscribe();
+        let _ = ready.wait_for(|r| *r).await;
+    }
+
+    /// Reads the functions folder again and applies what changed.
+    pub async fn rescan(&self) {
+        let dir = &self.inner.host.config.functions_dir;
+        match spec::scan(dir, &self.inner.defaults) {
+            Ok(found) => self.reconcile(found, false).await,
+            Err(e) => tracing::warn!("cannot rescan the functions folder: {e}"),
+        }
+    }
+
+    async fn reconcile(&self, mut found: BTreeMap<String, Found>, initial: bool) {
+        let _one_at_a_time = self.inner.reconciling.lock().await;
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let bus = &self.inner.host.bus;
+        let mut retired = Vec::new();
+        let mut deployed = Vec::new();
+        {
+            let mut registry = self.inner.registry.write();
+            let removed: Vec<String> = registry
+                .keys()
+                .filter(|name| !found.contains_key(*name))
+                .cloned()
+                .collect();
+            for name in removed {
+                if let Some(old) = registry.remove(&name) {
+                    bus.remove_function(&name);
+                    tracing::info!(function = %name, "function removed");
+                    retired.push((old, "removed"));
+                }
+            }
+            for (name, now) in std::mem::take(&mut found) {
+                let old = registry.get(&name).cloned();
+                if old.as_ref().is_some_and(|old| old.found.same_as(&now)) {
+                    continue;
+                }
+                let old_subscriptions = old
+                    .as_ref()
+                    .and_then(|o| o.spec())
+                    .map(|s| s.subscribe.clone());
+                let function = Arc::new(self.build(now));
+                // Subscriptions from function.toml are in force before the process starts;
+                // those a redeploy no longer lists are dropped.
+                let new_subscriptions = function
+                    .spec()
+                    .map(|s| s.subscribe.clone())
+                    .unwrap_or_default();
+                for pattern in old_subscriptions.unwrap_or_default() {
+                    if !new_subscriptions.contains(&pattern) {
+                        bus.unsubscribe(&name, &pattern);
+                    }
+                }
+                for pattern in &new_subscriptions {
+                    if let Err(e) = bus.subscribe(&name, pattern) {
+                        tracing::warn!(function = %name, "ignoring a subscription: {e}");
+                    }
+                }
+                match (&old, &function.kind) {
+                    (_, Kind::Broken(reason)) => {
+                        tracing::error!(function = %name, "function cannot be run: {reason}");
+                    }
+                    (Some(_), _) => tracing::info!(function = %name, "function redeployed"),
+                    (None, _) => tracing::info!(function = %name, "function deployed"),
+                }
+                registry.insert(name, function.clone());
+                if let Some(old) = old {
+                    retired.push((old, "redeployed"));
+                }
+                deployed.push(function);
+            }
+        }
+        for (old, what) in retired {
+            let drain = old
+                .spec()
+                .map_or(self.inner.defaults.timeout, |s| s.timeout);
+            self.inner
+                .host
+                .handle
+                .spawn(async move { old.retire(what, drain).await });
+        }
+        let to_start: Vec<Arc<Pool>> = deployed
+            .iter()
+            .filter_map(|f| match &f.kind {
+                Kind::Rpc(pool) => Some(pool.clone()),
+                _ => None,
+            })
+            .collect();
+        if initial {
+            self.inner.starting.store(to_start.len(), Ordering::Release);
+            if to_start.is_empty() {
+                self.inner.ready.send_replace(true);
+            }
+        }
+        for pool in to_start {
+            let inner = self.inner.clone();
+            self.inner.host.handle.spawn(async move {
+                let _ = pool.start_now().await;
+                if initial && inner.starting.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    inner.ready.send_replace(true);
+                    tracing::info!("ready: every function found at start-up has started");
+                }
+            });
+        }
+    }
+
+    fn build(&self, found: Found) -> Function {
+        let host = &self.inner.host;
+        let kind = match &found {
+            Found::Function(spec) => {
+                let spec = Arc::new((**spec).clone());
+                match spec.mode {
+                    Mode::Rpc => Kind::Rpc(Pool::new(spec, host.clone())),
+                    Mode::Exec => Kind::Exec(ExecRunner::new(spec, host.clone())),
+                }
+            }
+            Found::Broken { error, .. } => Kind::Broken(error.to_string()),
+        };
+        Function { found, kind }
+    }
+
+    fn lookup(&self, name: &str) -> Result<Arc<Function>, InvokeError> {
+        self.inner
+            .registry
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| InvokeError::NotFound {
+                function: name.to_owned(),
+            })
+    }
+
+    /// Whether a function of that name is deployed.
+    pub fn contains(&self, name: &str) -> bool {
+        self.inner.registry.read().contains_key(name)
+    }
+
+    /// Every deployed function, by name.
+    pub fn functions(&self) -> Vec<FunctionInfo> {
+        let registry = self.inner.registry.read();
+        registry
+            .iter()
+            .map(|(name, f)| {
+                let (state, processes, error) = match &f.kind {
+                    Kind::Rpc(pool) => {
+                        let status = pool.status();
+                        (status.state, status.processes, status.error)
+                    }
+                    Kind::Exec(runner) => ("ready", runner.running(), None),
+                    Kind::Broken(reason) => ("failed", 0, Some(reason.clone())),
+                };
+                FunctionInfo {
+                    name: name.clone(),
+                    mode: f.spec().map_or(Mode::Rpc, |s| s.mode).as_str(),
+                    subscriptions: self.inner.host.bus.subscriptions_of(name),
+                    state,
+                    processes,
+                    error,
+                }
+            })
+            .collect()
+    }
+
+    /// Runs function `name` on `input` (any JSON). `request_id` goes to the function in
+    /// `context.request_id`.
+    pub async fn invoke(
+        &self,
+        name: &str,
+        input: Box<RawValue>,
+        request_id: &str,
+    ) -> Result<Output, InvokeError> {
+        let function = self.lookup(name)?;
+        match &function.kind {
+            Kind::Rpc(pool) => {
+                let cause = Causation::root();
+                let slot = pool.acquire(&cause).await?;
+                let process = slot.process().clone();
+                let input = line_safe(input);
+                let params = InvokeParams {
+                    input: &*input,
+                    context: Context {
+                        request_id,
+                        function: name,
+                    },
+                };
+                let timeout = pool.spec().timeout;
+                process
+                    .call(
+                        methods::INVOKE,
+                        &params,
+                        cause,
+                        Arc::from(request_id),
+                        Some(slot),
+                        timeout,
+                    )
+                    .await
+                    .map(Output::Json)
+                    .map_err(|e| call_error(name, e, timeout))
+            }
+            Kind::Exec(runner) => runner
+                .run(input.get().as_bytes(), request_id)
+                .await
+                .map(Output::Raw),
+            Kind::Broken(reason) => Err(InvokeError::Broken {
+                function: name.to_owned(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// Delivers one event to function `name`, in the causation the bus gives.
+    async fn deliver(
+        &self,
+        name: &str,
+        event: &SharedEvent,
+        cause: Causation,
+    ) -> Result<(), InvokeError> {
+        let function = self.lookup(name)?;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        match &function.kind {
+            Kind::Rpc(pool) => {
+                let slot = pool.acquire(&cause).await?;
+                let process = slot.process().clone();
+                let params = EventParams {
+                    event: event.json(),
+                    context: Context {
+                        request_id: request_id.as_str(),
+                        function: name,
+                    },
+                };
+                let timeout = pool.spec().timeout;
+                process
+                    .call(
+                        methods::EVENT,
+                        &params,
+                        cause,
+                        Arc::from(request_id.as_str()),
+                        Some(slot),
+                        timeout,
+                    )
+                    .await
+                    .map(drop)
+                    .map_err(|e| call_error(name, e, timeout))
+            }
+            Kind::Exec(runner) => {
+                let mut input = event.json().get().as_bytes().to_vec();
+                input.push(b'\n');
+                runner.run(&input, &request_id).await.map(drop)
+            }
+            Kind::Broken(reason) => Err(InvokeError::Broken {
+                function: name.to_owned(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// Stops following the folder, takes no more requests, lets those in flight finish for up
+    /// to `drain`, then stops every process. Idempotent.
+    pub async fn shutdown(&self, drain: Duration) {
+        if self.inner.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        drop(self.inner.watch.lock().take());
+        let _wait_for_reconcile = self.inner.reconciling.lock().await;
+        let all: Vec<Arc<Function>> = std::mem::take(&mut *self.inner.registry.write())
+            .into_values()
+            .collect();
+        futures::future::join_all(all.iter().map(|f| f.retire("removed", drain))).await;
+        tracing::info!("every function process has stopped");
+    }
+}
+
+fn call_error(function: &str, error: CallError, timeout: Duration) -> InvokeError {
+    let function = function.to_owned();
+    match error {
+        CallError::Rpc(error) => InvokeError::Function {
+            function,
+            error: Box::new(error),
+        },
+        CallError::Died(death) if death.protocol => InvokeError::Protocol {
+            function,
+            detail: death.detail,
+        },
+        CallError::Died(death) => InvokeError::Crashed {
+            function,
+            detail: format!("{} while handling the request", death.detail),
+            stderr: death.stderr,
+        },
+        CallError::Timeout => InvokeError::Timeout {
+            function,
+            after: timeout,
+            action: "its process was killed",
+        },
+    }
+}

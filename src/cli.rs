@@ -1,0 +1,159 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// shs: a self-hosted serverless framework. Functions are executables in any language, run as
+/// child processes that speak JSON-RPC over stdin and stdout.
+#[derive(Debug, Parser)]
+#[command(name = "shs", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the supervisor and its HTTP API on a folder of functions.
+    Serve(ServeArgs),
+}
+
+/// How log lines are written (to stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every flag can also be set with an environment variable `SHS_<FLAG>`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Folder with one sub-folder per function; followed for changes while the server runs.
+    #[arg(
+        long,
+        env = "SHS_FUNCTIONS_DIR",
+        default_value = "./functions",
+        value_name = "DIR"
+    )]
+    pub(crate) functions_dir: PathBuf,
+
+    /// Address to listen on (port 0 picks a free port; the log says which).
+    #[arg(
+        long,
+        env = "SHS_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    pub(crate) listen: String,
+
+    /// Seconds a request may take, where a function's function.toml sets no `timeout`.
+    #[arg(long, env = "SHS_TIMEOUT", default_value = "30", value_name = "SECS", value_parser = parse_seconds)]
+    pub(crate) timeout: f64,
+
+    /// Largest request body, in bytes (suffixes K, M, KiB, MiB allowed).
+    #[arg(long, env = "SHS_MAX_BODY", default_value = "1MiB", value_name = "BYTES", value_parser = parse_size)]
+    pub(crate) max_body: usize,
+
+    /// Log format.
+    #[arg(long, env = "SHS_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub(crate) log_format: LogFormat,
+
+    /// Most processes per function, where function.toml sets no `instances`.
+    #[arg(long, env = "SHS_INSTANCES", default_value = "4", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) instances: u32,
+
+    /// Deliveries a chain of events may take before it is cut (loop protection).
+    #[arg(long, env = "SHS_MAX_HOPS", default_value = "16", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_hops: u32,
+
+    /// Longest stdout line a function may write, in bytes (suffixes allowed); a longer one
+    /// fails the request with 502 and the process is replaced.
+    #[arg(long, env = "SHS_MAX_LINE", default_value = "16MiB", value_name = "BYTES", value_parser = parse_size)]
+    pub(crate) max_line: usize,
+
+    /// HTTP worker threads [default: the number of CPUs].
+    #[arg(long, env = "SHS_WORKERS", value_name = "N")]
+    pub(crate) workers: Option<usize>,
+
+    /// Seconds in-flight requests get to finish on shutdown (SIGTERM, SIGINT).
+    #[arg(long, env = "SHS_SHUTDOWN_GRACE", default_value = "10", value_name = "SECS", value_parser = parse_seconds)]
+    pub(crate) shutdown_grace: f64,
+
+    /// Pass the server's whole environment to functions (by default they get PATH, HOME,
+    /// LANG, TZ, their function.toml `env`, SHS_FUNCTION and SHS_URL).
+    #[arg(long, env = "SHS_INHERIT_ENV")]
+    pub(crate) inherit_env: bool,
+
+    /// Do not follow the functions folder for changes.
+    #[arg(long, env = "SHS_NO_WATCH")]
+    pub(crate) no_watch: bool,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let secs: f64 = s
+        .trim()
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
+        Ok(secs)
+    } else {
+        Err(format!("{s:?} must be between 0 and 86400 seconds"))
+    }
+}
+
+/// `1048576`, `512K`, `512KiB`, `1M`, `1MiB` (K and M are powers of 1024 either way).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 1048576, 512KiB, 1MiB)"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M or G)")),
+    };
+    match n.checked_mul(factor) {
+        Some(0) => Err(format!("{s:?} must be more than 0")),
+        Some(size) => Ok(size),
+        None => Err(format!("{s:?} is too large")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1_048_576));
+        assert_eq!(parse_size("1MiB"), Ok(1_048_576));
+        assert_eq!(parse_size("512K"), Ok(524_288));
+        assert_eq!(parse_size("16 MiB"), Ok(16 << 20));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("abc").is_err());
+        assert!(parse_size("1T").is_err());
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_seconds("30"), Ok(30.0));
+        assert_eq!(parse_seconds("0.5s"), Ok(0.5));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("soon").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

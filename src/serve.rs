@@ -1,0 +1,93 @@
+//! `shs serve`: wires the bus, the supervisor and the HTTP server, and shuts them down in
+//! order on SIGTERM or SIGINT.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use shs_bus::LocalBus;
+use shs_http::HttpConfig;
+use shs_supervisor::{Config, Supervisor};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::ServeArgs;
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("shs-supervisor")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(&args.listen)
+        .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    let url = format!("http://{addr}");
+
+    let mut config = Config::new(&args.functions_dir);
+    config.timeout = Duration::from_secs_f64(args.timeout);
+    config.instances = args.instances as usize;
+    config.max_line = args.max_line;
+    config.inherit_env = args.inherit_env;
+    config.server_url = url.clone();
+    config.watch = !args.no_watch;
+
+    let bus = Arc::new(LocalBus::new(args.max_hops));
+    let supervisor = Supervisor::start(config, bus).await.with_context(|| {
+        format!(
+            "cannot serve the functions folder {} (--functions-dir)",
+            args.functions_dir.display()
+        )
+    })?;
+
+    let grace = Duration::from_secs_f64(args.shutdown_grace);
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let http = HttpConfig {
+        max_body: args.max_body,
+        workers,
+        shutdown_grace: grace,
+    };
+    let server = shs_http::server(listener, supervisor.clone(), &http)
+        .context("cannot start the HTTP server")?;
+    let handle = server.handle();
+    let mut running = tokio::spawn(server);
+    tracing::info!(
+        functions_dir = %args.functions_dir.display(),
+        workers,
+        "listening on {url}"
+    );
+
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let stopped_early = tokio::select! {
+        _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); None }
+        _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); None }
+        result = &mut running => Some(result),
+    };
+    match stopped_early {
+        None => {
+            // Stop accepting, let in-flight requests finish (up to the grace period).
+            handle.stop(true).await;
+            let _ = running.await;
+        }
+        Some(result) => {
+            supervisor.shutdown(grace).await;
+            return match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e).context("the HTTP server failed"),
+                Err(e) => Err(e).context("the HTTP server task failed"),
+            };
+        }
+    }
+    supervisor.shutdown(grace).await;
+    tracing::info!("stopped");
+    Ok(())
+}
