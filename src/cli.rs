@@ -65,6 +65,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SHS_INSTANCES", default_value = "4", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) instances: u32,
 
+    /// Most requests that wait for a busy function, per function, where function.toml sets no
+    /// `queue`; past that, requests get 503 with Retry-After.
+    #[arg(long, env = "SHS_QUEUE", default_value = "64", value_name = "N")]
+    pub(crate) queue: usize,
+
     /// Deliveries a chain of events may take before it is cut (loop protection).
     #[arg(long, env = "SHS_MAX_HOPS", default_value = "16", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_hops: u32,

@@ -33,6 +33,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::new(&args.functions_dir);
     config.timeout = Duration::from_secs_f64(args.timeout);
     config.instances = args.instances as usize;
+    config.queue = args.queue;
     config.max_line = args.max_line;
     config.inherit_env = args.inherit_env;
     config.server_url = url.clone();
@@ -50,15 +51,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    let http = HttpConfig {
+    let http_config = HttpConfig {
         max_body: args.max_body,
         workers,
         shutdown_grace: grace,
     };
-    let server = shs_http::server(listener, supervisor.clone(), &http)
+    let http = shs_http::server(listener, supervisor.clone(), &http_config)
         .context("cannot start the HTTP server")?;
-    let handle = server.handle();
-    let mut running = tokio::spawn(server);
+    let handle = http.server.handle();
+    let lifecycle = http.lifecycle;
+    let mut running = tokio::spawn(http.server);
     tracing::info!(
         functions_dir = %args.functions_dir.display(),
         workers,
@@ -75,7 +77,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     match stopped_early {
         None => {
             // Stop accepting, let in-flight requests finish (up to the grace period).
-            handle.stop(true).await;
+            lifecycle.shutdown(&handle, grace).await;
             let _ = running.await;
         }
         Some(result) => {

@@ -7,8 +7,10 @@
 //! [`Supervisor`] and the [`shs_bus::Bus`].
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::dev::Service as _;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -18,6 +20,9 @@ use serde_json::{Map, Value, json};
 use shs_supervisor::{ErrorKind, InvokeError, Output, Supervisor};
 
 pub mod events;
+mod lifecycle;
+
+pub use lifecycle::Lifecycle;
 
 /// The header a request id is read from and returned in.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -50,17 +55,46 @@ impl AppState {
     }
 }
 
-/// Builds (without starting to await) the HTTP server on an already bound listener. Signals
-/// are left to the caller: stop the server through its handle.
+/// The HTTP server, built on an already bound listener: await `server` to run it, and call
+/// [`Lifecycle::shutdown`] with its handle to stop it. Signals are left to the caller.
+pub struct HttpServer {
+    /// The server future.
+    pub server: actix_web::dev::Server,
+    /// Requests in flight, for a graceful stop.
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+/// Builds the HTTP server on an already bound listener.
 pub fn server(
     listener: TcpListener,
     supervisor: Supervisor,
     config: &HttpConfig,
-) -> std::io::Result<actix_web::dev::Server> {
+) -> std::io::Result<HttpServer> {
     let state = AppState::new(supervisor, config.max_body);
+    let lifecycle = Arc::new(Lifecycle::default());
+    let counted = lifecycle.clone();
     let server = actix_web::HttpServer::new(move || {
+        let lifecycle = counted.clone();
         actix_web::App::new()
             .app_data(web::Data::new(state.clone()))
+            .wrap_fn(move |req, service| {
+                let guard = lifecycle.enter();
+                let call = guard.as_ref().map(|_| service.call(req));
+                async move {
+                    match call {
+                        Some(call) => {
+                            let response = call.await;
+                            drop(guard);
+                            response
+                        }
+                        None => Err(actix_web::error::InternalError::from_response(
+                            "shutting down",
+                            shutting_down(),
+                        )
+                        .into()),
+                    }
+                }
+            })
             .configure(routes)
     })
     .workers(config.workers.max(1))
@@ -68,7 +102,19 @@ pub fn server(
     .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
     .listen(listener)?
     .run();
-    Ok(server)
+    Ok(HttpServer { server, lifecycle })
+}
+
+fn shutting_down() -> HttpResponse {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is shutting down",
+        Map::new(),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Registers every route; the app must hold a `web::Data<AppState>`.

@@ -61,6 +61,9 @@ pub struct Config {
     pub timeout: Duration,
     /// Most processes per function where the function does not set its own.
     pub instances: usize,
+    /// Most requests waiting for a free process, per function, where the function does not set
+    /// its own `queue`.
+    pub queue: usize,
     /// Longest stdout line a process may write (longer: the process is stopped); also the most
     /// an exec process may write.
     pub max_line: usize,
@@ -77,12 +80,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for the given folder: 30 s timeout, 4 instances, 16 MiB lines.
+    /// Defaults for the given folder: 30 s timeout, 4 instances, a queue of 64, 16 MiB lines.
     pub fn new(functions_dir: impl Into<PathBuf>) -> Config {
         Config {
             functions_dir: functions_dir.into(),
             timeout: Duration::from_secs(30),
             instances: 4,
+            queue: 64,
             max_line: 16 * 1024 * 1024,
             stderr_line: 64 * 1024,
             kill_grace: Duration::from_secs(2),

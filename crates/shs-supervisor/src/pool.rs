@@ -135,6 +135,23 @@ impl Pool {
             if let Some(slot) = self.take_free(&mut st) {
                 return Ok(slot);
             }
+            st.waiters.retain(|w| !w.tx.is_closed());
+            if st.waiters.len() >= self.spec.queue
+                && st.procs.len() + st.starting >= self.spec.instances
+            {
+                return Err(InvokeError::AtCapacity {
+                    function: self.spec.name.clone(),
+                    detail: format!(
+                        "all {} processes are busy and {} requests are waiting (instances = {}, concurrency = {}, queue = {})",
+                        st.procs.len() + st.starting,
+                        st.waiters.len(),
+                        self.spec.instances,
+                        self.spec.concurrency,
+                        self.spec.queue
+                    ),
+                    retry_after: Duration::from_secs(1),
+                });
+            }
             if st.procs.len() + st.starting < self.spec.instances {
                 st.starting += 1;
                 let pool = self.arc();
@@ -155,20 +172,32 @@ impl Pool {
             st.waiters.push_back(Waiter { tx });
             rx
         };
-        match tokio::time::timeout(self.spec.timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(self.gone("removed")),
-            Err(_) => Err(InvokeError::AtCapacity {
-                function: self.spec.name.clone(),
-                detail: format!(
-                    "no process was free within {} (instances = {}, concurrency = {})",
-                    fmt_duration(self.spec.timeout),
-                    self.spec.instances,
-                    self.spec.concurrency
-                ),
-                retry_after: Duration::from_secs(1),
-            }),
+        let mut rx = rx;
+        loop {
+            match tokio::time::timeout(self.spec.timeout, &mut rx).await {
+                Ok(Ok(result)) => return result,
+                Ok(Err(_)) => return Err(self.gone("removed")),
+                Err(_) => {
+                    // With no process yet and one starting, the start's own outcome (ready, or
+                    // a failure handed to every waiter) is the answer: wait for it.
+                    let st = self.state.lock();
+                    if st.starting > 0 && st.procs.iter().all(|e| e.process.is_doomed()) {
+                        continue;
+                    }
+                    break;
+                }
+            }
         }
+        Err(InvokeError::AtCapacity {
+            function: self.spec.name.clone(),
+            detail: format!(
+                "no process was free within {} (instances = {}, concurrency = {})",
+                fmt_duration(self.spec.timeout),
+                self.spec.instances,
+                self.spec.concurrency
+            ),
+            retry_after: Duration::from_secs(1),
+        })
     }
 
     fn gone(&self, what: &'static str) -> InvokeError {
@@ -184,7 +213,7 @@ impl Pool {
         let entry = st
             .procs
             .iter_mut()
-            .filter(|e| e.busy < concurrency && !e.process.is_dead())
+            .filter(|e| e.busy < concurrency && !e.process.is_doomed())
             .min_by_key(|e| e.busy)?;
         entry.busy += 1;
         Some(Slot {
@@ -359,7 +388,7 @@ impl Pool {
     /// Shows the pool's state.
     pub(crate) fn status(&self) -> PoolStatus {
         let st = self.state.lock();
-        let live = st.procs.iter().filter(|e| !e.process.is_dead()).count();
+        let live = st.procs.iter().filter(|e| !e.process.is_doomed()).count();
         let (state, error) = if live > 0 {
             ("ready", None)
         } else if st.starting > 0 {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -103,8 +103,13 @@ pub(crate) struct Process {
     writer: mpsc::Sender<Outgoing>,
     calls: Mutex<Calls>,
     stderr_tail: StderrTail,
-    /// Why the supervisor killed it, when it did.
+    /// Why the supervisor killed or stopped it, when it did.
     kill_reason: Mutex<Option<String>>,
+    /// Set as soon as the process is known to be going (killed, stopping, stdout closed): the
+    /// pool gives it no new request from then on.
+    doomed: AtomicBool,
+    /// Set when its stderr has been read to the end.
+    stderr_done: watch::Sender<bool>,
     exit: watch::Receiver<Option<String>>,
     dead: watch::Receiver<bool>,
     dead_tx: watch::Sender<bool>,
@@ -204,6 +209,8 @@ impl Process {
             }),
             stderr_tail: StderrTail::default(),
             kill_reason: Mutex::new(None),
+            doomed: AtomicBool::new(false),
+            stderr_done: watch::channel(false).0,
             exit,
             dead,
             dead_tx,
@@ -231,9 +238,9 @@ impl Process {
         self.pid
     }
 
-    /// Whether the process is gone (or going): it takes no more calls.
-    pub(crate) fn is_dead(&self) -> bool {
-        *self.dead.borrow()
+    /// Whether the process is gone or going: it must get no new request.
+    pub(crate) fn is_doomed(&self) -> bool {
+        self.doomed.load(Ordering::Acquire)
     }
 
     /// Resolves once the process is dead and every call it had has been failed.
@@ -277,6 +284,10 @@ impl Process {
             let mut calls = self.calls.lock();
             if let Some(death) = &calls.death {
                 return Err(CallError::Died(death.clone()));
+            }
+            if self.is_doomed() && method != methods::INITIALIZE {
+                drop(calls);
+                return Err(CallError::Died(self.death_or_unknown()));
             }
             calls.pending.insert(
                 id,
@@ -327,8 +338,12 @@ impl Process {
     }
 
     fn death_or_unknown(&self) -> Death {
+        let reason = self.kill_reason.lock().clone();
         self.calls.lock().death.clone().unwrap_or_else(|| Death {
-            detail: "went away".to_owned(),
+            detail: match reason {
+                Some(reason) => format!("was stopped ({reason})"),
+                None => "went away".to_owned(),
+            },
             protocol: false,
             stderr: self.stderr_tail(),
         })
@@ -336,6 +351,7 @@ impl Process {
 
     /// Kills the process group at once (SIGKILL), recording why.
     pub(crate) fn kill(&self, reason: String) {
+        self.doomed.store(true, Ordering::Release);
         {
             let mut kill_reason = self.kill_reason.lock();
             if kill_reason.is_none() {
@@ -349,6 +365,7 @@ impl Process {
     /// Stops the process gracefully: closes its stdin, waits up to `grace` for it to exit,
     /// then SIGTERM to its group, `grace` again, then SIGKILL. Resolves once it is dead.
     pub(crate) async fn stop(&self, grace: Duration, reason: &str) {
+        self.doomed.store(true, Ordering::Release);
         {
             let mut kill_reason = self.kill_reason.lock();
             kill_reason.get_or_insert_with(|| reason.to_owned());
@@ -410,6 +427,7 @@ impl Process {
         }
         drop(lines);
         // stdout is closed: the process has exited, or is about to, or closed it on purpose.
+        self.doomed.store(true, Ordering::Release);
         let mut exit = self.exit.clone();
         if tokio::time::timeout(EXIT_AFTER_EOF, exit.wait_for(Option::is_some))
             .await
@@ -423,8 +441,11 @@ impl Process {
             .borrow()
             .clone()
             .unwrap_or_else(|| "an unknown status".to_owned());
-        // Give the stderr reader a moment to take the last lines the process wrote.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Let the stderr reader take the last lines the process wrote (its group is dead, so
+        // stderr ends at once, unless something outside the group holds it).
+        let mut stderr_done = self.stderr_done.subscribe();
+        let _ =
+            tokio::time::timeout(Duration::from_millis(200), stderr_done.wait_for(|d| *d)).await;
         let killed = self.kill_reason.lock().clone();
         let death = match (protocol_error, killed) {
             (Some(detail), _) => Death {
@@ -655,6 +676,7 @@ impl Process {
             },
         )
         .await;
+        self.stderr_done.send_replace(true);
     }
 }
 
@@ -731,7 +753,7 @@ async fn write_loop(process: Arc<Process>, stdin: ChildStdin, mut queue: mpsc::R
 }
 
 fn broken_stdin(process: &Process, e: &std::io::Error) {
-    if !process.is_dead() && process.exit.borrow().is_none() {
+    if !process.is_doomed() && process.exit.borrow().is_none() {
         process.kill(format!("its stdin cannot be written ({e})"));
     }
 }

@@ -65,6 +65,7 @@ struct Manifest {
     env: Option<BTreeMap<String, String>>,
     instances: Option<usize>,
     concurrency: Option<usize>,
+    queue: Option<usize>,
 }
 
 /// Settings that apply where a function does not set its own.
@@ -74,6 +75,8 @@ pub struct Defaults {
     pub timeout: Duration,
     /// Most processes per function.
     pub instances: usize,
+    /// Most requests waiting for a free process, per function.
+    pub queue: usize,
 }
 
 /// Everything needed to run one function.
@@ -97,6 +100,8 @@ pub struct FunctionSpec {
     pub instances: usize,
     /// Requests in flight per process.
     pub concurrency: usize,
+    /// Most requests waiting for a free process; past that, requests are refused (503).
+    pub queue: usize,
     /// What a change on disk is detected by.
     pub fingerprint: Fingerprint,
 }
@@ -321,6 +326,7 @@ fn build_spec(
         Some(0) => return Err(invalid("`concurrency` must be at least 1".into())),
         Some(n) => n,
     };
+    let queue = manifest.queue.unwrap_or(defaults.queue);
     let subscribe = manifest.subscribe.unwrap_or_default();
     for pattern in &subscribe {
         shs_bus::validate_pattern(pattern).map_err(|e| invalid(format!("`subscribe`: {e}")))?;
@@ -343,6 +349,7 @@ fn build_spec(
         env,
         instances,
         concurrency,
+        queue,
         fingerprint: Fingerprint::default(),
     })
 }
@@ -380,6 +387,7 @@ mod tests {
         Defaults {
             timeout: Duration::from_secs(30),
             instances: 4,
+            queue: 64,
         }
     }
 
@@ -431,7 +439,7 @@ mod tests {
         assert_eq!(spec.command, ["python3", "main.py"]);
         assert_eq!(spec.mode, Mode::Rpc);
         assert_eq!(spec.timeout, Duration::from_secs(30));
-        assert_eq!((spec.instances, spec.concurrency), (4, 1));
+        assert_eq!((spec.instances, spec.concurrency, spec.queue), (4, 1, 64));
         write(&dir, "main", "#!/bin/sh\n");
         assert!(error_of(read_function("f", &dir, &defaults())).contains("not executable"));
         fs::set_permissions(dir.join("main"), fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -464,6 +472,7 @@ subscribe = ["a.b", "c.*"]
 env = { GREETING = "hi" }
 instances = 3
 concurrency = 8
+queue = 0
 "#,
         );
         let spec = spec_of(read_function("f", &dir, &defaults()));
@@ -478,7 +487,7 @@ concurrency = 8
         assert_eq!(spec.timeout, Duration::from_millis(2500));
         assert_eq!(spec.subscribe, ["a.b", "c.*"]);
         assert_eq!(spec.env.get("GREETING").map(String::as_str), Some("hi"));
-        assert_eq!((spec.instances, spec.concurrency), (3, 8));
+        assert_eq!((spec.instances, spec.concurrency, spec.queue), (3, 8, 0));
     }
 
     #[test]

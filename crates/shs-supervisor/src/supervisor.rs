@@ -139,6 +139,7 @@ impl Supervisor {
         let defaults = Defaults {
             timeout: config.timeout,
             instances: config.instances.max(1),
+            queue: config.queue,
         };
         let watch_folder = config.watch;
         let host = Arc::new(Host {

@@ -1,0 +1,18 @@
+//! End-to-end tests: the real `shs` binary, real function processes (Python, Node, sh) over
+//! real pipes, real HTTP. Each test starts its own server on a free port over its own temporary
+//! functions folder, so tests run in parallel; the harness stops every server and checks that
+//! no process is left behind.
+//!
+//! Fixture functions live in `tests/fixtures/`, each with a comment saying what it does.
+
+#![allow(unreachable_pub)] // helper items are shared between test modules
+
+mod harness;
+
+mod cli;
+mod deploy;
+mod events;
+mod examples;
+mod exec;
+mod protocol;
+mod run;
