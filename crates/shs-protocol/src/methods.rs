@@ -196,7 +196,7 @@ mod tests {
             Some(r#"{"input":{"a":1},"context":{"request_id":"r1","function":"hello"}}"#)
         );
 
-        let event = EventObject {
+        let event: EventObject = EventObject {
             id: "e1".into(),
             event_type: "user.created".into(),
             source: "/http".into(),
