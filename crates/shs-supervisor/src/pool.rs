@@ -152,7 +152,7 @@ impl Pool {
                     retry_after: Duration::from_secs(1),
                 });
             }
-            if st.procs.len() + st.starting < self.spec.instances {
+            if self.should_grow(&st, st.waiters.len() + 1) {
                 st.starting += 1;
                 let pool = self.arc();
                 self.host.handle.spawn(async move {
@@ -198,6 +198,13 @@ impl Pool {
             ),
             retry_after: Duration::from_secs(1),
         })
+    }
+
+    /// Whether `waiting` requests call for one more process: the pool is below `instances`,
+    /// and the processes already starting will not have a slot for each of them.
+    fn should_grow(&self, st: &State, waiting: usize) -> bool {
+        st.procs.len() + st.starting < self.spec.instances
+            && waiting > st.starting * self.spec.concurrency
     }
 
     fn gone(&self, what: &'static str) -> InvokeError {
@@ -376,7 +383,7 @@ impl Pool {
         }
         // Whoever waits now needs a process that is not the dead one.
         st.waiters.retain(|w| !w.tx.is_closed());
-        if !st.waiters.is_empty() && st.procs.len() + st.starting < self.spec.instances {
+        if self.should_grow(&st, st.waiters.len()) {
             st.starting += 1;
             let pool = self.arc();
             self.host.handle.spawn(async move {

@@ -47,6 +47,8 @@ static NEXT_PROCESS_ID: AtomicU64 = AtomicU64::new(1);
 const WRITE_QUEUE: usize = 1024;
 /// How many of a process's own requests (publish) may be served at once.
 const MAX_FUNCTION_REQUESTS: usize = 256;
+/// How long after an answer a stderr line is still taken to belong to that request.
+const STDERR_AFTER_ANSWER: Duration = Duration::from_millis(250);
 /// How long the reader waits, after stdout closes, for the process to exit on its own.
 const EXIT_AFTER_EOF: Duration = Duration::from_millis(500);
 
@@ -110,6 +112,9 @@ pub(crate) struct Process {
     doomed: AtomicBool,
     /// Set when its stderr has been read to the end.
     stderr_done: watch::Sender<bool>,
+    /// The request answered last, and when: stderr and stdout are two pipes, so a line a
+    /// function logs just before answering may be read just after the answer.
+    last_answered: Mutex<Option<(Arc<str>, std::time::Instant)>>,
     exit: watch::Receiver<Option<String>>,
     dead: watch::Receiver<bool>,
     dead_tx: watch::Sender<bool>,
@@ -211,6 +216,7 @@ impl Process {
             kill_reason: Mutex::new(None),
             doomed: AtomicBool::new(false),
             stderr_done: watch::channel(false).0,
+            last_answered: Mutex::new(None),
             exit,
             dead,
             dead_tx,
@@ -494,6 +500,8 @@ impl Process {
         let pending = id.and_then(|id| self.calls.lock().pending.remove(&id));
         match (pending, response.id) {
             (Some(call), _) => {
+                *self.last_answered.lock() =
+                    Some((call.request_id.clone(), std::time::Instant::now()));
                 let _ = call.tx.send(response.outcome.map_err(CallError::Rpc));
             }
             (None, None) => {
@@ -667,10 +675,17 @@ impl Process {
             self.pid,
             self.stderr_tail.clone(),
             move || {
-                // With one request in flight, its lines are that request's.
+                // With one request in flight, its lines are that request's; with none, a line
+                // read right after an answer is most likely that request's last word.
                 let calls = this.calls.lock();
                 match calls.pending.len() {
                     1 => calls.pending.values().next().map(|c| c.request_id.clone()),
+                    0 => this
+                        .last_answered
+                        .lock()
+                        .as_ref()
+                        .filter(|(_, at)| at.elapsed() < STDERR_AFTER_ANSWER)
+                        .map(|(id, _)| id.clone()),
                     _ => None,
                 }
             },
