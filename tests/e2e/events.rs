@@ -483,3 +483,50 @@ async fn an_exec_function_takes_events_on_stdin() {
     assert_eq!(event["id"], answer.body["event_id"]);
     server.stop_and_check();
 }
+
+/// Subscribes to boot.ping and publishes it during its own start-up, before answering
+/// initialize; invoke answers with what that publish got.
+const BOOT_PUBLISHER: &str = r#"
+import json, sys
+
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n"); sys.stdout.flush()
+
+def call(i, method, params):
+    send({"jsonrpc": "2.0", "id": i, "method": method, "params": params})
+    return json.loads(sys.stdin.readline())
+
+boot = None
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("method") == "initialize":
+        call("s", "subscribe", {"type": "boot.ping"})
+        boot = call("p", "publish", {"type": "boot.ping", "payload": {}})["result"]
+        send({"jsonrpc": "2.0", "id": m["id"], "result": {}})
+    elif m.get("method") == "invoke":
+        send({"jsonrpc": "2.0", "id": m["id"], "result": boot})
+    elif m.get("method") == "event":
+        send({"jsonrpc": "2.0", "id": m["id"], "result": {"ok": True}})
+"#;
+
+#[tokio::test]
+async fn publishing_to_itself_during_start_up_is_reported_not_waited_out() {
+    for instances in [1, 2] {
+        let mut server = ServerBuilder::new()
+            .file("boot", "main.py", BOOT_PUBLISHER)
+            .toml("boot", &format!("instances = {instances}\ntimeout = 60\n"))
+            .start()
+            .await;
+        server.wait_ready().await;
+        let answer = server.run("boot", json!({})).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let errors = answer.body["errors"].as_array().expect("errors");
+        assert!(
+            errors.iter().any(|e| e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("waits for this event"))),
+            "instances = {instances}: {answer:?}"
+        );
+        server.stop_and_check();
+    }
+}

@@ -126,6 +126,8 @@ async fn a_malformed_name_is_400_and_an_unknown_one_404() {
             answer.message()
         );
     }
+    let answer = server.post("/run/", "{}").await;
+    assert_eq!(answer.status, 400, "no name: {answer:?}");
     let answer = server.post(&format!("/run/{}", "x".repeat(64)), "{}").await;
     assert_eq!(
         answer.status, 404,

@@ -123,6 +123,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/ready", Method::GET, web::get().to(ready)))
         .service(resource("/run/{name}", Method::POST, web::post().to(run)))
         .service(resource(
+            "/run/",
+            Method::POST,
+            web::post().to(run_without_name),
+        ))
+        .service(resource(
             "/events",
             Method::POST,
             web::post().to(events::publish),
@@ -356,6 +361,14 @@ async fn run(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>
             .insert(header::HeaderName::from_static(REQUEST_ID), value);
     }
     response
+}
+
+async fn run_without_name() -> HttpResponse {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        "no function name: use POST /run/{name}",
+        Map::new(),
+    )
 }
 
 #[derive(Serialize)]

@@ -67,6 +67,8 @@ struct Waiter {
 struct State {
     procs: Vec<Entry>,
     starting: usize,
+    /// The processes among `starting` that have been spawned and are in `initialize`.
+    initializing: Vec<Arc<Process>>,
     waiters: VecDeque<Waiter>,
     last_failure: Option<StartFailure>,
     closed: Option<&'static str>,
@@ -122,7 +124,7 @@ impl Pool {
             }
             st.starting += 1;
         }
-        self.arc().start_one().await
+        self.arc().start_one(Causation::root()).await
     }
 
     /// Takes a slot, starting a process or waiting in line as needed.
@@ -152,13 +154,17 @@ impl Pool {
                     retry_after: Duration::from_secs(1),
                 });
             }
-            if self.should_grow(&st, st.waiters.len() + 1) {
+            let coming = coming(&st, cause);
+            if self.should_grow(&st, st.waiters.len() + 1, coming) {
                 st.starting += 1;
                 let pool = self.arc();
+                // The new process starts on behalf of this request: what waits for the request
+                // waits for its start too.
+                let cause = cause.clone();
                 self.host.handle.spawn(async move {
-                    let _ = pool.start_one().await;
+                    let _ = pool.start_one(cause).await;
                 });
-            } else if st.starting == 0 && waits_on_itself(&st, cause) {
+            } else if coming == 0 && waits_on_itself(&st, cause) {
                 return Err(InvokeError::Cycle {
                     function: self.spec.name.clone(),
                     detail: format!(
@@ -201,10 +207,11 @@ impl Pool {
     }
 
     /// Whether `waiting` requests call for one more process: the pool is below `instances`,
-    /// and the processes already starting will not have a slot for each of them.
-    fn should_grow(&self, st: &State, waiting: usize) -> bool {
+    /// and the `coming` processes (starting, and not blocked on these requests) will not have a
+    /// slot for each of them.
+    fn should_grow(&self, st: &State, waiting: usize, coming: usize) -> bool {
         st.procs.len() + st.starting < self.spec.instances
-            && waiting > st.starting * self.spec.concurrency
+            && waiting > coming * self.spec.concurrency
     }
 
     fn gone(&self, what: &'static str) -> InvokeError {
@@ -267,8 +274,8 @@ impl Pool {
     }
 
     /// Spawns and initializes one process (the caller has counted it in `starting`).
-    async fn start_one(self: Arc<Self>) -> Result<(), StartFailure> {
-        let result = self.spawn_and_initialize().await;
+    async fn start_one(self: Arc<Self>, cause: Causation) -> Result<(), StartFailure> {
+        let result = self.spawn_and_initialize(cause).await;
         let process = match result {
             Ok(process) => process,
             Err(failure) => {
@@ -320,12 +327,27 @@ impl Pool {
         Ok(())
     }
 
-    async fn spawn_and_initialize(&self) -> Result<Arc<Process>, StartFailure> {
+    async fn spawn_and_initialize(&self, cause: Causation) -> Result<Arc<Process>, StartFailure> {
         let spec = &self.spec;
         let process = Process::spawn(spec, &self.host).map_err(|reason| StartFailure {
             reason,
             stderr: Vec::new(),
         })?;
+        self.state.lock().initializing.push(process.clone());
+        let result = self.initialize(process.clone(), cause).await;
+        self.state
+            .lock()
+            .initializing
+            .retain(|p| p.id() != process.id());
+        result
+    }
+
+    async fn initialize(
+        &self,
+        process: Arc<Process>,
+        cause: Causation,
+    ) -> Result<Arc<Process>, StartFailure> {
+        let spec = &self.spec;
         let params = InitializeParams {
             function: spec.name.clone(),
             protocol: PROTOCOL_VERSION,
@@ -334,7 +356,7 @@ impl Pool {
             .call(
                 methods::INITIALIZE,
                 &params,
-                Causation::root(),
+                cause,
                 Arc::from("initialize"),
                 None,
                 spec.timeout,
@@ -383,11 +405,11 @@ impl Pool {
         }
         // Whoever waits now needs a process that is not the dead one.
         st.waiters.retain(|w| !w.tx.is_closed());
-        if self.should_grow(&st, st.waiters.len()) {
+        if self.should_grow(&st, st.waiters.len(), st.starting) {
             st.starting += 1;
             let pool = self.arc();
             self.host.handle.spawn(async move {
-                let _ = pool.start_one().await;
+                let _ = pool.start_one(Causation::root()).await;
             });
         }
     }
@@ -441,9 +463,24 @@ impl Pool {
 fn waits_on_itself(st: &State, cause: &Causation) -> bool {
     let waiting = cause.waiting();
     !waiting.is_empty()
-        && !st.procs.is_empty()
         && st.procs.iter().all(|e| {
             let calls = e.process.calls_in_flight();
             calls.len() == e.busy && calls.iter().all(|c| waiting.contains(c))
         })
+}
+
+/// How many of the starting processes may serve a request made in `cause`: not those whose
+/// `initialize` is itself waiting for it (a function publishing, during its start-up, an event
+/// it subscribes to).
+fn coming(st: &State, cause: &Causation) -> usize {
+    let waiting = cause.waiting();
+    let blocked = st
+        .initializing
+        .iter()
+        .filter(|p| {
+            let calls = p.calls_in_flight();
+            !calls.is_empty() && calls.iter().all(|c| waiting.contains(c))
+        })
+        .count();
+    st.starting.saturating_sub(blocked)
 }
