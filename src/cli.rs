@@ -95,6 +95,39 @@ pub(crate) struct ServeArgs {
     /// Do not follow the functions folder for changes.
     #[arg(long, env = "SHS_NO_WATCH")]
     pub(crate) no_watch: bool,
+
+    /// Seconds an unused process is kept before the function is scaled down to its
+    /// `min_instances` (0: never), where function.toml sets no `idle_timeout`.
+    #[arg(long, env = "SHS_IDLE_TIMEOUT", default_value = "300", value_name = "SECS", value_parser = parse_seconds_or_zero)]
+    pub(crate) idle_timeout: f64,
+
+    /// Default memory (data segment) limit of each function process (e.g. 512MiB).
+    #[arg(long, env = "SHS_LIMIT_MEMORY", value_name = "BYTES", value_parser = parse_limit)]
+    pub(crate) limit_memory: Option<u64>,
+
+    /// Default CPU-seconds limit of each function process.
+    #[arg(long, env = "SHS_LIMIT_CPU", value_name = "SECS")]
+    pub(crate) limit_cpu: Option<u64>,
+
+    /// Default open-files limit of each function process.
+    #[arg(long, env = "SHS_LIMIT_FILES", value_name = "N")]
+    pub(crate) limit_files: Option<u64>,
+
+    /// Default limit on processes of the user a function runs as (not enforced for root).
+    #[arg(long, env = "SHS_LIMIT_PROCESSES", value_name = "N")]
+    pub(crate) limit_processes: Option<u64>,
+
+    /// Seconds a stopping function process gets after its stdin closes, and again after
+    /// SIGTERM, before it is killed.
+    #[arg(long, env = "SHS_KILL_GRACE", default_value = "2", value_name = "SECS", value_parser = parse_seconds)]
+    pub(crate) kill_grace: f64,
+}
+
+fn parse_seconds_or_zero(s: &str) -> Result<f64, String> {
+    if s.trim().trim_end_matches('s').parse::<f64>() == Ok(0.0) {
+        return Ok(0.0);
+    }
+    parse_seconds(s)
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -110,26 +143,15 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
-/// `1048576`, `512K`, `512KiB`, `1M`, `1MiB` (K and M are powers of 1024 either way).
+/// A size in bytes that fits in memory: `1048576`, `512KiB`, `1MiB`.
 fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 1048576, 512KiB, 1MiB)"))?;
-    let factor = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M or G)")),
-    };
-    match n.checked_mul(factor) {
-        Some(0) => Err(format!("{s:?} must be more than 0")),
-        Some(size) => Ok(size),
-        None => Err(format!("{s:?} is too large")),
-    }
+    let size = shs_supervisor::spec::parse_size(s)?;
+    usize::try_from(size).map_err(|_| format!("{s:?} is too large"))
+}
+
+/// A size in bytes, for a limit.
+fn parse_limit(s: &str) -> Result<u64, String> {
+    shs_supervisor::spec::parse_size(s)
 }
 
 #[cfg(test)]
@@ -145,6 +167,7 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("abc").is_err());
         assert!(parse_size("1T").is_err());
+        assert_eq!(parse_limit("2G"), Ok(2 << 30));
     }
 
     #[test]
@@ -154,6 +177,8 @@ mod tests {
         assert!(parse_seconds("0").is_err());
         assert!(parse_seconds("-1").is_err());
         assert!(parse_seconds("soon").is_err());
+        assert_eq!(parse_seconds_or_zero("0"), Ok(0.0));
+        assert_eq!(parse_seconds_or_zero("2.5"), Ok(2.5));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use shs_bus::LocalBus;
 use shs_http::HttpConfig;
+use shs_supervisor::spec::Limits;
 use shs_supervisor::{Config, Supervisor};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -38,6 +39,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.inherit_env = args.inherit_env;
     config.server_url = url.clone();
     config.watch = !args.no_watch;
+    config.idle_timeout =
+        (args.idle_timeout > 0.0).then(|| Duration::from_secs_f64(args.idle_timeout));
+    config.kill_grace = Duration::from_secs_f64(args.kill_grace);
+    config.limits = Limits {
+        memory: args.limit_memory,
+        cpu_seconds: args.limit_cpu,
+        open_files: args.limit_files,
+        processes: args.limit_processes,
+    };
 
     let bus = Arc::new(LocalBus::new(args.max_hops));
     let supervisor = Supervisor::start(config, bus).await.with_context(|| {

@@ -69,6 +69,7 @@ pub struct ServerBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     flags_in_env: bool,
+    default_dir: bool,
 }
 
 impl Default for ServerBuilder {
@@ -90,6 +91,7 @@ impl ServerBuilder {
             args: Vec::new(),
             env: Vec::new(),
             flags_in_env: false,
+            default_dir: false,
         }
     }
 
@@ -139,12 +141,22 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs the server in the temporary folder with no `--functions-dir`: the default,
+    /// relative `./functions`.
+    pub fn default_functions_dir(mut self) -> Self {
+        self.default_dir = true;
+        self
+    }
+
     /// Starts `shs serve` and waits until it listens (not until it is ready).
     pub async fn start(self) -> Server {
         let functions = self.functions_dir();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shs"));
         cmd.arg("serve");
-        if self.flags_in_env {
+        if self.default_dir {
+            cmd.current_dir(self.root.path())
+                .args(["--listen", "127.0.0.1:0"]);
+        } else if self.flags_in_env {
             cmd.env("SHS_LISTEN", "127.0.0.1:0")
                 .env("SHS_FUNCTIONS_DIR", &functions);
         } else {

@@ -241,11 +241,23 @@ fn invoke_error_response(error: &InvokeError) -> HttpResponse {
         InvokeError::Function { error: rpc, .. } => rpc.message.clone(),
         other => other.to_string(),
     };
-    let mut response = error_response(status_of(error.kind()), message, extra);
-    if let Some(after) = error.retry_after()
-        && let Ok(value) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+    if let InvokeError::BackingOff {
+        retry_in, failures, ..
+    } = error
     {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
+        extra.insert("failures".into(), Value::from(*failures));
+        extra.insert(
+            "next_try".into(),
+            Value::String(rfc3339(std::time::SystemTime::now() + *retry_in)),
+        );
+    }
+    let mut response = error_response(status_of(error.kind()), message, extra);
+    if let Some(after) = error.retry_after() {
+        // Whole seconds, rounded up: never invite a retry before the time.
+        let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
     }
     response
 }
@@ -380,6 +392,30 @@ struct FunctionRow<'a> {
     processes: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pool: Option<PoolRow<'a>>,
+}
+
+#[derive(Serialize)]
+struct PoolRow<'a> {
+    queued: usize,
+    failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_try: Option<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stderr: &'a [String],
+    cold_starts: u64,
+    cold_start_ms_total: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_cold_start_ms: Option<f64>,
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 async fn functions(state: web::Data<AppState>) -> HttpResponse {
@@ -393,6 +429,15 @@ async fn functions(state: web::Data<AppState>) -> HttpResponse {
             state: f.state,
             processes: f.processes,
             error: f.error.as_deref(),
+            pool: f.pool.as_ref().map(|p| PoolRow {
+                queued: p.queued,
+                failures: p.failures,
+                next_try: p.next_try.map(rfc3339),
+                stderr: &p.stderr,
+                cold_starts: p.cold_starts,
+                cold_start_ms_total: millis(p.cold_start_total),
+                last_cold_start_ms: p.last_cold_start.map(millis),
+            }),
         })
         .collect();
     HttpResponse::Ok().json(json!({ "functions": rows }))

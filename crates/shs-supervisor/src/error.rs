@@ -124,6 +124,23 @@ pub enum InvokeError {
         /// The last lines of its stderr.
         stderr: Vec<String>,
     },
+    /// The function keeps failing to start; it is not tried again before `retry_in`.
+    #[error(
+        "function {function:?} could not start: {reason} ({failures} failed starts in a row; next try in {}){}",
+        fmt_duration(*retry_in), tail_suffix(stderr)
+    )]
+    BackingOff {
+        /// The function.
+        function: String,
+        /// Failed starts in a row.
+        failures: u32,
+        /// Why the last start failed.
+        reason: String,
+        /// The last lines of its stderr.
+        stderr: Vec<String>,
+        /// How long until the next try.
+        retry_in: Duration,
+    },
     /// The function's folder is there but cannot be run.
     #[error("function {function:?} cannot be run: {reason}")]
     Broken {
@@ -180,6 +197,7 @@ impl InvokeError {
             }
             InvokeError::Crashed { .. } | InvokeError::Protocol { .. } => ErrorKind::BadGateway,
             InvokeError::StartFailed { .. }
+            | InvokeError::BackingOff { .. }
             | InvokeError::Broken { .. }
             | InvokeError::AtCapacity { .. }
             | InvokeError::Gone { .. }
@@ -197,6 +215,7 @@ impl InvokeError {
             | InvokeError::Crashed { function, .. }
             | InvokeError::Protocol { function, .. }
             | InvokeError::StartFailed { function, .. }
+            | InvokeError::BackingOff { function, .. }
             | InvokeError::Broken { function, .. }
             | InvokeError::AtCapacity { function, .. }
             | InvokeError::Gone { function, .. }
@@ -210,7 +229,8 @@ impl InvokeError {
         match self {
             InvokeError::ExecFailed { stderr, .. }
             | InvokeError::Crashed { stderr, .. }
-            | InvokeError::StartFailed { stderr, .. } => stderr,
+            | InvokeError::StartFailed { stderr, .. }
+            | InvokeError::BackingOff { stderr, .. } => stderr,
             _ => &[],
         }
     }
@@ -219,6 +239,7 @@ impl InvokeError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             InvokeError::AtCapacity { retry_after, .. } => Some(*retry_after),
+            InvokeError::BackingOff { retry_in, .. } => Some(*retry_in),
             InvokeError::Gone { .. } => Some(Duration::from_secs(1)),
             _ => None,
         }

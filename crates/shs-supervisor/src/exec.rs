@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -24,6 +25,8 @@ pub(crate) struct ExecRunner {
     spec: Arc<FunctionSpec>,
     host: Arc<Host>,
     permits: Arc<Semaphore>,
+    /// Requests waiting for a permit.
+    waiting: AtomicUsize,
     /// Process groups running now, for shutdown.
     running: Mutex<HashSet<u32>>,
 }
@@ -35,6 +38,7 @@ impl ExecRunner {
             spec,
             host,
             permits,
+            waiting: AtomicUsize::new(0),
             running: Mutex::new(HashSet::new()),
         }
     }
@@ -48,28 +52,58 @@ impl ExecRunner {
     pub(crate) async fn run(&self, input: &[u8], request_id: &str) -> Result<Vec<u8>, InvokeError> {
         let spec = &self.spec;
         let name = || spec.name.clone();
-        let _permit =
-            match tokio::time::timeout(spec.timeout, self.permits.clone().acquire_owned()).await {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(_)) => {
-                    return Err(InvokeError::Gone {
-                        function: name(),
-                        what: "removed",
-                    });
+        let at_capacity = |detail: String| InvokeError::AtCapacity {
+            function: name(),
+            detail,
+            retry_after: Duration::from_secs(1),
+        };
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                return Err(InvokeError::Gone {
+                    function: name(),
+                    what: "removed",
+                });
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                if self.waiting.load(Ordering::Acquire) >= spec.queue {
+                    return Err(at_capacity(format!(
+                        "all {} processes are running and {} requests are waiting (instances = {}, queue = {})",
+                        spec.instances,
+                        self.waiting.load(Ordering::Acquire),
+                        spec.instances,
+                        spec.queue
+                    )));
                 }
-                Err(_) => {
-                    return Err(InvokeError::AtCapacity {
-                        function: name(),
-                        detail: format!(
+                None
+            }
+        };
+        let _permit = match permit {
+            Some(permit) => permit,
+            None => {
+                let waited = {
+                    let _in_line = Waiting::new(&self.waiting);
+                    tokio::time::timeout(spec.timeout, self.permits.clone().acquire_owned()).await
+                };
+                match waited {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => {
+                        return Err(InvokeError::Gone {
+                            function: name(),
+                            what: "removed",
+                        });
+                    }
+                    Err(_) => {
+                        return Err(at_capacity(format!(
                             "{} processes ran for {} without one finishing (instances = {})",
                             spec.instances,
                             fmt_duration(spec.timeout),
                             spec.instances
-                        ),
-                        retry_after: Duration::from_secs(1),
-                    });
+                        )));
+                    }
                 }
-            };
+            }
+        };
         let mut cmd = command(spec, &self.host);
         cmd.env("SHS_REQUEST_ID", request_id);
         let mut child = cmd.spawn().map_err(|e| InvokeError::StartFailed {
@@ -125,8 +159,16 @@ impl ExecRunner {
         let (_, output, (), status) = match tokio::time::timeout(spec.timeout, all).await {
             Ok(done) => done,
             Err(_) => {
+                // SIGTERM, then SIGKILL if the group has not gone after the grace period.
+                signal_group(pid, Signal::SIGTERM);
+                if tokio::time::timeout(self.host.config.kill_grace, child.wait())
+                    .await
+                    .is_err()
+                {
+                    signal_group(pid, Signal::SIGKILL);
+                    let _ = child.wait().await;
+                }
                 signal_group(pid, Signal::SIGKILL);
-                let _ = child.wait().await;
                 running.finished = true;
                 tracing::warn!(function = %spec.name, pid, "exec process killed after {}", fmt_duration(spec.timeout));
                 return Err(InvokeError::Timeout {
@@ -162,6 +204,22 @@ impl ExecRunner {
         for pgid in left {
             signal_group(pgid, Signal::SIGKILL);
         }
+    }
+}
+
+/// Counts one request waiting for a process, until dropped (also when the request is).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -77,6 +77,10 @@ pub struct Config {
     pub server_url: String,
     /// Follow the functions folder for changes.
     pub watch: bool,
+    /// How long an unused process is kept, where the function does not say; `None`: forever.
+    pub idle_timeout: Option<Duration>,
+    /// Resource limits, where the function does not set its own.
+    pub limits: spec::Limits,
 }
 
 impl Config {
@@ -93,6 +97,8 @@ impl Config {
             inherit_env: false,
             server_url: "http://127.0.0.1:8080".to_owned(),
             watch: true,
+            idle_timeout: Some(Duration::from_secs(300)),
+            limits: spec::Limits::default(),
         }
     }
 }

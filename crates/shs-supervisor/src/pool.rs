@@ -6,6 +6,12 @@
 //! line. A process that dies leaves the pool; the next request that finds no process starts
 //! one.
 //!
+//! Between requests, a keeper task tends the pool: processes unused for `idle_timeout` are
+//! stopped down to `min_instances` (scale to zero when that is 0; subscriptions stay in force,
+//! and the next request or event starts a process again: a cold start), and the pool is topped
+//! up to `min_instances`. A function that keeps dying at start is retried with exponential
+//! backoff (capped); while it backs off, its requests are refused at once with the reason.
+//!
 //! A delivery made on behalf of calls that are themselves waiting for it (an event published
 //! during an invoke, delivered back to the same function) must not wait for their slots: if
 //! every busy slot belongs to a call in the delivery's [`Causation`] and the pool cannot grow,
@@ -13,7 +19,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use shs_bus::Causation;
@@ -57,6 +63,30 @@ impl Drop for Slot {
 struct Entry {
     process: Arc<Process>,
     busy: usize,
+    /// When it last became free of requests (or ready).
+    idle_since: Instant,
+    /// When it answered initialize.
+    ready_at: Instant,
+    /// Whether it has answered a request: then it started fine, whatever happens later.
+    served: bool,
+    /// Whether it has been given a request: a death from then on is the request's doing, not
+    /// a failure to start.
+    took: bool,
+}
+
+/// First wait after a failed start; it doubles with each failure in a row.
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+/// Longest wait between two tries.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A process that dies sooner than this after it started, without having served a request,
+/// counts as a failed start.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    BACKOFF_FIRST
+        .saturating_mul(1 << doublings)
+        .min(BACKOFF_MAX)
 }
 
 struct Waiter {
@@ -70,19 +100,43 @@ struct State {
     /// The processes among `starting` that have been spawned and are in `initialize`.
     initializing: Vec<Arc<Process>>,
     waiters: VecDeque<Waiter>,
-    last_failure: Option<StartFailure>,
     closed: Option<&'static str>,
+    /// Failed starts in a row.
+    failures: u32,
+    /// The last failed start.
+    last_failure: Option<StartFailure>,
+    /// No start before this, after a failure.
+    next_try: Option<Instant>,
+    cold_starts: u64,
+    cold_start_total: Duration,
+    last_cold_start: Option<Duration>,
 }
 
 /// What `GET /functions` shows of a pool.
 #[derive(Clone, Debug)]
 pub struct PoolStatus {
-    /// `starting`, `ready`, `idle` (no process, none needed yet) or `failed`.
+    /// `ready` (a process runs), `starting`, `backing_off` (the last start failed; the next
+    /// try is at `next_try`), `failed` (the last start failed; the next request tries again)
+    /// or `idle` (no process, none needed).
     pub state: &'static str,
     /// Live processes.
     pub processes: usize,
+    /// Requests waiting for a free process.
+    pub queued: usize,
     /// Why the last start failed, while no process runs.
     pub error: Option<String>,
+    /// The last lines of stderr of the last failed start.
+    pub stderr: Vec<String>,
+    /// Failed starts in a row.
+    pub failures: u32,
+    /// When the next start will be tried, while backing off.
+    pub next_try: Option<SystemTime>,
+    /// Starts made because a request or event found no process.
+    pub cold_starts: u64,
+    /// Total time those starts took, spawn to ready.
+    pub cold_start_total: Duration,
+    /// How long the last one took.
+    pub last_cold_start: Option<Duration>,
 }
 
 /// The processes of one function.
@@ -95,12 +149,14 @@ pub(crate) struct Pool {
 
 impl Pool {
     pub(crate) fn new(spec: Arc<FunctionSpec>, host: Arc<Host>) -> Arc<Pool> {
-        Arc::new_cyclic(|me| Pool {
+        let pool = Arc::new_cyclic(|me| Pool {
             spec,
             host,
             me: me.clone(),
             state: Mutex::new(State::default()),
-        })
+        });
+        pool.host.handle.spawn(keep(Arc::downgrade(&pool)));
+        pool
     }
 
     fn arc(&self) -> Arc<Pool> {
@@ -124,7 +180,7 @@ impl Pool {
             }
             st.starting += 1;
         }
-        self.arc().start_one(Causation::root()).await
+        self.arc().start_one(Causation::root(), false).await
     }
 
     /// Takes a slot, starting a process or waiting in line as needed.
@@ -138,6 +194,13 @@ impl Pool {
                 return Ok(slot);
             }
             st.waiters.retain(|w| !w.tx.is_closed());
+            let live = st.procs.iter().filter(|e| !e.process.is_doomed()).count();
+            if live == 0
+                && st.starting == 0
+                && let Some(error) = self.backing_off(&st)
+            {
+                return Err(error);
+            }
             if st.waiters.len() >= self.spec.queue
                 && st.procs.len() + st.starting >= self.spec.instances
             {
@@ -159,10 +222,11 @@ impl Pool {
                 st.starting += 1;
                 let pool = self.arc();
                 // The new process starts on behalf of this request: what waits for the request
-                // waits for its start too.
+                // waits for its start too. With no process at all, it is a cold start.
                 let cause = cause.clone();
+                let cold = live == 0;
                 self.host.handle.spawn(async move {
-                    let _ = pool.start_one(cause).await;
+                    let _ = pool.start_one(cause, cold).await;
                 });
             } else if coming == 0 && waits_on_itself(&st, cause) {
                 return Err(InvokeError::Cycle {
@@ -214,6 +278,26 @@ impl Pool {
             && waiting > coming * self.spec.concurrency
     }
 
+    /// The error for a request that comes while the pool waits to try a start again.
+    fn backing_off(&self, st: &State) -> Option<InvokeError> {
+        let next_try = st.next_try?;
+        let now = Instant::now();
+        if next_try <= now {
+            return None;
+        }
+        let failure = st.last_failure.clone().unwrap_or(StartFailure {
+            reason: "its last process died soon after it started".to_owned(),
+            stderr: Vec::new(),
+        });
+        Some(InvokeError::BackingOff {
+            function: self.spec.name.clone(),
+            failures: st.failures,
+            reason: failure.reason,
+            stderr: failure.stderr,
+            retry_in: next_try - now,
+        })
+    }
+
     fn gone(&self, what: &'static str) -> InvokeError {
         InvokeError::Gone {
             function: self.spec.name.clone(),
@@ -230,6 +314,7 @@ impl Pool {
             .filter(|e| e.busy < concurrency && !e.process.is_doomed())
             .min_by_key(|e| e.busy)?;
         entry.busy += 1;
+        entry.took = true;
         Some(Slot {
             pool: self.arc(),
             process: entry.process.clone(),
@@ -267,36 +352,34 @@ impl Pool {
 
     fn release(&self, process_id: u64) {
         let mut st = self.state.lock();
+        let mut proved = false;
         if let Some(entry) = st.procs.iter_mut().find(|e| e.process.id() == process_id) {
             entry.busy = entry.busy.saturating_sub(1);
+            // A slot freed on a live process means an answer: the function starts fine.
+            if !entry.served && !entry.process.is_doomed() {
+                entry.served = true;
+                proved = true;
+            }
+            if entry.busy == 0 {
+                entry.idle_since = Instant::now();
+            }
+        }
+        if proved {
+            st.failures = 0;
         }
         self.dispatch(&mut st);
     }
 
     /// Spawns and initializes one process (the caller has counted it in `starting`).
-    async fn start_one(self: Arc<Self>, cause: Causation) -> Result<(), StartFailure> {
+    async fn start_one(self: Arc<Self>, cause: Causation, cold: bool) -> Result<(), StartFailure> {
+        let began = Instant::now();
         let result = self.spawn_and_initialize(cause).await;
         let process = match result {
             Ok(process) => process,
             Err(failure) => {
-                tracing::warn!(
-                    function = %self.spec.name,
-                    stderr = ?failure.stderr,
-                    "process could not start: {}",
-                    failure.reason
-                );
                 let mut st = self.state.lock();
                 st.starting -= 1;
-                st.last_failure = Some(failure.clone());
-                if st.procs.is_empty() && st.starting == 0 {
-                    for waiter in st.waiters.drain(..) {
-                        let _ = waiter.tx.send(Err(InvokeError::StartFailed {
-                            function: self.spec.name.clone(),
-                            reason: failure.reason.clone(),
-                            stderr: failure.stderr.clone(),
-                        }));
-                    }
-                }
+                self.failed_start(&mut st, failure.clone());
                 return Err(failure);
             }
         };
@@ -304,11 +387,24 @@ impl Pool {
             let mut st = self.state.lock();
             st.starting -= 1;
             if st.closed.is_none() {
+                let now = Instant::now();
                 st.procs.push(Entry {
                     process: process.clone(),
                     busy: 0,
+                    idle_since: now,
+                    ready_at: now,
+                    served: false,
+                    took: false,
                 });
                 st.last_failure = None;
+                st.next_try = None;
+                if cold {
+                    let took = now - began;
+                    st.cold_starts += 1;
+                    st.cold_start_total += took;
+                    st.last_cold_start = Some(took);
+                    tracing::info!(function = %self.spec.name, took_ms = took.as_secs_f64() * 1e3, "cold start");
+                }
                 self.dispatch(&mut st);
             }
             st.closed.is_some()
@@ -365,13 +461,22 @@ impl Pool {
         match outcome {
             Ok(result) => {
                 // Any answer marks the process ready; an object may carry subscriptions.
-                if let Ok(init) = serde_json::from_str::<InitializeResult>(result.get()) {
-                    for pattern in init.subscribe {
-                        if let Err(e) = self.host.bus.subscribe(&spec.name, &pattern) {
-                            tracing::warn!(function = %spec.name, "ignoring a subscription from initialize: {e}");
+                match serde_json::from_str::<InitializeResult>(result.get()) {
+                    Ok(init) => {
+                        for pattern in init.subscribe {
+                            if let Err(e) = self.host.bus.subscribe(&spec.name, &pattern) {
+                                tracing::warn!(function = %spec.name, "ignoring a subscription from initialize: {e}");
+                            }
                         }
                     }
+                    Err(e) if result.get().contains("\"subscribe\"") => {
+                        tracing::warn!(function = %spec.name, "ignoring `subscribe` in the answer to initialize: {e} (it must be an array of strings)");
+                    }
+                    Err(_) => {}
                 }
+            }
+            Err(CallError::Malformed(e)) => {
+                tracing::warn!(function = %spec.name, pid = process.pid(), "the answer to initialize is malformed (the process is used anyway): {e}");
             }
             Err(CallError::Rpc(e)) => {
                 tracing::warn!(function = %spec.name, pid = process.pid(), "initialize answered with an error (the process is used anyway): {e}");
@@ -397,10 +502,57 @@ impl Pool {
         Ok(process)
     }
 
+    /// Counts a failed start, schedules the next try, and fails those waiting if no process
+    /// is left to serve them.
+    fn failed_start(&self, st: &mut State, failure: StartFailure) {
+        st.failures += 1;
+        let wait = backoff(st.failures);
+        st.next_try = Some(Instant::now() + wait);
+        tracing::warn!(
+            function = %self.spec.name,
+            failures = st.failures,
+            retry_in_ms = wait.as_millis() as u64,
+            stderr = ?failure.stderr,
+            "process could not start: {}",
+            failure.reason
+        );
+        st.last_failure = Some(failure.clone());
+        let live = st.procs.iter().filter(|e| !e.process.is_doomed()).count();
+        if live == 0 && st.starting == 0 {
+            for waiter in st.waiters.drain(..) {
+                let _ = waiter.tx.send(Err(InvokeError::StartFailed {
+                    function: self.spec.name.clone(),
+                    reason: failure.reason.clone(),
+                    stderr: failure.stderr.clone(),
+                }));
+            }
+        }
+    }
+
+    /// Takes a dead process out of the pool.
     fn remove(&self, process_id: u64) {
         let mut st = self.state.lock();
-        st.procs.retain(|e| e.process.id() != process_id);
+        let Some(at) = st.procs.iter().position(|e| e.process.id() == process_id) else {
+            return;
+        };
+        let entry = st.procs.remove(at);
         if st.closed.is_some() {
+            return;
+        }
+        if !entry.took && entry.ready_at.elapsed() < STABLE_AFTER {
+            // It answered initialize, then died before it was given anything to do: it keeps
+            // dying at start.
+            let death = entry.process.death();
+            self.failed_start(
+                &mut st,
+                StartFailure {
+                    reason: format!(
+                        "its process {} soon after answering initialize",
+                        death.as_ref().map_or("died", |d| d.detail.as_str())
+                    ),
+                    stderr: death.map(|d| d.stderr).unwrap_or_default(),
+                },
+            );
             return;
         }
         // Whoever waits now needs a process that is not the dead one.
@@ -409,28 +561,100 @@ impl Pool {
             st.starting += 1;
             let pool = self.arc();
             self.host.handle.spawn(async move {
-                let _ = pool.start_one(Causation::root()).await;
+                let _ = pool.start_one(Causation::root(), false).await;
             });
         }
+    }
+
+    /// The processes kept even when idle: `min_instances`, or 1 for a function with
+    /// subscriptions and 0 for one without.
+    fn min_instances(&self) -> usize {
+        self.spec.min_instances.unwrap_or_else(|| {
+            usize::from(!self.host.bus.subscriptions_of(&self.spec.name).is_empty())
+        })
+    }
+
+    /// One round of the keeper: stops processes idle for too long (down to `min_instances`)
+    /// and starts processes up to `min_instances` (unless backing off). Returns false once the
+    /// pool is closed.
+    fn tend(&self) -> bool {
+        let min = self.min_instances();
+        let mut idle = Vec::new();
+        {
+            let mut st = self.state.lock();
+            if st.closed.is_some() {
+                return false;
+            }
+            let live = st.procs.iter().filter(|e| !e.process.is_doomed()).count();
+            if let Some(idle_timeout) = self.spec.idle_timeout {
+                let mut surplus = live.saturating_sub(min);
+                st.procs.retain(|e| {
+                    let stop = surplus > 0
+                        && e.busy == 0
+                        && !e.process.is_doomed()
+                        && e.idle_since.elapsed() >= idle_timeout;
+                    if stop {
+                        surplus -= 1;
+                        idle.push(e.process.clone());
+                    }
+                    !stop
+                });
+            }
+            let live = live - idle.len();
+            let may_try = st.next_try.is_none_or(|t| t <= Instant::now());
+            if live + st.starting < min && may_try {
+                st.starting += 1;
+                let pool = self.arc();
+                self.host.handle.spawn(async move {
+                    let _ = pool.start_one(Causation::root(), false).await;
+                });
+            }
+        }
+        if !idle.is_empty() {
+            let grace = self.host.config.kill_grace;
+            tracing::info!(function = %self.spec.name, stopping = idle.len(), min_instances = min, "scaling down idle processes");
+            for process in idle {
+                self.host.handle.spawn(async move {
+                    process.stop(grace, "it was idle").await;
+                });
+            }
+        }
+        true
     }
 
     /// Shows the pool's state.
     pub(crate) fn status(&self) -> PoolStatus {
         let st = self.state.lock();
         let live = st.procs.iter().filter(|e| !e.process.is_doomed()).count();
-        let (state, error) = if live > 0 {
-            ("ready", None)
+        let now = Instant::now();
+        let backing_off = st.next_try.filter(|t| *t > now);
+        let state = if live > 0 {
+            "ready"
         } else if st.starting > 0 {
-            ("starting", None)
-        } else if let Some(failure) = &st.last_failure {
-            ("failed", Some(failure.reason.clone()))
+            "starting"
+        } else if backing_off.is_some() {
+            "backing_off"
+        } else if st.last_failure.is_some() {
+            "failed"
         } else {
-            ("idle", None)
+            "idle"
+        };
+        let failure = if live == 0 {
+            st.last_failure.clone()
+        } else {
+            None
         };
         PoolStatus {
             state,
             processes: live,
-            error,
+            queued: st.waiters.iter().filter(|w| !w.tx.is_closed()).count(),
+            error: failure.as_ref().map(|f| f.reason.clone()),
+            stderr: failure.map(|f| f.stderr).unwrap_or_default(),
+            failures: st.failures,
+            next_try: backing_off.map(|t| SystemTime::now() + (t - now)),
+            cold_starts: st.cold_starts,
+            cold_start_total: st.cold_start_total,
+            last_cold_start: st.last_cold_start,
         }
     }
 
@@ -455,6 +679,23 @@ impl Pool {
             p.stop(grace, &reason).await;
         }))
         .await;
+    }
+}
+
+/// Tends the pool until it is closed or gone: idle processes are stopped, `min_instances` kept.
+async fn keep(pool: Weak<Pool>) {
+    let tick = match pool.upgrade().and_then(|p| p.spec.idle_timeout) {
+        Some(idle) => (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)),
+        None => Duration::from_secs(1),
+    };
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match pool.upgrade() {
+            Some(pool) if pool.tend() => {}
+            _ => return,
+        }
     }
 }
 

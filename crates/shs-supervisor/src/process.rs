@@ -25,7 +25,7 @@ use shs_protocol::codec::{LineDecoder, OverLong};
 use shs_protocol::methods::{
     self, PublishParams, SubscribeParams, SubscribeResult, UnsubscribeResult, error_code,
 };
-use shs_protocol::{Id, Message, Response, RpcError, write_request, write_response};
+use shs_protocol::{Id, Message, ParseError, Response, RpcError, write_request, write_response};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -35,7 +35,7 @@ use tracing::Instrument;
 use crate::Host;
 use crate::pipes::{LineCodec, ReadError, StderrTail, drain_stderr};
 use crate::pool::Slot;
-use crate::spec::{FunctionSpec, environment};
+use crate::spec::{FunctionSpec, Limits, environment};
 
 /// Ids for the supervisor's requests, unique across all processes, so that a call can be named
 /// in a [`Causation`] without saying which process it went to.
@@ -61,6 +61,8 @@ pub(crate) enum CallError {
     Died(Death),
     /// No answer in time; the process has been killed.
     Timeout,
+    /// The answer was not a valid JSON-RPC answer.
+    Malformed(String),
 }
 
 /// How a process ended, for the calls it leaves unanswered.
@@ -146,7 +148,41 @@ pub(crate) fn command(spec: &FunctionSpec, host: &Host) -> Command {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
+    if let Some(run_as) = &spec.run_as {
+        cmd.uid(run_as.uid).gid(run_as.gid);
+    }
+    if !spec.limits.is_empty() {
+        set_limits(&mut cmd, spec.limits);
+    }
     cmd
+}
+
+/// Makes the child set `limits` on itself before it runs the function. A limit above the
+/// supervisor's own hard limit is lowered to it (only root may raise a hard limit).
+#[allow(unsafe_code)]
+fn set_limits(cmd: &mut Command, limits: Limits) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let apply = move || -> std::io::Result<()> {
+        for (resource, value, slack) in [
+            (Resource::RLIMIT_DATA, limits.memory, 0),
+            // One second between SIGXCPU (soft) and SIGKILL (hard).
+            (Resource::RLIMIT_CPU, limits.cpu_seconds, 1),
+            (Resource::RLIMIT_NOFILE, limits.open_files, 0),
+            (Resource::RLIMIT_NPROC, limits.processes, 0),
+        ] {
+            let Some(value) = value else { continue };
+            let (_, hard) = getrlimit(resource)?;
+            let soft = value.min(hard);
+            setrlimit(resource, soft, soft.saturating_add(slack).min(hard))?;
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
+    // functions may be called. It calls getrlimit(2) and setrlimit(2), both async-signal-safe,
+    // allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(apply);
+    }
 }
 
 /// Describes a spawn failure: the command and the OS error.
@@ -343,6 +379,11 @@ impl Process {
         }
     }
 
+    /// How the process ended, once it has.
+    pub(crate) fn death(&self) -> Option<Death> {
+        self.calls.lock().death.clone()
+    }
+
     fn death_or_unknown(&self) -> Death {
         let reason = self.kill_reason.lock().clone();
         self.calls.lock().death.clone().unwrap_or_else(|| Death {
@@ -356,16 +397,30 @@ impl Process {
     }
 
     /// Kills the process group at once (SIGKILL), recording why.
-    pub(crate) fn kill(&self, reason: String) {
+    /// Terminates the process group: SIGTERM now, SIGKILL if it has not exited after the
+    /// grace period. The process takes no new request from now on; `reason` is what its
+    /// requests in flight are told.
+    pub(crate) fn terminate(&self, reason: String) {
         self.doomed.store(true, Ordering::Release);
         {
             let mut kill_reason = self.kill_reason.lock();
-            if kill_reason.is_none() {
-                tracing::warn!(function = %self.function, pid = self.pid, "killing process: {reason}");
-                *kill_reason = Some(reason);
+            if kill_reason.is_some() {
+                return;
             }
+            tracing::warn!(function = %self.function, pid = self.pid, "terminating process: {reason}");
+            *kill_reason = Some(reason);
         }
-        signal_group(self.pid, Signal::SIGKILL);
+        signal_group(self.pid, Signal::SIGTERM);
+        let mut exit = self.exit.clone();
+        let (pid, grace) = (self.pid, self.host.config.kill_grace);
+        self.host.handle.spawn(async move {
+            if tokio::time::timeout(grace, exit.wait_for(Option::is_some))
+                .await
+                .is_err()
+            {
+                signal_group(pid, Signal::SIGKILL);
+            }
+        });
     }
 
     /// Stops the process gracefully: closes its stdin, waits up to `grace` for it to exit,
@@ -421,7 +476,7 @@ impl Process {
                 Ok(line) => self.handle_line(&line.bytes, &permits).await,
                 Err(ReadError::TooLong(limit)) => {
                     let detail = format!("it wrote a stdout line longer than {limit} bytes");
-                    self.kill(format!("{detail} (the limit is --max-line)"));
+                    self.terminate(format!("{detail} (the limit is --max-line)"));
                     protocol_error = Some(detail);
                     break;
                 }
@@ -439,9 +494,8 @@ impl Process {
             .await
             .is_err()
         {
-            self.kill("it closed its stdout".to_owned());
-            let _ =
-                tokio::time::timeout(Duration::from_secs(5), exit.wait_for(Option::is_some)).await;
+            self.terminate("it closed its stdout".to_owned());
+            let _ = exit.wait_for(Option::is_some).await;
         }
         let status = exit
             .borrow()
@@ -491,7 +545,37 @@ impl Process {
                     line = %preview(line),
                     "ignoring a stdout line: {e}"
                 );
+                self.salvage(line, &e).await;
             }
+        }
+    }
+
+    /// Makes the most of a JSON object that is not a valid message but names an id: a
+    /// malformed answer to one of our calls fails that call now (rather than at its timeout),
+    /// and a malformed request is answered "invalid request".
+    async fn salvage(&self, line: &[u8], error: &ParseError) {
+        let Ok(serde_json::Value::Object(object)) =
+            serde_json::from_slice::<serde_json::Value>(line)
+        else {
+            return;
+        };
+        let id = object
+            .get("id")
+            .and_then(|id| serde_json::from_value::<Id>(id.clone()).ok());
+        let Some(id) = id else { return };
+        if object.contains_key("method") {
+            let error = RpcError::new(
+                error_code::INVALID_REQUEST,
+                format!("invalid request: {error}"),
+            );
+            self.reply(Some(id), Err(error)).await;
+            return;
+        }
+        let pending = id
+            .as_u64()
+            .and_then(|n| self.calls.lock().pending.remove(&n));
+        if let Some(call) = pending {
+            let _ = call.tx.send(Err(CallError::Malformed(error.to_string())));
         }
     }
 
@@ -710,13 +794,21 @@ struct CallGuard {
 impl CallGuard {
     fn timed_out(&mut self) -> CallError {
         self.rx = None;
-        if self.process.calls.lock().pending.remove(&self.id).is_some() {
-            self.process.kill(format!(
-                "a request got no answer within {}",
-                crate::error::fmt_duration(self.timeout)
-            ));
-        }
+        give_up(&self.process, self.id, self.timeout);
         CallError::Timeout
+    }
+}
+
+/// Gives up on call `id`, which got no answer within `timeout`: the process is terminated, and
+/// only then is the call's slot freed, so that it is not handed to another request.
+fn give_up(process: &Process, id: u64, timeout: Duration) {
+    let pending = process.calls.lock().pending.remove(&id);
+    if let Some(pending) = pending {
+        process.terminate(format!(
+            "a request got no answer within {}",
+            crate::error::fmt_duration(timeout)
+        ));
+        drop(pending);
     }
 }
 
@@ -730,13 +822,8 @@ impl Drop for CallGuard {
         let process = self.process.clone();
         let (id, deadline, timeout) = (self.id, self.deadline, self.timeout);
         self.process.host.handle.spawn(async move {
-            if tokio::time::timeout_at(deadline, rx).await.is_err()
-                && process.calls.lock().pending.remove(&id).is_some()
-            {
-                process.kill(format!(
-                    "a request got no answer within {}",
-                    crate::error::fmt_duration(timeout)
-                ));
+            if tokio::time::timeout_at(deadline, rx).await.is_err() {
+                give_up(&process, id, timeout);
             }
         });
     }
@@ -750,7 +837,7 @@ async fn write_loop(process: Arc<Process>, stdin: ChildStdin, mut queue: mpsc::R
             match item {
                 Outgoing::Line(line) => {
                     if let Err(e) = stdin.write_all(&line).await {
-                        broken_stdin(&process, &e);
+                        broken_stdin(&process, &e).await;
                         break 'outer;
                     }
                 }
@@ -759,7 +846,7 @@ async fn write_loop(process: Arc<Process>, stdin: ChildStdin, mut queue: mpsc::R
             next = queue.try_recv().ok();
         }
         if let Err(e) = stdin.flush().await {
-            broken_stdin(&process, &e);
+            broken_stdin(&process, &e).await;
             break;
         }
     }
@@ -767,9 +854,15 @@ async fn write_loop(process: Arc<Process>, stdin: ChildStdin, mut queue: mpsc::R
     // Dropping stdin closes it: the function sees end of input.
 }
 
-fn broken_stdin(process: &Process, e: &std::io::Error) {
-    if !process.is_doomed() && process.exit.borrow().is_none() {
-        process.kill(format!("its stdin cannot be written ({e})"));
+/// stdin cannot be written: the process has exited (its exit says why) or closed its stdin
+/// (then it can take no request, and is stopped).
+async fn broken_stdin(process: &Process, e: &std::io::Error) {
+    let mut exit = process.exit.clone();
+    let exited = tokio::time::timeout(EXIT_AFTER_EOF, exit.wait_for(Option::is_some))
+        .await
+        .is_ok();
+    if !exited {
+        process.terminate(format!("it closed its stdin ({e})"));
     }
 }
 

@@ -66,6 +66,83 @@ struct Manifest {
     instances: Option<usize>,
     concurrency: Option<usize>,
     queue: Option<usize>,
+    min_instances: Option<usize>,
+    idle_timeout: Option<f64>,
+    limits: Option<LimitsManifest>,
+    user: Option<String>,
+    group: Option<String>,
+}
+
+/// The `[limits]` table of `function.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsManifest {
+    memory: Option<Size>,
+    cpu_seconds: Option<u64>,
+    open_files: Option<u64>,
+    processes: Option<u64>,
+}
+
+/// A size: a number of bytes, or a string like `"256MiB"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+/// Resource limits of a function's processes, set with `setrlimit` in the child before it
+/// runs the function.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of data segment (`RLIMIT_DATA`: heap and private mappings). Past it, allocations
+    /// fail.
+    pub memory: Option<u64>,
+    /// Seconds of CPU time (`RLIMIT_CPU`): SIGXCPU at the limit, SIGKILL a second later.
+    pub cpu_seconds: Option<u64>,
+    /// Open file descriptors (`RLIMIT_NOFILE`).
+    pub open_files: Option<u64>,
+    /// Processes of the user the function runs as (`RLIMIT_NPROC`; not enforced for root).
+    pub processes: Option<u64>,
+}
+
+impl Limits {
+    /// Whether no limit is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// Each limit from `self`, or else from `defaults`.
+    fn or(self, defaults: Limits) -> Limits {
+        Limits {
+            memory: self.memory.or(defaults.memory),
+            cpu_seconds: self.cpu_seconds.or(defaults.cpu_seconds),
+            open_files: self.open_files.or(defaults.open_files),
+            processes: self.processes.or(defaults.processes),
+        }
+    }
+}
+
+/// Parses `1048576`, `512K`, `512KiB`, `1M`, `1MiB`, `2G` (K, M and G are powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 1048576, 512KiB, 1MiB)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use K, M or G)")),
+    };
+    match n.checked_mul(factor) {
+        Some(0) => Err(format!("{text:?} must be more than 0")),
+        Some(size) => Ok(size),
+        None => Err(format!("{text:?} is too large")),
+    }
 }
 
 /// Settings that apply where a function does not set its own.
@@ -77,6 +154,10 @@ pub struct Defaults {
     pub instances: usize,
     /// Most requests waiting for a free process, per function.
     pub queue: usize,
+    /// How long an unused process is kept before the pool shrinks to `min_instances`.
+    pub idle_timeout: Option<Duration>,
+    /// Resource limits.
+    pub limits: Limits,
 }
 
 /// Everything needed to run one function.
@@ -102,16 +183,36 @@ pub struct FunctionSpec {
     pub concurrency: usize,
     /// Most requests waiting for a free process; past that, requests are refused (503).
     pub queue: usize,
+    /// Processes kept running even when idle; `None`: 1 for a function with subscriptions,
+    /// else 0.
+    pub min_instances: Option<usize>,
+    /// How long an unused process is kept before the pool shrinks to `min_instances`; `None`:
+    /// forever.
+    pub idle_timeout: Option<Duration>,
+    /// Resource limits of each process.
+    pub limits: Limits,
+    /// The user and group to run as (the supervisor must be root to switch).
+    pub run_as: Option<RunAs>,
     /// What a change on disk is detected by.
     pub fingerprint: Fingerprint,
 }
 
-/// The parts of a function's folder whose change means a redeploy: the `function.toml` text and
-/// the size and modification time of the file that is run.
+/// A user and group a function runs as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user id.
+    pub uid: u32,
+    /// The group id (the user's primary group unless `group` says otherwise).
+    pub gid: u32,
+}
+
+/// The parts of a function's folder whose change means a redeploy: the `function.toml` text,
+/// and the size and modification time of the file that is run (and of files of the folder its
+/// `command` names).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Fingerprint {
     manifest: Option<String>,
-    entry: Option<(PathBuf, u64, Option<SystemTime>)>,
+    files: Vec<(PathBuf, u64, Option<SystemTime>)>,
 }
 
 /// What a folder in the functions folder turned out to be.
@@ -205,45 +306,53 @@ pub fn read_function(name: &str, dir: &Path, defaults: &Defaults) -> Option<Foun
         }
     };
     let entry = find_entry(dir);
-    let fingerprint = Fingerprint {
-        manifest: manifest_text.clone(),
-        entry: entry.as_ref().map(|(path, _)| {
-            let meta = fs::metadata(path).ok();
-            (
-                path.clone(),
-                meta.as_ref().map_or(0, |m| m.len()),
-                meta.and_then(|m| m.modified().ok()),
-            )
-        }),
-    };
     if manifest_text.is_none() && entry.is_none() {
         return None;
     }
-    let broken = |error| {
-        Some(Found::Broken {
-            name: name.to_owned(),
-            error,
-            fingerprint: fingerprint.clone(),
-        })
+    let parsed: Result<Manifest, SpecError> = match &manifest_text {
+        Some(text) => toml::from_str(text).map_err(|e| SpecError::Manifest {
+            path: manifest_path,
+            message: e.message().to_owned(),
+        }),
+        None => Ok(Manifest::default()),
     };
-    let manifest: Manifest = match &manifest_text {
-        Some(text) => match toml::from_str(text) {
-            Ok(m) => m,
-            Err(e) => {
-                return broken(SpecError::Manifest {
-                    path: manifest_path,
-                    message: e.message().to_owned(),
-                });
-            }
-        },
-        None => Manifest::default(),
+    // The files whose change is a redeploy: the main file, and the files of the function's
+    // folder that its `command` names (a script given to an interpreter, say).
+    let mut files: Vec<PathBuf> = entry.iter().map(|(path, _)| path.clone()).collect();
+    if let Ok(Manifest {
+        command: Some(command),
+        ..
+    }) = &parsed
+    {
+        files.extend(
+            command
+                .iter()
+                .map(|arg| dir.join(arg))
+                .filter(|path| path.starts_with(dir) && path.is_file()),
+        );
+    }
+    let fingerprint = Fingerprint {
+        manifest: manifest_text.clone(),
+        files: files
+            .into_iter()
+            .map(|path| {
+                let meta = fs::metadata(&path).ok();
+                let size = meta.as_ref().map_or(0, |m| m.len());
+                (path, size, meta.and_then(|m| m.modified().ok()))
+            })
+            .collect(),
     };
-    match build_spec(name, dir, manifest, entry, defaults) {
+    let result = parsed.and_then(|manifest| build_spec(name, dir, manifest, entry, defaults));
+    match result {
         Ok(mut spec) => {
             spec.fingerprint = fingerprint;
             Some(Found::Function(Box::new(spec)))
         }
-        Err(error) => broken(error),
+        Err(error) => Some(Found::Broken {
+            name: name.to_owned(),
+            error,
+            fingerprint,
+        }),
     }
 }
 
@@ -327,6 +436,46 @@ fn build_spec(
         Some(n) => n,
     };
     let queue = manifest.queue.unwrap_or(defaults.queue);
+    let idle_timeout = match manifest.idle_timeout {
+        None => defaults.idle_timeout,
+        Some(0.0) => None,
+        Some(t) if t.is_finite() && t > 0.0 && t <= 31_536_000.0 => {
+            Some(Duration::from_secs_f64(t))
+        }
+        Some(t) => {
+            return Err(invalid(format!(
+                "`idle_timeout` must be 0 (never) or a number of seconds, not {t}"
+            )));
+        }
+    };
+    if let (Some(min), Some(max)) = (manifest.min_instances, manifest.instances)
+        && min > max
+    {
+        return Err(invalid(format!(
+            "`min_instances` ({min}) is more than `instances` ({max})"
+        )));
+    }
+    let limits = match manifest.limits {
+        None => Limits::default(),
+        Some(l) => Limits {
+            memory: match l.memory {
+                None => None,
+                Some(Size::Bytes(0)) => {
+                    return Err(invalid("`limits.memory` must be more than 0".into()));
+                }
+                Some(Size::Bytes(n)) => Some(n),
+                Some(Size::Text(t)) => {
+                    Some(parse_size(&t).map_err(|e| invalid(format!("`limits.memory`: {e}")))?)
+                }
+            },
+            cpu_seconds: l.cpu_seconds,
+            open_files: l.open_files,
+            processes: l.processes,
+        },
+    }
+    .or(defaults.limits);
+    let run_as =
+        resolve_user(manifest.user.as_deref(), manifest.group.as_deref()).map_err(invalid)?;
     let subscribe = manifest.subscribe.unwrap_or_default();
     for pattern in &subscribe {
         shs_bus::validate_pattern(pattern).map_err(|e| invalid(format!("`subscribe`: {e}")))?;
@@ -350,8 +499,44 @@ fn build_spec(
         instances,
         concurrency,
         queue,
+        min_instances: manifest.min_instances.map(|m| m.min(instances)),
+        idle_timeout,
+        limits,
+        run_as,
         fingerprint: Fingerprint::default(),
     })
+}
+
+/// Looks up `user` (and `group`) to run as; `None` when neither is set. Switching user needs
+/// the supervisor to run as root, unless it is the user it already runs as.
+fn resolve_user(user: Option<&str>, group: Option<&str>) -> Result<Option<RunAs>, String> {
+    use nix::unistd::{Gid, Group, Uid, User};
+    if user.is_none() && group.is_none() {
+        return Ok(None);
+    }
+    let (uid, mut gid) = match user {
+        Some(name) => match User::from_name(name) {
+            Ok(Some(u)) => (u.uid, u.gid),
+            Ok(None) => return Err(format!("`user`: there is no user {name:?}")),
+            Err(e) => return Err(format!("`user`: cannot look up {name:?}: {e}")),
+        },
+        None => (Uid::current(), Gid::current()),
+    };
+    if let Some(name) = group {
+        gid = match Group::from_name(name) {
+            Ok(Some(g)) => g.gid,
+            Ok(None) => return Err(format!("`group`: there is no group {name:?}")),
+            Err(e) => return Err(format!("`group`: cannot look up {name:?}: {e}")),
+        };
+    }
+    let me = Uid::effective();
+    if !me.is_root() && (uid != me || gid != Gid::effective()) {
+        return Err("`user` and `group` need shs to run as root".to_owned());
+    }
+    Ok(Some(RunAs {
+        uid: uid.as_raw(),
+        gid: gid.as_raw(),
+    }))
 }
 
 /// The environment a function runs in: `PATH`, `HOME`, `LANG`, `TZ` from the supervisor's own
@@ -388,6 +573,8 @@ mod tests {
             timeout: Duration::from_secs(30),
             instances: 4,
             queue: 64,
+            idle_timeout: Some(Duration::from_secs(300)),
+            limits: Limits::default(),
         }
     }
 
@@ -551,6 +738,12 @@ queue = 0
         write(&dir, "function.toml", "timeout = 3");
         let d = read_function("f", &dir, &defaults()).expect("found");
         assert!(!c.same_as(&d));
+        write(&dir, "function.toml", "command = [\"python3\", \"app.py\"]");
+        write(&dir, "app.py", "print(1)");
+        let e = read_function("f", &dir, &defaults()).expect("found");
+        write(&dir, "app.py", "print(12)");
+        let f = read_function("f", &dir, &defaults()).expect("found");
+        assert!(!e.same_as(&f), "a script named in `command` is watched too");
     }
 
     #[test]

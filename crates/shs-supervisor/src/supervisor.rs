@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::error::{InvokeError, SpecError};
 use crate::exec::ExecRunner;
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolStatus};
 use crate::process::CallError;
 use crate::spec::{self, Defaults, Found, FunctionSpec, Mode};
 use crate::watch::{FolderWatch, follow};
@@ -45,6 +45,8 @@ pub struct FunctionInfo {
     pub processes: usize,
     /// What is wrong, when it failed.
     pub error: Option<String>,
+    /// More about an rpc function's processes: queue, failures, backoff, cold starts.
+    pub pool: Option<PoolStatus>,
 }
 
 enum Kind {
@@ -124,22 +126,28 @@ impl Supervisor {
     /// Reads the functions folder, deploys what it finds (rpc functions start at once, in the
     /// background), and follows the folder for changes if `config.watch` is set. Must be called
     /// inside a Tokio runtime, which then runs every process task.
-    pub async fn start(config: Config, bus: Arc<dyn Bus>) -> Result<Supervisor, SpecError> {
-        let dir = config.functions_dir.clone();
-        match std::fs::metadata(&dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(SpecError::Io {
-                    path: dir,
-                    source: std::io::Error::other("not a folder"),
-                });
-            }
-            Err(source) => return Err(SpecError::Io { path: dir, source }),
+    pub async fn start(mut config: Config, bus: Arc<dyn Bus>) -> Result<Supervisor, SpecError> {
+        // Absolute, so that paths in a function's folder mean the same from its own folder.
+        let dir = config
+            .functions_dir
+            .canonicalize()
+            .map_err(|source| SpecError::Io {
+                path: config.functions_dir.clone(),
+                source,
+            })?;
+        if !dir.is_dir() {
+            return Err(SpecError::Io {
+                path: dir,
+                source: std::io::Error::other("not a folder"),
+            });
         }
+        config.functions_dir = dir.clone();
         let defaults = Defaults {
             timeout: config.timeout,
             instances: config.instances.max(1),
             queue: config.queue,
+            idle_timeout: config.idle_timeout,
+            limits: config.limits,
         };
         let watch_folder = config.watch;
         let host = Arc::new(Host {
@@ -337,13 +345,18 @@ impl Supervisor {
         registry
             .iter()
             .map(|(name, f)| {
-                let (state, processes, error) = match &f.kind {
+                let (state, processes, error, pool) = match &f.kind {
                     Kind::Rpc(pool) => {
                         let status = pool.status();
-                        (status.state, status.processes, status.error)
+                        (
+                            status.state,
+                            status.processes,
+                            status.error.clone(),
+                            Some(status),
+                        )
                     }
-                    Kind::Exec(runner) => ("ready", runner.running(), None),
-                    Kind::Broken(reason) => ("failed", 0, Some(reason.clone())),
+                    Kind::Exec(runner) => ("ready", runner.running(), None, None),
+                    Kind::Broken(reason) => ("failed", 0, Some(reason.clone()), None),
                 };
                 FunctionInfo {
                     name: name.clone(),
@@ -352,6 +365,7 @@ impl Supervisor {
                     state,
                     processes,
                     error,
+                    pool,
                 }
             })
             .collect()
@@ -486,6 +500,10 @@ fn call_error(function: &str, error: CallError, timeout: Duration) -> InvokeErro
             function,
             after: timeout,
             action: "its process was killed",
+        },
+        CallError::Malformed(detail) => InvokeError::Protocol {
+            function,
+            detail: format!("its answer is malformed: {detail}"),
         },
     }
 }
