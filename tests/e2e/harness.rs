@@ -335,6 +335,20 @@ impl Server {
         self.post_json(&format!("/run/{name}"), &input).await
     }
 
+    /// `POST /run/{name}`, for a request that may fail at the connection: its status, or the
+    /// client's error.
+    pub async fn run_raw(&self, name: &str, input: Value) -> Result<u16, reqwest::Error> {
+        let resp = self
+            .client
+            .post(format!("{}/run/{name}", self.url))
+            .body(input.to_string())
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        resp.bytes().await?;
+        Ok(status)
+    }
+
     /// `POST /events` with `{"type", "payload"}`.
     pub async fn publish(&self, event_type: &str, payload: Value) -> Answer {
         self.post_json(
@@ -374,6 +388,38 @@ impl Server {
     /// processes (and anything they started).
     pub fn function_pids(&self) -> Vec<u32> {
         processes_under(self.root.path())
+    }
+
+    /// Pids of the processes running in function `name`'s folder.
+    pub fn pids_of(&self, name: &str) -> Vec<u32> {
+        processes_under(&self.functions_dir().join(name))
+    }
+
+    /// How many pipes the server holds open (each function process costs three).
+    pub fn pipe_fds(&self) -> usize {
+        let Ok(entries) = fs::read_dir(format!("/proc/{}/fd", self.pid())) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| {
+                fs::read_link(e.path())
+                    .is_ok_and(|target| target.to_string_lossy().starts_with("pipe:"))
+            })
+            .count()
+    }
+
+    /// The server's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
     }
 
     /// Sends SIGTERM and waits for the server to exit (SIGKILL after [`PATIENCE`]).
@@ -480,6 +526,27 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Live processes in process group `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(") ").is_some_and(|(_, rest)| {
+                    let fields: Vec<&str> = rest.split_whitespace().collect();
+                    // state, ppid, pgrp, ...
+                    fields.first() != Some(&"Z")
+                        && fields.get(2) == Some(&pgid.to_string().as_str())
+                })
+            })
+        })
+        .collect()
 }
 
 /// Whether a process exists (and is not a zombie).

@@ -14,5 +14,7 @@ mod deploy;
 mod events;
 mod examples;
 mod exec;
+mod faults;
+mod load;
 mod protocol;
 mod run;
