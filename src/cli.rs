@@ -19,6 +19,15 @@ pub(crate) enum Command {
     Serve(ServeArgs),
 }
 
+/// How the event store commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Durability {
+    /// Flush to disk on every commit (commits are grouped).
+    Full,
+    /// Leave flushing to the OS.
+    Normal,
+}
+
 /// How log lines are written (to stderr).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
@@ -117,6 +126,35 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SHS_LIMIT_PROCESSES", value_name = "N")]
     pub(crate) limit_processes: Option<u64>,
 
+    /// Folder of the embedded event store (asynchronous events, dead letters, history, saved
+    /// subscriptions).
+    #[arg(
+        long,
+        env = "SHS_DATA_DIR",
+        default_value = "./data",
+        value_name = "DIR"
+    )]
+    pub(crate) data_dir: PathBuf,
+
+    /// How the event store commits: `full` flushes to disk (survives power loss), `normal`
+    /// leaves it to the OS (survives the process being killed).
+    #[arg(long, env = "SHS_STORE_DURABILITY", value_enum, default_value = "full")]
+    pub(crate) store_durability: Durability,
+
+    /// Seconds settled events are kept for `GET /events/{id}`.
+    #[arg(long, env = "SHS_EVENT_RETENTION", default_value = "86400", value_name = "SECS", value_parser = parse_seconds_long)]
+    pub(crate) event_retention: f64,
+
+    /// Attempts of an asynchronous delivery before it becomes a dead letter, where
+    /// function.toml sets no `max_attempts`.
+    #[arg(long, env = "SHS_MAX_ATTEMPTS", default_value = "5", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_attempts: u32,
+
+    /// Seconds before the first retry of a failed asynchronous delivery (doubling after each
+    /// failure, with jitter), where function.toml sets no `retry_backoff`.
+    #[arg(long, env = "SHS_RETRY_BACKOFF", default_value = "1", value_name = "SECS", value_parser = parse_seconds)]
+    pub(crate) retry_backoff: f64,
+
     /// Seconds a stopping function process gets after its stdin closes, and again after
     /// SIGTERM, before it is killed.
     #[arg(long, env = "SHS_KILL_GRACE", default_value = "2", value_name = "SECS", value_parser = parse_seconds)]
@@ -128,6 +166,19 @@ fn parse_seconds_or_zero(s: &str) -> Result<f64, String> {
         return Ok(0.0);
     }
     parse_seconds(s)
+}
+
+fn parse_seconds_long(s: &str) -> Result<f64, String> {
+    let secs: f64 = s
+        .trim()
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if secs.is_finite() && secs > 0.0 && secs <= 315_360_000.0 {
+        Ok(secs)
+    } else {
+        Err(format!("{s:?} must be a positive number of seconds"))
+    }
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {

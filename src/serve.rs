@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use shs_bus::LocalBus;
+use shs_bus::{Bus, LocalBus, store};
 use shs_http::HttpConfig;
 use shs_supervisor::spec::Limits;
 use shs_supervisor::{Config, Supervisor};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::ServeArgs;
+use crate::cli::{Durability, ServeArgs};
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -49,13 +49,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         processes: args.limit_processes,
     };
 
-    let bus = Arc::new(LocalBus::new(args.max_hops));
-    let supervisor = Supervisor::start(config, bus).await.with_context(|| {
+    config.max_attempts = args.max_attempts;
+    config.retry_backoff = Duration::from_secs_f64(args.retry_backoff);
+
+    let durability = match args.store_durability {
+        Durability::Full => store::Durability::Full,
+        Durability::Normal => store::Durability::Normal,
+    };
+    let store = store::Store::open(&args.data_dir, durability).with_context(|| {
         format!(
-            "cannot serve the functions folder {} (--functions-dir)",
-            args.functions_dir.display()
+            "cannot open the event store in {} (--data-dir)",
+            args.data_dir.display()
         )
     })?;
+    tracing::info!(path = %store.path().display(), "event store open");
+    let retention = Duration::from_secs_f64(args.event_retention);
+    let bus: Arc<dyn Bus> = Arc::new(LocalBus::with_store(
+        args.max_hops,
+        Arc::new(store),
+        retention,
+    ));
+    let supervisor = Supervisor::start(config, bus.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve the functions folder {} (--functions-dir)",
+                args.functions_dir.display()
+            )
+        })?;
 
     let grace = Duration::from_secs_f64(args.shutdown_grace);
     let workers = args
@@ -100,6 +121,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     supervisor.shutdown(grace).await;
+    bus.flush().await;
     tracing::info!("stopped");
     Ok(())
 }

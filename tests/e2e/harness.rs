@@ -150,18 +150,58 @@ impl ServerBuilder {
 
     /// Starts `shs serve` and waits until it listens (not until it is ready).
     pub async fn start(self) -> Server {
-        let functions = self.functions_dir();
+        let launch = Launch {
+            functions: self.functions_dir(),
+            root: self.root.path().to_owned(),
+            args: self.args,
+            env: self.env,
+            flags_in_env: self.flags_in_env,
+            default_dir: self.default_dir,
+        };
+        let log = Arc::new(Mutex::new(String::new()));
+        let (child, url) = launch.spawn(&log);
+        Server {
+            child: Some(child),
+            url,
+            root: self.root,
+            launch,
+            log,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("http client"),
+        }
+    }
+}
+
+/// How a server is started, kept for restarts.
+struct Launch {
+    functions: PathBuf,
+    root: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    flags_in_env: bool,
+    default_dir: bool,
+}
+
+impl Launch {
+    /// Spawns `shs serve`, appending its stderr to `log`; returns it with its URL once it
+    /// listens.
+    fn spawn(&self, log: &Arc<Mutex<String>>) -> (Child, String) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shs"));
         cmd.arg("serve");
         if self.default_dir {
-            cmd.current_dir(self.root.path())
+            cmd.current_dir(&self.root)
                 .args(["--listen", "127.0.0.1:0"]);
         } else if self.flags_in_env {
             cmd.env("SHS_LISTEN", "127.0.0.1:0")
-                .env("SHS_FUNCTIONS_DIR", &functions);
+                .env("SHS_FUNCTIONS_DIR", &self.functions)
+                .env("SHS_DATA_DIR", self.root.join("data"));
         } else {
             cmd.args(["--listen", "127.0.0.1:0", "--functions-dir"])
-                .arg(&functions);
+                .arg(&self.functions)
+                .arg("--data-dir")
+                .arg(self.root.join("data"));
         }
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -170,7 +210,6 @@ impl ServerBuilder {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start shs serve");
-        let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("stderr piped");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let log2 = log.clone();
@@ -193,8 +232,8 @@ impl ServerBuilder {
                 log.push('\n');
             }
         });
-        let addr = match addr_rx.recv_timeout(PATIENCE) {
-            Ok(addr) => addr,
+        match addr_rx.recv_timeout(PATIENCE) {
+            Ok(addr) => (child, format!("http://{addr}")),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -203,16 +242,6 @@ impl ServerBuilder {
                     log.lock().expect("log lock")
                 );
             }
-        };
-        Server {
-            child: Some(child),
-            url: format!("http://{addr}"),
-            root: self.root,
-            log,
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(64)
-                .build()
-                .expect("http client"),
         }
     }
 }
@@ -244,6 +273,7 @@ pub struct Server {
     child: Option<Child>,
     pub url: String,
     root: tempfile::TempDir,
+    launch: Launch,
     log: Arc<Mutex<String>>,
     pub client: reqwest::Client,
 }
@@ -420,6 +450,27 @@ impl Server {
                     .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             })
             .unwrap_or(0)
+    }
+
+    /// Kills the server with SIGKILL, as a crash would: it gets no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again (after [`Server::stop`] or [`Server::kill9`]) on the same
+    /// folders and flags, on a new port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.log
+            .lock()
+            .expect("log lock")
+            .push_str("--- restart ---\n");
+        let (child, url) = self.launch.spawn(&self.log);
+        self.child = Some(child);
+        self.url = url;
     }
 
     /// Sends SIGTERM and waits for the server to exit (SIGKILL after [`PATIENCE`]).

@@ -3,14 +3,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::*;
+use serde_json::value::RawValue;
+use shs_protocol::methods::DeliveryFailure;
 
-type Script = dyn Fn(
-        Arc<LocalBus>,
-        Arc<str>,
-        Arc<SharedEvent>,
-        Causation,
-    ) -> BoxFuture<'static, Result<(), String>>
+use super::*;
+use crate::event::Event;
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use std::sync::Weak;
+
+type Outcome = Result<(), DeliveryError>;
+
+type Script = dyn Fn(Arc<LocalBus>, Arc<str>, Arc<SharedEvent>, Causation) -> BoxFuture<'static, Outcome>
     + Send
     + Sync;
 
@@ -26,19 +30,14 @@ impl Deliver for Scripted {
         function: Arc<str>,
         event: Arc<SharedEvent>,
         cause: Causation,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Outcome> {
         (self.script)(self.bus.clone(), function, event, cause)
     }
 }
 
 fn bus_with(
     max_hops: u32,
-    script: impl Fn(
-        Arc<LocalBus>,
-        Arc<str>,
-        Arc<SharedEvent>,
-        Causation,
-    ) -> BoxFuture<'static, Result<(), String>>
+    script: impl Fn(Arc<LocalBus>, Arc<str>, Arc<SharedEvent>, Causation) -> BoxFuture<'static, Outcome>
     + Send
     + Sync
     + 'static,
@@ -98,7 +97,7 @@ async fn failures_are_listed_by_function() {
     let (bus, _d) = bus_with(4, |_, function, _, _| {
         Box::pin(async move {
             if &*function == "bad" {
-                Err("it broke".to_owned())
+                Err(DeliveryError::retryable(500, "it broke"))
             } else {
                 Ok(())
             }
@@ -128,16 +127,16 @@ async fn the_event_object_is_what_functions_receive() {
     bus.subscribe("f", "user.created").expect("valid");
     let payload = RawValue::from_string(r#"{"name":"Ada"}"#.to_owned()).expect("valid");
     let e = Event::new("user.created".into(), "/http".into(), Some(payload))
-        .expect("valid")
-        .with_id("id-1".into())
-        .with_time("2026-01-01T00:00:00Z".into());
+        .and_then(|e| e.with_id("id-1".into()))
+        .and_then(|e| e.with_time("2026-01-01T00:00:00Z".into()))
+        .expect("valid");
     bus.publish(e, Causation::root()).await;
     let seen = seen.lock();
     let object: serde_json::Value = serde_json::from_str(&seen[0]).expect("json");
     assert_eq!(
         object,
         serde_json::json!({"id": "id-1", "type": "user.created", "source": "/http",
-                           "time": "2026-01-01T00:00:00Z", "payload": {"name": "Ada"}})
+                           "time": "2026-01-01T00:00:00Z", "payload": {"name": "Ada"}, "specversion": "1.0", "datacontenttype": "application/json", "shshops": 0})
     );
 }
 
@@ -190,12 +189,18 @@ async fn detached_publishes_count_hops_but_report_nowhere() {
     let delivery = Causation {
         hops: 3,
         waiting: Arc::from([1u64, 2]),
-        sink: Some(FailureSink::default()),
+        sink: Some(crate::causation::FailureSink::default()),
+        event: Some(Arc::from("e-1")),
     };
     let sync = delivery.caused_by(9);
     assert_eq!(sync.hops(), 3);
     assert_eq!(sync.waiting(), [1, 2, 9]);
     assert!(sync.sink.is_some());
+    assert_eq!(
+        sync.event(),
+        Some("e-1"),
+        "what is published in a delivery is caused by its event"
+    );
     let detached = delivery.detached();
     assert_eq!(detached.hops(), 3);
     assert!(detached.waiting().is_empty());
@@ -209,9 +214,9 @@ async fn detached_publishes_count_hops_but_report_nowhere() {
 #[tokio::test]
 async fn subscriptions_are_listed_and_removed_per_function() {
     let bus = LocalBus::default();
-    assert_eq!(bus.subscribe("f", "a.b"), Ok(true));
-    assert_eq!(bus.subscribe("f", "a.b"), Ok(false));
-    assert_eq!(bus.subscribe("g", "a.*"), Ok(true));
+    assert!(bus.subscribe("f", "a.b").is_ok_and(|added| added));
+    assert!(bus.subscribe("f", "a.b").is_ok_and(|added| !added));
+    assert!(bus.subscribe("g", "a.*").is_ok_and(|added| added));
     assert!(bus.subscribe("g", "bad type").is_err());
     assert_eq!(bus.subscriptions_of("f"), ["a.b"]);
     assert_eq!(bus.subscriptions().len(), 2);

@@ -133,6 +133,26 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(events::publish),
         ))
         .service(resource(
+            "/events/dead-letters",
+            Method::GET,
+            web::get().to(events::dead_letters),
+        ))
+        .service(resource(
+            "/events/dead-letters/{id}/retry",
+            Method::POST,
+            web::post().to(events::retry_dead_letter),
+        ))
+        .service(resource(
+            "/events/dead-letters/{id}",
+            Method::DELETE,
+            web::delete().to(events::delete_dead_letter),
+        ))
+        .service(resource(
+            "/events/{id}",
+            Method::GET,
+            web::get().to(events::event),
+        ))
+        .service(resource(
             "/functions",
             Method::GET,
             web::get().to(functions),

@@ -114,6 +114,10 @@ pub struct PublishParams {
     /// so that loops are counted and waits on itself are seen along the right chain.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// Publish asynchronously: the answer comes as soon as the event is stored durably, and
+    /// the deliveries are made (and retried) after.
+    #[serde(default, rename = "async")]
+    pub asynchronous: bool,
 }
 
 /// One subscriber that did not take an event.
@@ -138,6 +142,9 @@ pub struct PublishResult {
     /// Each subscriber that did not, and each failure further down the chain of events this one
     /// caused.
     pub errors: Vec<DeliveryFailure>,
+    /// For an asynchronous publish: `true`, the event is stored and will be delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<bool>,
 }
 
 /// Parameters of `subscribe` and `unsubscribe`: `{"type": str}`.
@@ -219,6 +226,7 @@ mod tests {
                 function: "f".into(),
                 message: "m".into(),
             }],
+            accepted: None,
         };
         assert_eq!(
             serde_json::to_value(&result).ok(),

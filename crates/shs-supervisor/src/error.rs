@@ -51,6 +51,17 @@ pub enum SpecError {
     },
 }
 
+/// Why the supervisor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The functions folder cannot be read.
+    #[error(transparent)]
+    Functions(#[from] SpecError),
+    /// The event bus could not resume (its store failed).
+    #[error("the event bus could not start: {0}")]
+    Bus(#[from] shs_bus::BusError),
+}
+
 /// How an [`InvokeError`] is reported: the HTTP layer maps each kind to one status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {

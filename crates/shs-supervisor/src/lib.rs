@@ -47,7 +47,7 @@ pub mod spec;
 mod supervisor;
 mod watch;
 
-pub use error::{ErrorKind, InvokeError, SpecError};
+pub use error::{ErrorKind, InvokeError, SpecError, StartError};
 pub use pool::PoolStatus;
 pub use spec::{FunctionSpec, Mode, validate_name};
 pub use supervisor::{FunctionInfo, Output, Supervisor};
@@ -81,6 +81,10 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Resource limits, where the function does not set its own.
     pub limits: spec::Limits,
+    /// Attempts of an asynchronous delivery, where the function does not set its own.
+    pub max_attempts: u32,
+    /// First retry wait of an asynchronous delivery, where the function does not set its own.
+    pub retry_backoff: Duration,
 }
 
 impl Config {
@@ -99,6 +103,8 @@ impl Config {
             watch: true,
             idle_timeout: Some(Duration::from_secs(300)),
             limits: spec::Limits::default(),
+            max_attempts: 5,
+            retry_backoff: Duration::from_secs(1),
         }
     }
 }

@@ -175,7 +175,8 @@ impl Pool {
     pub(crate) async fn start_now(&self) -> Result<(), StartFailure> {
         {
             let mut st = self.state.lock();
-            if st.closed.is_some() {
+            // Closed, or already as many processes as allowed (the keeper got there first).
+            if st.closed.is_some() || st.procs.len() + st.starting >= self.spec.instances {
                 return Ok(());
             }
             st.starting += 1;
@@ -688,7 +689,8 @@ async fn keep(pool: Weak<Pool>) {
         Some(idle) => (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)),
         None => Duration::from_secs(1),
     };
-    let mut interval = tokio::time::interval(tick);
+    // The first round comes after one tick: the deployment starts the first process itself.
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;

@@ -20,10 +20,11 @@ use nix::unistd::Pid;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use shs_bus::{Causation, Event};
+use shs_bus::{Causation, Event, Origin};
 use shs_protocol::codec::{LineDecoder, OverLong};
 use shs_protocol::methods::{
-    self, PublishParams, SubscribeParams, SubscribeResult, UnsubscribeResult, error_code,
+    self, PublishParams, PublishResult, SubscribeParams, SubscribeResult, UnsubscribeResult,
+    error_code,
 };
 use shs_protocol::{Id, Message, ParseError, Response, RpcError, write_request, write_response};
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -637,12 +638,58 @@ impl Process {
                             .await;
                     }
                 };
-                let cause = self.cause_for_publish(params.request_id.as_deref(), id.is_none());
+                // An asynchronous publish waits for nobody downstream: it is detached.
+                let detached = id.is_none() || params.asynchronous;
+                let (cause, request_id) =
+                    self.cause_for_publish(params.request_id.as_deref(), detached);
+                let event = event.with_origin(Origin::Function {
+                    function: self.function.to_string(),
+                    request_id: request_id.map(|r| r.to_string()),
+                });
                 // Bound the publishes served at once: a function that floods them waits.
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
                 let process = self.clone();
+                if params.asynchronous {
+                    self.host.handle.spawn(
+                        async move {
+                            let stored = process.host.bus.publish_async(event, cause).await;
+                            let outcome = stored.map_err(|e| {
+                                tracing::warn!(function = %process.function, "asynchronous publish failed: {e}");
+                                let code = if e.is_invalid_input() {
+                                    error_code::INVALID_PARAMS
+                                } else {
+                                    error_code::INTERNAL_ERROR
+                                };
+                                RpcError::new(code, e.to_string())
+                            });
+                            if let Some(id) = id {
+                                let mut line = Vec::with_capacity(128);
+                                let written = match outcome {
+                                    Ok(event_id) => write_response(
+                                        &mut line,
+                                        &id,
+                                        Ok(&PublishResult {
+                                            published: true,
+                                            event_id,
+                                            delivered: 0,
+                                            errors: Vec::new(),
+                                            accepted: Some(true),
+                                        }),
+                                    ),
+                                    Err(error) => write_response::<()>(&mut line, &id, Err(&error)),
+                                };
+                                if written.is_ok() {
+                                    process.send(line).await;
+                                }
+                            }
+                            drop(permit);
+                        }
+                        .in_current_span(),
+                    );
+                    return;
+                }
                 self.host.handle.spawn(
                     async move {
                         let result = process.host.bus.publish(event, cause).await;
@@ -730,24 +777,31 @@ impl Process {
 
     /// The causation of a publish this process makes: that of the call it names by
     /// `request_id`, else that of its only call in flight, else all of them merged.
-    fn cause_for_publish(&self, request_id: Option<&str>, detached: bool) -> Causation {
+    /// Also returns the request id of the call it is attributed to, when there is one.
+    fn cause_for_publish(
+        &self,
+        request_id: Option<&str>,
+        detached: bool,
+    ) -> (Causation, Option<Arc<str>>) {
         let calls = self.calls.lock();
         let named =
             request_id.and_then(|rid| calls.pending.iter().find(|(_, p)| &*p.request_id == rid));
-        let cause = match named {
-            Some((id, call)) => call.cause.caused_by(*id),
-            None => match calls.pending.len() {
-                0 => Causation::root(),
-                1 => calls
-                    .pending
-                    .iter()
-                    .next()
-                    .map(|(id, call)| call.cause.caused_by(*id))
-                    .unwrap_or_default(),
-                _ => Causation::merged(calls.pending.iter().map(|(id, call)| (&call.cause, *id))),
-            },
+        let only = (calls.pending.len() == 1)
+            .then(|| calls.pending.iter().next())
+            .flatten();
+        let (cause, request_id) = match named.or(only) {
+            Some((id, call)) => (call.cause.caused_by(*id), Some(call.request_id.clone())),
+            None if calls.pending.is_empty() => (Causation::root(), None),
+            None => (
+                Causation::merged(calls.pending.iter().map(|(id, call)| (&call.cause, *id))),
+                None,
+            ),
         };
-        if detached { cause.detached() } else { cause }
+        if detached {
+            (cause.detached(), request_id)
+        } else {
+            (cause, request_id)
+        }
     }
 
     async fn stderr_loop(self: Arc<Self>, stderr: ChildStderr) {

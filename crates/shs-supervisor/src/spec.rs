@@ -71,6 +71,9 @@ struct Manifest {
     limits: Option<LimitsManifest>,
     user: Option<String>,
     group: Option<String>,
+    max_attempts: Option<u32>,
+    retry_backoff: Option<f64>,
+    ordered: Option<bool>,
 }
 
 /// The `[limits]` table of `function.toml`.
@@ -158,6 +161,10 @@ pub struct Defaults {
     pub idle_timeout: Option<Duration>,
     /// Resource limits.
     pub limits: Limits,
+    /// Attempts of an asynchronous delivery before it becomes a dead letter.
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt of an asynchronous delivery.
+    pub retry_backoff: Duration,
 }
 
 /// Everything needed to run one function.
@@ -193,6 +200,12 @@ pub struct FunctionSpec {
     pub limits: Limits,
     /// The user and group to run as (the supervisor must be root to switch).
     pub run_as: Option<RunAs>,
+    /// Attempts of an asynchronous delivery before it becomes a dead letter.
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt of an asynchronous delivery (it doubles).
+    pub retry_backoff: Duration,
+    /// Whether asynchronous deliveries of one event type are made one at a time, in order.
+    pub ordered: bool,
     /// What a change on disk is detected by.
     pub fingerprint: Fingerprint,
 }
@@ -476,6 +489,20 @@ fn build_spec(
     .or(defaults.limits);
     let run_as =
         resolve_user(manifest.user.as_deref(), manifest.group.as_deref()).map_err(invalid)?;
+    let max_attempts = match manifest.max_attempts {
+        Some(0) => return Err(invalid("`max_attempts` must be at least 1".into())),
+        Some(n) => n,
+        None => defaults.max_attempts,
+    };
+    let retry_backoff = match manifest.retry_backoff {
+        None => defaults.retry_backoff,
+        Some(t) if t.is_finite() && t > 0.0 && t <= 3600.0 => Duration::from_secs_f64(t),
+        Some(t) => {
+            return Err(invalid(format!(
+                "`retry_backoff` must be between 0 and 3600 seconds, not {t}"
+            )));
+        }
+    };
     let subscribe = manifest.subscribe.unwrap_or_default();
     for pattern in &subscribe {
         shs_bus::validate_pattern(pattern).map_err(|e| invalid(format!("`subscribe`: {e}")))?;
@@ -503,6 +530,9 @@ fn build_spec(
         idle_timeout,
         limits,
         run_as,
+        max_attempts,
+        retry_backoff,
+        ordered: manifest.ordered.unwrap_or(true),
         fingerprint: Fingerprint::default(),
     })
 }
@@ -575,6 +605,8 @@ mod tests {
             queue: 64,
             idle_timeout: Some(Duration::from_secs(300)),
             limits: Limits::default(),
+            max_attempts: 5,
+            retry_backoff: Duration::from_secs(1),
         }
     }
 

@@ -8,12 +8,12 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use serde_json::value::RawValue;
-use shs_bus::{Bus, Causation, Deliver, SharedEvent};
+use shs_bus::{Bus, Causation, Deliver, DeliveryError, RetryPolicy, SharedEvent};
 use shs_protocol::codec::line_safe;
 use shs_protocol::methods::{self, Context, EventParams, InvokeParams};
 use tokio::sync::watch;
 
-use crate::error::{InvokeError, SpecError};
+use crate::error::{ErrorKind, InvokeError, SpecError, StartError};
 use crate::exec::ExecRunner;
 use crate::pool::{Pool, PoolStatus};
 use crate::process::CallError;
@@ -108,17 +108,72 @@ impl Deliver for Deliverer {
         function: Arc<str>,
         event: Arc<SharedEvent>,
         cause: Causation,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), DeliveryError>> {
         let inner = self.0.upgrade();
         Box::pin(async move {
             let Some(inner) = inner else {
-                return Err("the supervisor is shutting down".to_owned());
+                return Err(DeliveryError::retryable(
+                    503,
+                    "the supervisor is shutting down",
+                ));
             };
             Supervisor { inner }
                 .deliver(&function, &event, cause)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| delivery_error(&e))
         })
+    }
+
+    fn retry_policy(&self, function: &str) -> RetryPolicy {
+        let Some(inner) = self.0.upgrade() else {
+            return RetryPolicy::default();
+        };
+        let registry = inner.registry.read();
+        let defaults = &inner.defaults;
+        match registry.get(function).and_then(|f| f.spec()) {
+            Some(spec) => RetryPolicy {
+                max_attempts: spec.max_attempts,
+                backoff: spec.retry_backoff,
+                ordered: spec.ordered,
+                max_in_flight: match spec.mode {
+                    Mode::Rpc => spec.instances * spec.concurrency,
+                    Mode::Exec => spec.instances,
+                },
+                ..RetryPolicy::default()
+            },
+            None => RetryPolicy {
+                max_attempts: defaults.max_attempts,
+                backoff: defaults.retry_backoff,
+                ..RetryPolicy::default()
+            },
+        }
+    }
+}
+
+/// How a failed delivery is reported to the bus: the status `/run` would answer, and whether
+/// a retry may help. A function that answers an error with `"data": {"retry": false}` says it
+/// will not.
+fn delivery_error(error: &InvokeError) -> DeliveryError {
+    let status = match error.kind() {
+        ErrorKind::NotFound => 404,
+        ErrorKind::FunctionFailed => 500,
+        ErrorKind::BadGateway => 502,
+        ErrorKind::Unavailable => 503,
+        ErrorKind::Timeout => 504,
+    };
+    let retryable = match error {
+        InvokeError::NotFound { .. } => false,
+        InvokeError::Function { error, .. } => !error
+            .data
+            .as_ref()
+            .and_then(|d| d.get("retry"))
+            .is_some_and(|r| r == &serde_json::Value::Bool(false)),
+        _ => true,
+    };
+    DeliveryError {
+        status,
+        message: error.to_string(),
+        retryable,
     }
 }
 
@@ -126,7 +181,7 @@ impl Supervisor {
     /// Reads the functions folder, deploys what it finds (rpc functions start at once, in the
     /// background), and follows the folder for changes if `config.watch` is set. Must be called
     /// inside a Tokio runtime, which then runs every process task.
-    pub async fn start(mut config: Config, bus: Arc<dyn Bus>) -> Result<Supervisor, SpecError> {
+    pub async fn start(mut config: Config, bus: Arc<dyn Bus>) -> Result<Supervisor, StartError> {
         // Absolute, so that paths in a function's folder mean the same from its own folder.
         let dir = config
             .functions_dir
@@ -139,7 +194,8 @@ impl Supervisor {
             return Err(SpecError::Io {
                 path: dir,
                 source: std::io::Error::other("not a folder"),
-            });
+            }
+            .into());
         }
         config.functions_dir = dir.clone();
         let defaults = Defaults {
@@ -148,6 +204,8 @@ impl Supervisor {
             queue: config.queue,
             idle_timeout: config.idle_timeout,
             limits: config.limits,
+            max_attempts: config.max_attempts,
+            retry_backoff: config.retry_backoff,
         };
         let watch_folder = config.watch;
         let host = Arc::new(Host {
@@ -169,7 +227,10 @@ impl Supervisor {
         bus.attach(Arc::downgrade(&inner._deliverer));
         let supervisor = Supervisor { inner };
         let found = spec::scan(&dir, &supervisor.inner.defaults)?;
+        let names: Vec<String> = found.keys().cloned().collect();
         supervisor.reconcile(found, true).await;
+        // Saved subscriptions and pending deliveries come back once the functions are known.
+        bus.start(names).await?;
         if watch_folder {
             let weak = Arc::downgrade(&supervisor.inner);
             let follower = follow(&dir, &supervisor.inner.host.handle, move || {

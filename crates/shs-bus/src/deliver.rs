@@ -1,0 +1,99 @@
+//! The interface between the bus and whoever runs functions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::causation::Causation;
+use crate::event::SharedEvent;
+
+/// Why a delivery failed, and whether trying again may help.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryError {
+    /// The HTTP status the same failure gets on `/run`: 404 (no such function), 500 (the
+    /// function answered an error), 502 (it crashed or broke the protocol), 503 (it could not
+    /// start or is at capacity), 504 (it timed out).
+    pub status: u16,
+    /// What happened.
+    pub message: String,
+    /// Whether a later attempt may succeed.
+    pub retryable: bool,
+}
+
+impl DeliveryError {
+    /// A failure that a retry may fix.
+    pub fn retryable(status: u16, message: impl Into<String>) -> DeliveryError {
+        DeliveryError {
+            status,
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure that no retry can fix.
+    pub fn permanent(status: u16, message: impl Into<String>) -> DeliveryError {
+        DeliveryError {
+            status,
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// How asynchronous deliveries to one function are retried and ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts before the delivery becomes a dead letter (at least 1).
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt; it doubles with each failure (with jitter).
+    pub backoff: Duration,
+    /// The longest wait between two attempts.
+    pub max_backoff: Duration,
+    /// Deliver events of one type one at a time, in the order they were stored.
+    pub ordered: bool,
+    /// Deliveries in flight at once to the function.
+    pub max_in_flight: usize,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            ordered: true,
+            max_in_flight: 4,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt `attempt` (1-based): exponential, with full jitter in
+    /// its upper half so that retries of many events spread out.
+    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(30);
+        let full = self
+            .backoff
+            .saturating_mul(1u32 << doublings.min(31))
+            .min(self.max_backoff);
+        full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// Delivers an event to one function. Implemented by the supervisor.
+pub trait Deliver: Send + Sync + 'static {
+    /// Runs `function` on `event`, and resolves once it has answered.
+    fn deliver(
+        &self,
+        function: Arc<str>,
+        event: Arc<SharedEvent>,
+        cause: Causation,
+    ) -> BoxFuture<'static, Result<(), DeliveryError>>;
+
+    /// How asynchronous deliveries to `function` are retried and ordered.
+    fn retry_policy(&self, function: &str) -> RetryPolicy {
+        let _ = function;
+        RetryPolicy::default()
+    }
+}

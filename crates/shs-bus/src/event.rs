@@ -1,0 +1,329 @@
+//! Events: what a publisher hands the bus, and the encoded object functions receive.
+//!
+//! An event is a CloudEvents 1.0 event. The object a function receives keeps the fields of
+//! protocol version 1 (`id`, `type`, `source`, `time`, `payload`) and adds the CloudEvents
+//! attributes `specversion` and `datacontenttype`, the extension attributes `shshops` (how many
+//! deliveries led to this event; the loop cut counts them) and `shscause` (the id of the event
+//! whose delivery published this one), and any other extension attributes the publisher set.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::BusError;
+use crate::table::validate_type;
+
+/// The CloudEvents version shs speaks.
+pub const SPEC_VERSION: &str = "1.0";
+/// The content type of an event's data when the publisher does not say.
+pub const JSON: &str = "application/json";
+/// The extension attribute carrying the hop count.
+pub const HOPS_ATTRIBUTE: &str = "shshops";
+/// The extension attribute carrying the id of the event that caused this one.
+pub const CAUSE_ATTRIBUTE: &str = "shscause";
+
+/// The attributes that are not extensions (they are fields of the event object, or reserved).
+const RESERVED: [&str; 11] = [
+    "id",
+    "type",
+    "source",
+    "time",
+    "payload",
+    "data",
+    "data_base64",
+    "specversion",
+    "datacontenttype",
+    "dataschema",
+    "subject",
+];
+
+/// Who published an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Origin {
+    /// `POST /events`.
+    Http {
+        /// The `X-Request-Id` of the HTTP request, when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+    },
+    /// A function's `publish`.
+    Function {
+        /// The publishing function.
+        function: String,
+        /// The request (invoke or event delivery) it was handling, when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+    },
+}
+
+/// An event about to be published.
+#[derive(Debug)]
+pub struct Event {
+    pub(crate) id: String,
+    pub(crate) event_type: String,
+    pub(crate) source: String,
+    pub(crate) time: String,
+    pub(crate) payload: Box<RawValue>,
+    pub(crate) content_type: String,
+    pub(crate) subject: Option<String>,
+    pub(crate) extensions: Vec<(String, serde_json::Value)>,
+    pub(crate) hops: u32,
+    pub(crate) cause: Option<String>,
+    pub(crate) origin: Origin,
+}
+
+/// Checks a CloudEvents extension attribute name: 1 to 20 characters of a-z and 0-9.
+pub fn validate_extension_name(name: &str) -> Result<(), BusError> {
+    let ok = !name.is_empty()
+        && name.len() <= 20
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok && !RESERVED.contains(&name) {
+        Ok(())
+    } else {
+        Err(BusError::InvalidAttribute {
+            name: name.chars().take(40).collect(),
+            reason: "an extension attribute name is 1 to 20 characters of a-z and 0-9, and not a CloudEvents attribute",
+        })
+    }
+}
+
+/// Checks an RFC 3339 timestamp.
+pub fn validate_time(time: &str) -> Result<(), BusError> {
+    humantime::parse_rfc3339_weak(time)
+        .map(drop)
+        .or_else(|_| humantime::parse_rfc3339(time).map(drop))
+        .map_err(|_| BusError::InvalidAttribute {
+            name: "time".to_owned(),
+            reason: "`time` must be an RFC 3339 timestamp, e.g. 2026-01-02T03:04:05Z",
+        })
+}
+
+impl Event {
+    /// A new event with a fresh id (a UUID v7, so ids sort by time), the current time, JSON
+    /// data, no extensions, published over HTTP.
+    ///
+    /// `payload` must be line-safe JSON (see [`shs_protocol::codec::line_safe`]); `None` is
+    /// `null`.
+    pub fn new(
+        event_type: String,
+        source: String,
+        payload: Option<Box<RawValue>>,
+    ) -> Result<Event, BusError> {
+        validate_type(&event_type)?;
+        Ok(Event {
+            id: uuid::Uuid::now_v7().to_string(),
+            event_type,
+            source,
+            time: now(),
+            payload: payload.unwrap_or_else(null),
+            content_type: JSON.to_owned(),
+            subject: None,
+            extensions: Vec::new(),
+            hops: 0,
+            cause: None,
+            origin: Origin::Http { request_id: None },
+        })
+    }
+
+    /// Keeps an id given by the publisher (e.g. a CloudEvents `id`) instead of a fresh one.
+    pub fn with_id(mut self, id: String) -> Result<Event, BusError> {
+        if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+            return Err(BusError::InvalidAttribute {
+                name: "id".to_owned(),
+                reason: "`id` must be 1 to 256 characters, without control characters",
+            });
+        }
+        self.id = id;
+        Ok(self)
+    }
+
+    /// Keeps a time given by the publisher (e.g. a CloudEvents `time`) instead of now.
+    pub fn with_time(mut self, time: String) -> Result<Event, BusError> {
+        validate_time(&time)?;
+        self.time = time;
+        Ok(self)
+    }
+
+    /// Sets the content type of the payload (CloudEvents `datacontenttype`).
+    pub fn with_content_type(mut self, content_type: String) -> Event {
+        self.content_type = content_type;
+        self
+    }
+
+    /// Sets the CloudEvents `subject`.
+    pub fn with_subject(mut self, subject: String) -> Event {
+        self.subject = Some(subject);
+        self
+    }
+
+    /// Adds a CloudEvents extension attribute; `shshops` and `shscause` set the hop count and
+    /// the cause.
+    pub fn with_extension(
+        mut self,
+        name: &str,
+        value: serde_json::Value,
+    ) -> Result<Event, BusError> {
+        match name {
+            HOPS_ATTRIBUTE => {
+                let hops = value
+                    .as_u64()
+                    .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+                    .and_then(|h| u32::try_from(h).ok())
+                    .ok_or(BusError::InvalidAttribute {
+                        name: HOPS_ATTRIBUTE.to_owned(),
+                        reason: "`shshops` must be a whole number",
+                    })?;
+                self.hops = self.hops.max(hops);
+            }
+            CAUSE_ATTRIBUTE => {
+                self.cause = value.as_str().map(str::to_owned);
+            }
+            _ => {
+                validate_extension_name(name)?;
+                self.extensions.retain(|(n, _)| n != name);
+                self.extensions.push((name.to_owned(), value));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Records who published the event.
+    pub fn with_origin(mut self, origin: Origin) -> Event {
+        self.origin = origin;
+        self
+    }
+
+    /// The event's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The event's type.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// Who published it.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// Encodes the event once for all its deliveries.
+    pub fn share(self) -> Arc<SharedEvent> {
+        let object = Wire {
+            id: &self.id,
+            event_type: &self.event_type,
+            source: &self.source,
+            time: &self.time,
+            payload: &self.payload,
+            specversion: SPEC_VERSION,
+            datacontenttype: &self.content_type,
+            subject: self.subject.as_deref(),
+            shshops: self.hops,
+            shscause: self.cause.as_deref(),
+            extensions: Extensions(&self.extensions),
+        };
+        let json = serde_json::value::to_raw_value(&object).unwrap_or_else(|_| null());
+        Arc::new(SharedEvent {
+            id: self.id,
+            event_type: self.event_type,
+            hops: self.hops,
+            cause: self.cause,
+            origin: self.origin,
+            json,
+        })
+    }
+}
+
+/// The event object, in the order functions see its fields.
+#[derive(Serialize)]
+struct Wire<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    source: &'a str,
+    time: &'a str,
+    payload: &'a RawValue,
+    specversion: &'static str,
+    datacontenttype: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    shshops: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shscause: Option<&'a str>,
+    #[serde(flatten)]
+    extensions: Extensions<'a>,
+}
+
+struct Extensions<'a>(&'a [(String, serde_json::Value)]);
+
+impl Serialize for Extensions<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+pub(crate) fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+pub(crate) fn null() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("null is JSON"))
+}
+
+/// An event encoded as the object a function receives, shared by all its deliveries.
+pub struct SharedEvent {
+    /// The event's id.
+    pub id: String,
+    /// The event's type.
+    pub event_type: String,
+    /// How many deliveries led to its publication.
+    pub hops: u32,
+    /// The id of the event whose delivery published it.
+    pub cause: Option<String>,
+    /// Who published it.
+    pub origin: Origin,
+    json: Box<RawValue>,
+}
+
+impl fmt::Debug for SharedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedEvent")
+            .field("id", &self.id)
+            .field("type", &self.event_type)
+            .field("hops", &self.hops)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedEvent {
+    /// The event object as one line of JSON.
+    pub fn json(&self) -> &RawValue {
+        &self.json
+    }
+
+    /// Rebuilds a shared event from its stored object.
+    pub fn from_stored(
+        id: String,
+        event_type: String,
+        hops: u32,
+        cause: Option<String>,
+        origin: Origin,
+        json: Box<RawValue>,
+    ) -> SharedEvent {
+        SharedEvent {
+            id,
+            event_type,
+            hops,
+            cause,
+            origin,
+            json,
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Asynchronous delivery: one lane per subscribing function, fed from the store.
+//!
+//! A lane holds a window of the function's pending deliveries (at most [`WINDOW`], oldest
+//! first; the rest waits on disk, so a slow subscriber costs disk, not memory) and delivers
+//! them: with `ordered` set (the default), one event of each type at a time, in the order they
+//! were stored; up to `max_in_flight` at once across types. A failed attempt is retried after
+//! an exponential backoff with jitter, up to `max_attempts`; then, or at once for a failure
+//! that no retry can fix, the delivery becomes a dead letter. Each outcome is on disk before
+//! the lane moves on, so a restart resumes exactly where it stopped (a delivery in flight at a
+//! crash is made again: at least once).
+//!
+//! Lanes are independent tasks: a slow or failing subscriber does not slow the others.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc};
+
+use crate::causation::Causation;
+use crate::deliver::{Deliver, DeliveryError};
+use crate::event::{SharedEvent, now};
+use crate::store::{Attempt, Outcome, PendingDelivery, Store, now_ms};
+
+/// Pending deliveries a lane keeps in memory.
+const WINDOW: usize = 256;
+/// A lane refills its window from disk when it holds fewer than this.
+const REFILL_BELOW: usize = 64;
+/// How long a lane waits before trying the store again after it failed.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+struct Lane {
+    function: Arc<str>,
+    wake: Notify,
+    /// Set when the window must be read again from the start (a dead letter was revived).
+    reload: std::sync::atomic::AtomicBool,
+}
+
+/// The lanes of every function with asynchronous deliveries.
+pub(crate) struct Lanes {
+    store: Arc<Store>,
+    deliverer: OnceLock<Weak<dyn Deliver>>,
+    lanes: Mutex<HashMap<Arc<str>, Arc<Lane>>>,
+    me: Weak<Lanes>,
+}
+
+impl Lanes {
+    pub(crate) fn new(store: Arc<Store>) -> Arc<Lanes> {
+        Arc::new_cyclic(|me| Lanes {
+            store,
+            deliverer: OnceLock::new(),
+            lanes: Mutex::new(HashMap::new()),
+            me: me.clone(),
+        })
+    }
+
+    pub(crate) fn attach(&self, deliverer: Weak<dyn Deliver>) {
+        let _ = self.deliverer.set(deliverer);
+    }
+
+    /// Tells the lane of `function` that new deliveries are on disk; starts it if needed.
+    pub(crate) fn wake(&self, function: &Arc<str>) {
+        self.lane(function).wake.notify_one();
+    }
+
+    /// Tells the lane of `function` to read its pending deliveries again from the start.
+    pub(crate) fn reload(&self, function: &Arc<str>) {
+        let lane = self.lane(function);
+        lane.reload
+            .store(true, std::sync::atomic::Ordering::Release);
+        lane.wake.notify_one();
+    }
+
+    fn lane(&self, function: &Arc<str>) -> Arc<Lane> {
+        let mut lanes = self.lanes.lock();
+        if let Some(lane) = lanes.get(function) {
+            return lane.clone();
+        }
+        let lane = Arc::new(Lane {
+            function: function.clone(),
+            wake: Notify::new(),
+            reload: std::sync::atomic::AtomicBool::new(true),
+        });
+        lanes.insert(function.clone(), lane.clone());
+        tokio::spawn(run(self.me.clone(), lane.clone()));
+        lane
+    }
+}
+
+struct Done {
+    id: i64,
+    outcome: Option<Outcome>,
+}
+
+/// One lane: schedules the window, delivers, records, and sleeps until there is work.
+async fn run(lanes: Weak<Lanes>, lane: Arc<Lane>) {
+    let mut window: BTreeMap<i64, PendingDelivery> = BTreeMap::new();
+    // Whether everything pending on disk is in the window.
+    let mut complete = false;
+    let mut in_flight: HashMap<i64, i64> = HashMap::new(); // delivery id -> seq
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    loop {
+        let Some(this) = lanes.upgrade() else { return };
+        let Some(deliverer) = this.deliverer.get().and_then(Weak::upgrade) else {
+            // Not attached yet (or shutting down): wait to be woken.
+            drop(this);
+            lane.wake.notified().await;
+            continue;
+        };
+        let policy = deliverer.retry_policy(&lane.function);
+
+        // Fill the window.
+        let reload = lane.reload.swap(false, std::sync::atomic::Ordering::AcqRel);
+        if reload {
+            window.retain(|_, d| in_flight.contains_key(&d.id));
+            complete = false;
+        }
+        if reload || (!complete && window.len() < REFILL_BELOW) {
+            let after = if reload {
+                0
+            } else {
+                window.keys().next_back().copied().unwrap_or(0)
+            };
+            match this.store.pending(&lane.function, after, WINDOW).await {
+                Ok(rows) => {
+                    complete = rows.len() < WINDOW;
+                    for row in rows {
+                        window.entry(row.seq).or_insert(row);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(function = %lane.function, "cannot read pending deliveries: {e}");
+                    drop(this);
+                    tokio::time::sleep(STORE_RETRY).await;
+                    continue;
+                }
+            }
+        }
+
+        // Start what may start.
+        let now = now_ms();
+        let mut blocked: HashSet<&str> = HashSet::new();
+        let mut earliest: Option<i64> = None;
+        let mut to_start = Vec::new();
+        for delivery in window.values() {
+            let busy = in_flight.contains_key(&delivery.id);
+            if policy.ordered {
+                if blocked.contains(delivery.event_type.as_str()) {
+                    continue;
+                }
+                blocked.insert(&delivery.event_type);
+            }
+            if busy {
+                continue;
+            }
+            if delivery.next_ms > now {
+                earliest = Some(earliest.map_or(delivery.next_ms, |e| e.min(delivery.next_ms)));
+                continue;
+            }
+            if in_flight.len() + to_start.len() >= policy.max_in_flight.max(1) {
+                break;
+            }
+            to_start.push(delivery.seq);
+        }
+        for seq in to_start {
+            let Some(delivery) = window.get(&seq) else {
+                continue;
+            };
+            in_flight.insert(delivery.id, seq);
+            let event = Arc::new(SharedEvent::from_stored(
+                delivery.event_id.clone(),
+                delivery.event_type.clone(),
+                delivery.hops,
+                delivery.cause.clone(),
+                delivery.origin.clone(),
+                delivery.object.clone(),
+            ));
+            let cause =
+                Causation::at_hops(delivery.hops).delivery(&delivery.event_id, delivery.hops, None);
+            let attempt = delivery.attempts + 1;
+            let (id, function, store, done) = (
+                delivery.id,
+                lane.function.clone(),
+                this.store.clone(),
+                done_tx.clone(),
+            );
+            let deliverer = deliverer.clone();
+            tokio::spawn(async move {
+                let result = deliverer.deliver(function.clone(), event, cause).await;
+                let outcome = settle(&function, result, attempt, &policy);
+                let recorded = store.finish(id, clone_outcome(&outcome)).await;
+                if let Err(e) = &recorded {
+                    tracing::error!(%function, delivery = id, "cannot record a delivery: {e}");
+                }
+                let _ = done.send(Done {
+                    id,
+                    outcome: recorded.ok().map(|()| outcome),
+                });
+            });
+        }
+        drop(this);
+        drop(deliverer);
+
+        if window.is_empty() && in_flight.is_empty() && complete {
+            lane.wake.notified().await;
+            // New deliveries are after what the window held.
+            complete = false;
+            continue;
+        }
+        let sleep = async {
+            match earliest {
+                Some(at) => {
+                    let wait = u64::try_from(at - now_ms()).unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(done) = done_rx.recv() => {
+                apply(&mut window, &mut in_flight, done);
+                while let Ok(done) = done_rx.try_recv() {
+                    apply(&mut window, &mut in_flight, done);
+                }
+            }
+            () = lane.wake.notified() => {
+                if complete {
+                    // Whatever is new on disk comes after the window: read on from its end.
+                    complete = false;
+                }
+            }
+            () = sleep => {}
+        }
+    }
+}
+
+/// Updates the window with how a delivery ended.
+fn apply(
+    window: &mut BTreeMap<i64, PendingDelivery>,
+    in_flight: &mut HashMap<i64, i64>,
+    done: Done,
+) {
+    let Some(seq) = in_flight.remove(&done.id) else {
+        return;
+    };
+    match done.outcome {
+        Some(Outcome::Retry(attempt, next_ms)) => {
+            if let Some(delivery) = window.get_mut(&seq) {
+                delivery.attempts = attempt.attempt;
+                delivery.next_ms = next_ms;
+            }
+        }
+        Some(Outcome::Delivered(_) | Outcome::Dead(_)) => {
+            window.remove(&seq);
+        }
+        None => {
+            // Not recorded: leave it pending and try again a little later.
+            if let Some(delivery) = window.get_mut(&seq) {
+                delivery.next_ms =
+                    now_ms() + i64::try_from(STORE_RETRY.as_millis()).unwrap_or(1000);
+            }
+        }
+    }
+}
+
+fn clone_outcome(outcome: &Outcome) -> Outcome {
+    match outcome {
+        Outcome::Delivered(a) => Outcome::Delivered(a.clone()),
+        Outcome::Retry(a, at) => Outcome::Retry(a.clone(), *at),
+        Outcome::Dead(a) => Outcome::Dead(a.clone()),
+    }
+}
+
+/// What becomes of attempt number `attempt` that ended with `result`.
+fn settle(
+    function: &str,
+    result: Result<(), DeliveryError>,
+    attempt: u32,
+    policy: &crate::deliver::RetryPolicy,
+) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Delivered(Attempt {
+            attempt,
+            time: now(),
+            status: 200,
+            error: String::new(),
+        }),
+        Err(e) => {
+            let record = Attempt {
+                attempt,
+                time: now(),
+                status: e.status,
+                error: e.message.clone(),
+            };
+            if !e.retryable || attempt >= policy.max_attempts.max(1) {
+                tracing::warn!(
+                    function,
+                    attempt,
+                    status = e.status,
+                    "delivery failed for good, kept as a dead letter: {}",
+                    e.message
+                );
+                Outcome::Dead(record)
+            } else {
+                let delay = policy.delay(attempt, jitter());
+                tracing::info!(
+                    function,
+                    attempt,
+                    status = e.status,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "delivery failed; retrying: {}",
+                    e.message
+                );
+                Outcome::Retry(
+                    record,
+                    now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+                )
+            }
+        }
+    }
+}
+
+/// A number in [0, 1) that differs from call to call (no need for a strong generator).
+fn jitter() -> f64 {
+    let bits = uuid::Uuid::new_v4().as_u128() as u64;
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
