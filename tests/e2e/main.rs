@@ -11,6 +11,7 @@ mod harness;
 
 mod cli;
 mod deploy;
+mod durable;
 mod events;
 mod examples;
 mod exec;

@@ -1,0 +1,547 @@
+//! Events you can trust: asynchronous delivery on the embedded store, retries, dead letters,
+//! restarts (clean and kill -9), lineage, and CloudEvents in both modes.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Answer, Server, ServerBuilder, poll};
+
+async fn publish_async(server: &Server, event_type: &str, payload: Value) -> Answer {
+    server
+        .request(
+            reqwest::Method::POST,
+            "/events",
+            Some(json!({"type": event_type, "payload": payload}).to_string()),
+            &[("prefer", "respond-async")],
+        )
+        .await
+}
+
+/// The ids recorded by the `recorder` function deployed as `name`.
+fn recorded(server: &Server, name: &str) -> Vec<Value> {
+    std::fs::read_to_string(server.functions_dir().join(name).join("received.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn recorder(builder: ServerBuilder, name: &str, on: &str, extra: &str) -> ServerBuilder {
+    builder
+        .fixture_as("recorder", name)
+        .toml(name, &format!("env = {{ ON = \"{on}\" }}\n{extra}"))
+}
+
+#[tokio::test]
+async fn prefer_respond_async_answers_202_and_delivers_after() {
+    let mut server = recorder(ServerBuilder::new(), "rec", "order.placed", "")
+        .start()
+        .await;
+    server.wait_ready().await;
+    let answer = publish_async(&server, "order.placed", json!({"n": 1})).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    assert_eq!(answer.body["status"], "accepted");
+    assert_eq!(answer.header("preference-applied"), Some("respond-async"));
+    let id = answer.body["event_id"]
+        .as_str()
+        .expect("event id")
+        .to_owned();
+    assert!(
+        poll(|| async { recorded(&server, "rec").len() == 1 }).await,
+        "delivered"
+    );
+    assert_eq!(
+        recorded(&server, "rec")[0],
+        json!({"id": id, "payload": {"n": 1}})
+    );
+    let info = server.get(&format!("/events/{id}")).await;
+    assert_eq!(info.status, 200, "{info:?}");
+    assert_eq!(info.body["mode"], "async");
+    assert_eq!(info.body["deliveries"][0]["function"], "rec");
+    assert!(
+        poll(|| async {
+            server.get(&format!("/events/{id}")).await.body["deliveries"][0]["state"] == "delivered"
+        })
+        .await
+    );
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn a_function_publishes_asynchronously() {
+    let builder = recorder(ServerBuilder::new(), "source", "", "");
+    let mut server = recorder(builder, "sink", "from.function", "").start().await;
+    server.wait_ready().await;
+    let answer = server
+        .run(
+            "source",
+            json!({"publish": "from.function", "payload": "hi", "async": true}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body["accepted"], true);
+    assert_eq!(answer.body["delivered"], 0);
+    assert!(
+        poll(|| async { recorded(&server, "sink").len() == 1 }).await,
+        "delivered after"
+    );
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn events_of_one_type_arrive_in_the_order_they_were_stored() {
+    let mut server = recorder(ServerBuilder::new(), "rec", "seq.item", "instances = 4\n")
+        .start()
+        .await;
+    server.wait_ready().await;
+    for n in 0..50 {
+        let answer = publish_async(&server, "seq.item", json!(n)).await;
+        assert_eq!(answer.status, 202);
+    }
+    assert!(poll(|| async { recorded(&server, "rec").len() == 50 }).await);
+    let order: Vec<i64> = recorded(&server, "rec")
+        .iter()
+        .filter_map(|r| r["payload"].as_i64())
+        .collect();
+    assert_eq!(order, (0..50).collect::<Vec<_>>());
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn nothing_accepted_is_lost_when_the_supervisor_is_killed() {
+    let mut server = recorder(ServerBuilder::new(), "rec", "bulk.item", "")
+        .start()
+        .await;
+    server.wait_ready().await;
+    // Slow: deliveries lag far behind what is accepted.
+    std::fs::write(server.functions_dir().join("rec/slow"), "").expect("slow");
+    let server = std::sync::Arc::new(server);
+    let publishers: Vec<_> = (0..16)
+        .map(|p| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..1000 / 16 + usize::from(p < 1000 % 16) {
+                    let answer = publish_async(&server, "bulk.item", json!({"p": p, "i": i})).await;
+                    assert_eq!(answer.status, 202, "{answer:?}");
+                    ids.push(answer.body["event_id"].as_str().expect("id").to_owned());
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut accepted = BTreeSet::new();
+    for p in publishers {
+        accepted.extend(p.await.expect("publisher"));
+    }
+    assert_eq!(accepted.len(), 1000);
+    let mut server = std::sync::Arc::into_inner(server).expect("sole owner");
+    server.kill9();
+    let before = recorded(&server, "rec").len();
+    assert!(
+        before < 1000,
+        "some were still pending at the kill ({before} delivered)"
+    );
+
+    std::fs::remove_file(server.functions_dir().join("rec/slow")).expect("fast again");
+    server.restart();
+    let got = || {
+        recorded(&server, "rec")
+            .iter()
+            .filter_map(|r| r["id"].as_str().map(str::to_owned))
+            .collect::<BTreeSet<String>>()
+    };
+    assert!(
+        poll(|| async { got().len() == 1000 }).await,
+        "{} of 1000 delivered after the restart; log:\n{}",
+        got().len(),
+        server.logs()
+    );
+    assert_eq!(got(), accepted, "every accepted event, and only those");
+    server.wait_for_log("resuming pending deliveries").await;
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn a_subscriber_failing_twice_is_retried_and_succeeds() {
+    let mut server = ServerBuilder::new()
+        .fixture("flaky")
+        .toml(
+            "flaky",
+            "env = { ON = \"flaky.job\" }\nretry_backoff = 0.05\nmax_attempts = 5\n",
+        )
+        .start()
+        .await;
+    server.wait_ready().await;
+    let answer = publish_async(&server, "flaky.job", json!({})).await;
+    let id = answer.body["event_id"].as_str().expect("id").to_owned();
+    assert!(
+        poll(|| async {
+            server.get(&format!("/events/{id}")).await.body["deliveries"][0]["state"] == "delivered"
+        })
+        .await,
+        "delivered in the end; log:\n{}",
+        server.logs()
+    );
+    let info = server.get(&format!("/events/{id}")).await;
+    let attempts = info.body["deliveries"][0]["attempts"]
+        .as_array()
+        .expect("attempts")
+        .clone();
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    assert_eq!(attempts[0]["status"], 500);
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not yet (attempt 1)"))
+    );
+    assert!(
+        attempts[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not yet (attempt 2)"))
+    );
+    assert_eq!(attempts[2]["status"], 200);
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn a_subscriber_that_always_fails_ends_in_the_dead_letters_and_can_be_retried() {
+    let mut server = ServerBuilder::new()
+        .fixture("flaky")
+        .toml("flaky", "env = { ON = \"doomed.job\", FAILS = \"0\" }\nretry_backoff = 0.05\nmax_attempts = 3\n")
+        .start()
+        .await;
+    server.wait_ready().await;
+    std::fs::write(server.functions_dir().join("flaky/broken"), "").expect("break it");
+    let answer = publish_async(&server, "doomed.job", json!({"job": 1})).await;
+    let id = answer.body["event_id"].as_str().expect("id").to_owned();
+    let letters = || async {
+        server.get("/events/dead-letters?function=flaky").await.body["dead_letters"].clone()
+    };
+    assert!(
+        poll(|| async { letters().await.as_array().is_some_and(|l| l.len() == 1) }).await,
+        "a dead letter; log:\n{}",
+        server.logs()
+    );
+    let letter = letters().await[0].clone();
+    assert_eq!(letter["event_id"], id.as_str());
+    assert_eq!(letter["event_type"], "doomed.job");
+    assert_eq!(letter["event"]["payload"], json!({"job": 1}));
+    let attempts = letter["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 3, "one per attempt: {attempts:?}");
+    for (n, a) in attempts.iter().enumerate() {
+        assert_eq!(a["attempt"], n + 1);
+        assert_eq!(a["status"], 500);
+        assert!(
+            a["error"].as_str().is_some_and(|e| e.contains("broken")),
+            "{a}"
+        );
+        assert!(a["time"].is_string());
+    }
+    // Filters.
+    assert_eq!(
+        server
+            .get("/events/dead-letters?type=other.type")
+            .await
+            .body["dead_letters"],
+        json!([])
+    );
+    assert_eq!(
+        server
+            .get("/events/dead-letters?type=doomed.job")
+            .await
+            .body["dead_letters"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    // Fixed: retry it from the dead letters.
+    std::fs::remove_file(server.functions_dir().join("flaky/broken")).expect("fix it");
+    let dead_id = letter["id"].as_str().expect("dead letter id").to_owned();
+    let retried = server
+        .post(&format!("/events/dead-letters/{dead_id}/retry"), "")
+        .await;
+    assert_eq!(retried.status, 200, "{retried:?}");
+    assert!(
+        poll(|| async {
+            server.get(&format!("/events/{id}")).await.body["deliveries"][0]["state"] == "delivered"
+        })
+        .await,
+        "delivered once fixed; log:\n{}",
+        server.logs()
+    );
+    assert_eq!(letters().await, json!([]));
+    let again = server
+        .post(&format!("/events/dead-letters/{dead_id}/retry"), "")
+        .await;
+    assert_eq!(again.status, 404, "no longer a dead letter");
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn a_failure_marked_not_retryable_is_a_dead_letter_at_once_and_can_be_deleted() {
+    let mut server = ServerBuilder::new()
+        .fixture("flaky")
+        .toml(
+            "flaky",
+            "env = { ON = \"fatal.job\" }\nretry_backoff = 0.05\nmax_attempts = 5\n",
+        )
+        .start()
+        .await;
+    server.wait_ready().await;
+    publish_async(&server, "fatal.job", json!({"fatal": true})).await;
+    let letters =
+        || async { server.get("/events/dead-letters").await.body["dead_letters"].clone() };
+    assert!(poll(|| async { letters().await.as_array().is_some_and(|l| l.len() == 1) }).await);
+    let letter = letters().await[0].clone();
+    assert_eq!(
+        letter["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "not retried: {letter}"
+    );
+    let id = letter["id"].as_str().expect("id").to_owned();
+    let deleted = server
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/events/dead-letters/{id}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    assert_eq!(letters().await, json!([]));
+    let again = server
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/events/dead-letters/{id}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(again.status, 404);
+    assert_eq!(
+        server
+            .post("/events/dead-letters/nonsense/retry", "")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(server.get("/events/no-such-event").await.status, 404);
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn dynamic_subscriptions_and_pending_deliveries_survive_a_restart() {
+    let mut server = ServerBuilder::new()
+        .fixture_as("subscriber", "sub")
+        .start()
+        .await;
+    server.wait_ready().await;
+    let answer = server
+        .run("sub", json!({"action": "subscribe", "type": "late.type"}))
+        .await;
+    assert_eq!(answer.body["subscribed"], true);
+    server.stop_and_check();
+    server.restart();
+    server.wait_ready().await;
+    assert!(
+        server
+            .subscriptions()
+            .await
+            .contains(&("late.type".into(), "sub".into()))
+    );
+    assert_eq!(
+        server.publish("late.type", json!(1)).await.body["delivered"],
+        1
+    );
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn lineage_shows_what_published_an_event_and_what_it_caused() {
+    let mut server = ServerBuilder::new()
+        .fixture("publisher")
+        .fixture_as("relay", "relay")
+        .toml(
+            "relay",
+            "env = { ON = \"first.step\", NEXT = \"second.step\" }\n",
+        )
+        .start()
+        .await;
+    server.wait_ready().await;
+    let answer = server
+        .request(
+            reqwest::Method::POST,
+            "/run/publisher",
+            Some(json!({"type": "first.step", "payload": {"n": 1}}).to_string()),
+            &[("x-request-id", "lineage-req")],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let first = answer.body["event_id"].as_str().expect("id").to_owned();
+    let info = || async { server.get(&format!("/events/{first}")).await };
+    assert!(
+        poll(|| async {
+            info().await.body["caused"]
+                .as_array()
+                .is_some_and(|c| c.len() == 1)
+        })
+        .await
+    );
+    let first_info = info().await.body;
+    assert_eq!(first_info["mode"], "sync");
+    assert_eq!(
+        first_info["published_by"],
+        json!({"kind": "function", "function": "publisher", "request_id": "lineage-req"})
+    );
+    assert_eq!(first_info["deliveries"][0]["function"], "relay");
+    assert_eq!(first_info["deliveries"][0]["state"], "delivered");
+    let second = first_info["caused"][0].as_str().expect("caused").to_owned();
+    let second_info = server.get(&format!("/events/{second}")).await.body;
+    assert_eq!(second_info["caused_by"], first.as_str());
+    assert_eq!(second_info["event"]["shscause"], first.as_str());
+    assert_eq!(second_info["event"]["shshops"], 1);
+    assert_eq!(second_info["event"]["type"], "second.step");
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn cloudevents_round_trip_in_binary_and_structured_mode() {
+    let mut server = ServerBuilder::new()
+        .fixture_as("subscriber", "sub")
+        .toml("sub", "env = { SUBSCRIBE = \"com.example.ce\" }\n")
+        .start()
+        .await;
+    server.wait_ready().await;
+    let binary = server
+        .request(
+            reqwest::Method::POST,
+            "/events",
+            Some(json!({"temperature": 21.5}).to_string()),
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "bin-1"),
+                ("ce-source", "/sensors/kitchen"),
+                ("ce-type", "com.example.ce"),
+                ("ce-time", "2026-03-04T05:06:07Z"),
+                ("ce-subject", "kitchen"),
+                ("ce-tenant", "acme"),
+                ("content-type", "application/json"),
+            ],
+        )
+        .await;
+    assert_eq!(binary.status, 200, "{binary:?}");
+    assert_eq!(binary.body["event_id"], "bin-1");
+    let structured = json!({
+        "specversion": "1.0", "id": "str-1", "source": "/sensors/hall", "type": "com.example.ce",
+        "time": "2026-03-04T05:06:08Z", "datacontenttype": "application/json",
+        "data": {"temperature": 19}, "tenant": "acme"
+    });
+    let answer = server
+        .request(
+            reqwest::Method::POST,
+            "/events",
+            Some(structured.to_string()),
+            &[("content-type", "application/cloudevents+json")],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let text = server
+        .request(
+            reqwest::Method::POST,
+            "/events",
+            Some("plain words".to_owned()),
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-type", "com.example.ce"),
+                ("content-type", "text/plain"),
+            ],
+        )
+        .await;
+    assert_eq!(text.status, 200, "{text:?}");
+
+    let events = server.run("sub", json!({"action": "events"})).await.body["events"].clone();
+    let expect = |id: &str, source: &str, time: &str, payload: Value| {
+        json!({
+            "id": id, "type": "com.example.ce", "source": source, "time": time, "payload": payload,
+            "specversion": "1.0", "datacontenttype": "application/json",
+        })
+    };
+    let mut first = events[0].clone();
+    assert_eq!(first["subject"], "kitchen");
+    assert_eq!(first["tenant"], "acme");
+    assert_eq!(first["shshops"], 0);
+    for key in ["subject", "tenant", "shshops"] {
+        first.as_object_mut().map(|o| o.remove(key));
+    }
+    assert_eq!(
+        first,
+        expect(
+            "bin-1",
+            "/sensors/kitchen",
+            "2026-03-04T05:06:07Z",
+            json!({"temperature": 21.5})
+        )
+    );
+    let mut second = events[1].clone();
+    assert_eq!(second["tenant"], "acme");
+    for key in ["tenant", "shshops"] {
+        second.as_object_mut().map(|o| o.remove(key));
+    }
+    assert_eq!(
+        second,
+        expect(
+            "str-1",
+            "/sensors/hall",
+            "2026-03-04T05:06:08Z",
+            json!({"temperature": 19})
+        )
+    );
+    assert_eq!(events[2]["payload"], "plain words");
+    assert_eq!(events[2]["datacontenttype"], "text/plain");
+    // The stored event is the same object (the history of synchronous events is written
+    // behind the publish, so it may take a moment).
+    assert!(poll(|| async { server.get("/events/bin-1").await.body["event"] == events[0] }).await);
+
+    for (headers, needle) in [
+        (
+            vec![("ce-specversion", "0.3"), ("ce-type", "a")],
+            "not supported",
+        ),
+        (vec![("ce-specversion", "1.0")], "no `type`"),
+        (
+            vec![
+                ("ce-specversion", "1.0"),
+                ("ce-type", "a"),
+                ("ce-time", "yesterday"),
+            ],
+            "RFC 3339",
+        ),
+        (
+            vec![
+                ("ce-specversion", "1.0"),
+                ("ce-type", "a"),
+                ("ce-Bad_Name", "x"),
+            ],
+            "extension",
+        ),
+    ] {
+        let answer = server
+            .request(
+                reqwest::Method::POST,
+                "/events",
+                Some("{}".into()),
+                &headers,
+            )
+            .await;
+        assert_eq!(answer.status, 400, "{headers:?}: {answer:?}");
+        assert!(
+            answer.message().contains(needle),
+            "{headers:?}: {}",
+            answer.message()
+        );
+    }
+    server.stop_and_check();
+}
