@@ -110,7 +110,7 @@ async fn events_of_one_type_arrive_in_the_order_they_were_stored() {
 
 #[tokio::test]
 async fn nothing_accepted_is_lost_when_the_supervisor_is_killed() {
-    let mut server = recorder(ServerBuilder::new(), "rec", "bulk.item", "")
+    let server = recorder(ServerBuilder::new(), "rec", "bulk.item", "")
         .start()
         .await;
     server.wait_ready().await;
