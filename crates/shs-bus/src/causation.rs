@@ -20,6 +20,17 @@ impl FailureSink {
     }
 }
 
+/// Failures reported down a chain of deliveries made on behalf of a remote publisher.
+#[derive(Clone, Default)]
+pub struct Failures(FailureSink);
+
+impl Failures {
+    /// Takes the failures collected so far.
+    pub fn take(&self) -> Vec<DeliveryFailure> {
+        self.0.take()
+    }
+}
+
 /// The causal context of a publish or a delivery.
 ///
 /// The deliverer keeps the causation of each delivery it makes, and derives the causation of a
@@ -70,6 +81,38 @@ impl Causation {
         Causation {
             hops,
             ..Causation::default()
+        }
+    }
+
+    /// The causation of a delivery of `event` (published at `hops`) made on another node for
+    /// a publisher whose waiting calls are `waiting`; the failures further down the chain it
+    /// starts are collected in the returned [`Failures`], to be sent back to the publisher.
+    pub fn remote_delivery(hops: u32, waiting: Vec<u64>, event: &str) -> (Causation, Failures) {
+        let sink = FailureSink::default();
+        let cause = Causation {
+            hops: hops + 1,
+            waiting: waiting.into(),
+            sink: Some(sink.clone()),
+            event: Some(Arc::from(event)),
+        };
+        (cause, Failures(sink))
+    }
+
+    /// The causation of an asynchronous delivery of `event` (published at `hops`): nobody
+    /// waits for it.
+    pub fn async_delivery(hops: u32, event: &str) -> Causation {
+        Causation {
+            hops: hops + 1,
+            waiting: Arc::from([]),
+            sink: None,
+            event: Some(Arc::from(event)),
+        }
+    }
+
+    /// Reports failures of a publish made in this context to whoever started the chain.
+    pub fn report(&self, failures: &[DeliveryFailure]) {
+        if let Some(sink) = &self.sink {
+            sink.extend(failures);
         }
     }
 

@@ -43,7 +43,7 @@ mod queue;
 pub mod store;
 pub mod table;
 
-pub use causation::Causation;
+pub use causation::{Causation, Failures};
 pub use deliver::{Deliver, DeliveryError, RetryPolicy};
 pub use event::{Event, Origin, SharedEvent};
 pub use local::LocalBus;
@@ -111,6 +111,12 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Drops every subscription of `function` (it was removed); returns its patterns.
     fn remove_function(&self, function: &str) -> Vec<String>;
+
+    /// `function` is deployed on this node (called at each deployment): a distributed bus
+    /// starts taking its events here.
+    fn deployed(&self, function: &str) {
+        let _ = function;
+    }
 
     /// Every subscription, sorted by pattern, then function.
     fn subscriptions(&self) -> Vec<Subscription>;

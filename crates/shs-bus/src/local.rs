@@ -240,9 +240,7 @@ impl Bus for LocalBus {
                 .collect();
             result.errors.extend(nested);
             result.delivered = outcomes.iter().filter(|o| o.is_ok()).count();
-            if let Some(parent) = &cause.sink {
-                parent.extend(&result.errors);
-            }
+            cause.report(&result.errors);
             if let Some(store) = &self.store {
                 let settled = subscribers
                     .iter()

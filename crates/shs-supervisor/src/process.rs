@@ -38,9 +38,18 @@ use crate::pipes::{LineCodec, ReadError, StderrTail, drain_stderr};
 use crate::pool::Slot;
 use crate::spec::{FunctionSpec, Limits, environment};
 
-/// Ids for the supervisor's requests, unique across all processes, so that a call can be named
-/// in a [`Causation`] without saying which process it went to.
-static NEXT_CALL_ID: AtomicU64 = AtomicU64::new(1);
+/// Counts the supervisor's requests.
+static CALLS: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh id for a supervisor request: unique across all processes, so that a call can be
+/// named in a [`Causation`] without saying which process it went to, and (with a random prefix
+/// per supervisor in the high bits) most likely across the supervisors sharing a distributed
+/// bus. Ids stay below 2^53, so that JavaScript functions read them exactly.
+fn next_call_id() -> u64 {
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let prefix = *PREFIX.get_or_init(|| (uuid::Uuid::new_v4().as_u128() as u64 & 0x1fff) << 40);
+    prefix | (CALLS.fetch_add(1, Ordering::Relaxed) & ((1 << 40) - 1))
+}
 /// Numbers for processes, for logs and the pool.
 static NEXT_PROCESS_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -314,7 +323,7 @@ impl Process {
         slot: Option<Slot>,
         timeout: Duration,
     ) -> Result<Box<RawValue>, CallError> {
-        let id = NEXT_CALL_ID.fetch_add(1, Ordering::Relaxed);
+        let id = next_call_id();
         let mut line = Vec::with_capacity(256);
         if let Err(e) = write_request(&mut line, &Id::from(id), method, params) {
             return Err(CallError::Rpc(RpcError::new(

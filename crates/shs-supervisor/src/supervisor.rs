@@ -328,6 +328,7 @@ impl Supervisor {
                     (Some(_), _) => tracing::info!(function = %name, "function redeployed"),
                     (None, _) => tracing::info!(function = %name, "function deployed"),
                 }
+                bus.deployed(&name);
                 registry.insert(name, function.clone());
                 if let Some(old) = old {
                     retired.push((old, "redeployed"));
