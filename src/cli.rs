@@ -126,6 +126,27 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SHS_LIMIT_PROCESSES", value_name = "N")]
     pub(crate) limit_processes: Option<u64>,
 
+    /// The event bus: `local` (the embedded store in --data-dir), or a NATS server with
+    /// JetStream, `nats://HOST:PORT`, shared by every supervisor with the same
+    /// --bus-namespace.
+    #[arg(
+        long,
+        env = "SHS_BUS",
+        default_value = "local",
+        value_name = "local|nats://HOST:PORT"
+    )]
+    pub(crate) bus: String,
+
+    /// Prefix of the streams, buckets and subjects on NATS: supervisors with the same
+    /// namespace share events.
+    #[arg(
+        long,
+        env = "SHS_BUS_NAMESPACE",
+        default_value = "shs",
+        value_name = "NAME"
+    )]
+    pub(crate) bus_namespace: String,
+
     /// Folder of the embedded event store (asynchronous events, dead letters, history, saved
     /// subscriptions).
     #[arg(

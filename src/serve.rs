@@ -8,11 +8,54 @@ use std::time::Duration;
 use anyhow::Context as _;
 use shs_bus::{Bus, LocalBus, store};
 use shs_http::HttpConfig;
+use shs_nats::{NatsBus, NatsConfig};
 use shs_supervisor::spec::Limits;
 use shs_supervisor::{Config, Supervisor};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{Durability, ServeArgs};
+
+/// The event bus the flags ask for: the embedded store, or NATS JetStream.
+async fn open_bus(args: &ServeArgs) -> anyhow::Result<Arc<dyn Bus>> {
+    if args.bus == "local" {
+        let durability = match args.store_durability {
+            Durability::Full => store::Durability::Full,
+            Durability::Normal => store::Durability::Normal,
+        };
+        let store = store::Store::open(&args.data_dir, durability).with_context(|| {
+            format!(
+                "cannot open the event store in {} (--data-dir)",
+                args.data_dir.display()
+            )
+        })?;
+        tracing::info!(path = %store.path().display(), "event store open");
+        let retention = Duration::from_secs_f64(args.event_retention);
+        return Ok(Arc::new(LocalBus::with_store(
+            args.max_hops,
+            Arc::new(store),
+            retention,
+        )));
+    }
+    if args.bus.starts_with("nats://") {
+        let timeout = Duration::from_secs_f64(args.timeout);
+        let config = NatsConfig {
+            url: args.bus.clone(),
+            namespace: args.bus_namespace.clone(),
+            // A delivery takes at most the timeout, twice when it waits for a process first.
+            sync_timeout: timeout * 2 + Duration::from_secs(5),
+            ack_wait: timeout + Duration::from_secs(2),
+            max_hops: args.max_hops,
+        };
+        let bus = NatsBus::connect(config)
+            .await
+            .context("cannot use the NATS bus (--bus)")?;
+        return Ok(Arc::new(bus));
+    }
+    anyhow::bail!(
+        "--bus must be `local` or `nats://HOST:PORT`, not {:?}",
+        args.bus
+    )
+}
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -24,6 +67,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // First of all, so that a SIGTERM at any moment from here on is a clean shutdown.
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
     let addr = listener
@@ -52,23 +98,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_attempts = args.max_attempts;
     config.retry_backoff = Duration::from_secs_f64(args.retry_backoff);
 
-    let durability = match args.store_durability {
-        Durability::Full => store::Durability::Full,
-        Durability::Normal => store::Durability::Normal,
-    };
-    let store = store::Store::open(&args.data_dir, durability).with_context(|| {
-        format!(
-            "cannot open the event store in {} (--data-dir)",
-            args.data_dir.display()
-        )
-    })?;
-    tracing::info!(path = %store.path().display(), "event store open");
-    let retention = Duration::from_secs_f64(args.event_retention);
-    let bus: Arc<dyn Bus> = Arc::new(LocalBus::with_store(
-        args.max_hops,
-        Arc::new(store),
-        retention,
-    ));
+    let bus = open_bus(&args).await?;
     let supervisor = Supervisor::start(config, bus.clone())
         .await
         .with_context(|| {
@@ -98,8 +128,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "listening on {url}"
     );
 
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let stopped_early = tokio::select! {
         _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); None }
         _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); None }

@@ -86,6 +86,7 @@ fn bad_flag_values_are_refused() {
 async fn every_flag_can_come_from_the_environment() {
     let mut server = ServerBuilder::new()
         .fixture("hang")
+        .toml("hang", "start_timeout = 20\n")
         .fixture("echo")
         .flags_in_env()
         .env("SHS_TIMEOUT", "1")

@@ -124,7 +124,7 @@ async fn closing_stdout_is_502_and_the_process_is_stopped() {
 
 #[tokio::test]
 async fn never_answering_is_504() {
-    let case = Case::new("hang", "timeout = 1\n", &[]).await;
+    let case = Case::new("hang", "timeout = 1\nstart_timeout = 20\n", &[]).await;
     let answer = case.run(case.server.run("faulty", json!({}))).await;
     assert_eq!(answer.status, 504, "{answer:?}");
     case.check_clean().await;
@@ -132,7 +132,12 @@ async fn never_answering_is_504() {
 
 #[tokio::test]
 async fn answering_initialize_then_hanging_is_504() {
-    let case = Case::new("deaf", "timeout = 1\n", &["--kill-grace", "0.5"]).await;
+    let case = Case::new(
+        "deaf",
+        "timeout = 1\nstart_timeout = 20\n",
+        &["--kill-grace", "0.5"],
+    )
+    .await;
     let answer = case.run(case.server.run("faulty", json!({}))).await;
     assert_eq!(answer.status, 504, "{answer:?}");
     case.check_clean().await;
@@ -212,7 +217,12 @@ async fn a_flood_of_stderr_costs_bounded_memory_and_long_lines_are_cut() {
 
 #[tokio::test]
 async fn grandchildren_that_ignore_sigterm_are_killed_with_the_group() {
-    let case = Case::new("forker", "timeout = 1\n", &["--kill-grace", "0.5"]).await;
+    let case = Case::new(
+        "forker",
+        "timeout = 1\nstart_timeout = 20\n",
+        &["--kill-grace", "0.5"],
+    )
+    .await;
     let answer = case.run(case.server.run("faulty", json!({}))).await;
     assert_eq!(answer.status, 504, "{answer:?}");
     case.check_clean().await;

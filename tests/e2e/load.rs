@@ -105,7 +105,7 @@ async fn an_idle_function_scales_to_zero_and_comes_back_with_a_cold_start() {
 #[tokio::test]
 async fn a_subscribed_function_scales_down_to_one_and_keeps_its_subscription() {
     let mut server = ServerBuilder::new()
-        .fixture_as("hang", "slow")
+        .fixture_as("gather", "slow")
         .toml(
             "slow",
             "instances = 3\nidle_timeout = 0.5\nsubscribe = [\"slow.tick\"]\n",
@@ -113,9 +113,11 @@ async fn a_subscribed_function_scales_down_to_one_and_keeps_its_subscription() {
         .start()
         .await;
     server.wait_ready().await;
-    // Three requests at once need three processes.
-    let answers =
-        futures::future::join_all((0..3).map(|_| server.run("slow", json!({"sleep": 0.5})))).await;
+    // Three requests that only answer together need three processes.
+    let answers = futures::future::join_all(
+        (0..3).map(|_| server.run("slow", json!({"n": 3, "key": "grow"}))),
+    )
+    .await;
     assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
     let pids: std::collections::BTreeSet<String> =
         answers.iter().map(|a| a.body["pid"].to_string()).collect();

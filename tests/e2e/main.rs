@@ -17,5 +17,6 @@ mod examples;
 mod exec;
 mod faults;
 mod load;
+mod nats;
 mod protocol;
 mod run;

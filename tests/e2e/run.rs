@@ -224,7 +224,7 @@ async fn a_crash_mid_request_is_502_and_the_next_request_gets_a_fresh_process() 
 async fn a_timeout_is_504_and_the_process_is_killed() {
     let mut server = ServerBuilder::new()
         .fixture("hang")
-        .toml("hang", "timeout = 1\n")
+        .toml("hang", "timeout = 1\nstart_timeout = 20\n")
         .fixture("echo")
         .start()
         .await;
@@ -391,7 +391,7 @@ async fn unknown_routes_and_methods_answer_json() {
 async fn a_request_queued_behind_a_timed_out_one_gets_a_fresh_process() {
     let mut server = ServerBuilder::new()
         .fixture("hang")
-        .toml("hang", "instances = 1\ntimeout = 1\n")
+        .toml("hang", "instances = 1\ntimeout = 1\nstart_timeout = 20\n")
         .start()
         .await;
     server.wait_ready().await;

@@ -269,7 +269,8 @@ impl Serialize for Extensions<'_> {
     }
 }
 
-pub(crate) fn now() -> String {
+/// The current time, RFC 3339 with milliseconds.
+pub fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 

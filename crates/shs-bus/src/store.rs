@@ -60,7 +60,7 @@ pub enum Durability {
 }
 
 /// One attempt to deliver an event.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Attempt {
     /// 1 for the first attempt (a revived dead letter goes on counting).
     pub attempt: u32,

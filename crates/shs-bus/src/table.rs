@@ -232,6 +232,28 @@ impl SubscriptionTable {
         out
     }
 
+    /// Whether one pattern matches an event type (the same rules as the table).
+    pub fn pattern_matches(pattern: &str, event_type: &str) -> bool {
+        let mut tokens = event_type.split('.');
+        let mut parts = pattern.split('.').peekable();
+        while let Some(part) = parts.next() {
+            match part {
+                ">" if parts.peek().is_none() => return tokens.next().is_some(),
+                "*" => {
+                    if tokens.next().is_none() {
+                        return false;
+                    }
+                }
+                literal => {
+                    if tokens.next() != Some(literal) {
+                        return false;
+                    }
+                }
+            }
+        }
+        tokens.next().is_none()
+    }
+
     /// The patterns `function` is subscribed to, sorted.
     pub fn patterns_of(&self, function: &str) -> Vec<String> {
         self.by_function
@@ -379,6 +401,34 @@ mod tests {
             ]
         );
         assert_eq!(t.patterns_of("a"), ["t2"]);
+    }
+
+    #[test]
+    fn one_pattern_matches_like_the_table() {
+        let cases = [
+            ("user.*", "user.created", true),
+            ("user.*", "user", false),
+            ("user.*", "user.a.b", false),
+            ("orders.>", "orders.eu.paid", true),
+            ("orders.>", "orders", false),
+            (">", "x", true),
+            ("a.b", "a.b", true),
+            ("a.b", "a.b.c", false),
+            ("*.created", "order.created", true),
+        ];
+        for (pattern, event_type, expected) in cases {
+            assert_eq!(
+                SubscriptionTable::pattern_matches(pattern, event_type),
+                expected,
+                "{pattern} ~ {event_type}"
+            );
+            let t = table(&[("f", pattern)]);
+            assert_eq!(
+                !t.matching(event_type).is_empty(),
+                expected,
+                "table: {pattern} ~ {event_type}"
+            );
+        }
     }
 
     #[test]

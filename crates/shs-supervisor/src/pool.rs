@@ -456,7 +456,7 @@ impl Pool {
                 cause,
                 Arc::from("initialize"),
                 None,
-                spec.timeout,
+                spec.start_timeout,
             )
             .await;
         match outcome {
@@ -493,7 +493,7 @@ impl Pool {
                 return Err(StartFailure {
                     reason: format!(
                         "its process did not answer initialize within {} and was killed",
-                        fmt_duration(spec.timeout)
+                        fmt_duration(spec.start_timeout)
                     ),
                     stderr: process.stderr_tail(),
                 });

@@ -74,6 +74,7 @@ struct Manifest {
     max_attempts: Option<u32>,
     retry_backoff: Option<f64>,
     ordered: Option<bool>,
+    start_timeout: Option<f64>,
 }
 
 /// The `[limits]` table of `function.toml`.
@@ -178,8 +179,10 @@ pub struct FunctionSpec {
     pub command: Vec<String>,
     /// rpc or exec.
     pub mode: Mode,
-    /// Longest time one request (or the start-up) may take.
+    /// Longest time one request may take.
     pub timeout: Duration,
+    /// Longest time a process may take to answer `initialize` (default: `timeout`).
+    pub start_timeout: Duration,
     /// Event types to subscribe to before the function starts.
     pub subscribe: Vec<String>,
     /// Extra environment variables.
@@ -438,6 +441,15 @@ fn build_spec(
             )));
         }
     };
+    let start_timeout = match manifest.start_timeout {
+        None => timeout,
+        Some(t) if t.is_finite() && t > 0.0 && t <= 86_400.0 => Duration::from_secs_f64(t),
+        Some(t) => {
+            return Err(invalid(format!(
+                "`start_timeout` must be between 0 and 86400 seconds, not {t}"
+            )));
+        }
+    };
     let instances = match manifest.instances {
         None => defaults.instances,
         Some(0) => return Err(invalid("`instances` must be at least 1".into())),
@@ -521,6 +533,7 @@ fn build_spec(
         command,
         mode: manifest.mode.unwrap_or(Mode::Rpc),
         timeout,
+        start_timeout,
         subscribe,
         env,
         instances,
@@ -687,6 +700,7 @@ mod tests {
 command = ["./run", "--flag"]
 mode = "exec"
 timeout = 2.5
+start_timeout = 10
 subscribe = ["a.b", "c.*"]
 env = { GREETING = "hi" }
 instances = 3
@@ -704,6 +718,7 @@ queue = 0
         );
         assert_eq!(spec.mode, Mode::Exec);
         assert_eq!(spec.timeout, Duration::from_millis(2500));
+        assert_eq!(spec.start_timeout, Duration::from_secs(10));
         assert_eq!(spec.subscribe, ["a.b", "c.*"]);
         assert_eq!(spec.env.get("GREETING").map(String::as_str), Some("hi"));
         assert_eq!((spec.instances, spec.concurrency, spec.queue), (3, 8, 0));

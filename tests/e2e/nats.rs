@@ -1,0 +1,356 @@
+//! NATS JetStream as the bus of several supervisors, against the real server on
+//! 127.0.0.1:4222. Each test works in a namespace of its own and deletes its streams after.
+//!
+//! Without a NATS server these tests say so and pass, unless `SHS_REQUIRE_NATS` is set (CI
+//! sets it, after starting the server).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Answer, Server, ServerBuilder, poll};
+
+const NATS: &str = "127.0.0.1:4222";
+
+/// Whether the NATS server is there; panics when it must be and is not.
+fn nats_available() -> bool {
+    let up = std::net::TcpStream::connect_timeout(
+        &NATS.parse().expect("address"),
+        Duration::from_secs(1),
+    )
+    .is_ok();
+    if !up {
+        assert!(
+            std::env::var_os("SHS_REQUIRE_NATS").is_none(),
+            "SHS_REQUIRE_NATS is set but no NATS server answers on {NATS}"
+        );
+        eprintln!("skipped: no NATS server on {NATS}");
+    }
+    up
+}
+
+/// A namespace of its own; its streams are deleted when dropped.
+struct Namespace(String);
+
+impl Namespace {
+    fn new() -> Namespace {
+        Namespace(format!("t{}", uuid_like()))
+    }
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}{:x}", nanos, std::process::id())
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let upper = self.0.to_ascii_uppercase();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let Ok(client) = async_nats::connect(NATS).await else {
+                    return;
+                };
+                let js = async_nats::jetstream::new(client);
+                for suffix in ["EVENTS", "DEAD", "SUBSCRIPTIONS", "ATTEMPTS"] {
+                    let _ = js.delete_stream(format!("{upper}_{suffix}")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A supervisor on the shared bus, with `builder`'s functions.
+async fn node(builder: ServerBuilder, ns: &Namespace) -> Server {
+    builder
+        .args(&["--bus", &format!("nats://{NATS}"), "--bus-namespace", &ns.0])
+        .start()
+        .await
+}
+
+fn recorder(builder: ServerBuilder, name: &str, on: &str, extra: &str) -> ServerBuilder {
+    builder
+        .fixture_as("recorder", name)
+        .toml(name, &format!("env = {{ ON = \"{on}\" }}\n{extra}"))
+}
+
+fn recorded_ids(server: &Server, name: &str) -> Vec<String> {
+    std::fs::read_to_string(server.functions_dir().join(name).join("received.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn publish_async(server: &Server, event_type: &str, payload: Value) -> Answer {
+    server
+        .request(
+            reqwest::Method::POST,
+            "/events",
+            Some(json!({"type": event_type, "payload": payload}).to_string()),
+            &[("prefer", "respond-async")],
+        )
+        .await
+}
+
+/// Waits until `server` sees `function` subscribed to `pattern`.
+async fn sees(server: &Server, pattern: &str, function: &str) {
+    assert!(
+        poll(|| async {
+            server
+                .subscriptions()
+                .await
+                .contains(&(pattern.into(), function.into()))
+        })
+        .await,
+        "{function} on {pattern} is shared; log:\n{}",
+        server.logs()
+    );
+}
+
+#[tokio::test]
+async fn an_event_published_on_one_node_is_handled_on_another_exactly_once() {
+    if !nats_available() {
+        return;
+    }
+    let ns = Namespace::new();
+    let mut b = node(recorder(ServerBuilder::new(), "rec", "node.event", ""), &ns).await;
+    b.wait_ready().await;
+    let mut a = node(ServerBuilder::new(), &ns).await;
+    a.wait_ready().await;
+    sees(&a, "node.event", "rec").await;
+
+    let sync = a.publish("node.event", json!({"mode": "sync"})).await;
+    assert_eq!(sync.status, 200, "{sync:?}");
+    assert_eq!(sync.body["delivered"], 1, "{sync:?}");
+    assert_eq!(sync.body["errors"], json!([]));
+    let sync_id = sync.body["event_id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        recorded_ids(&b, "rec"),
+        std::slice::from_ref(&sync_id),
+        "delivered before the answer"
+    );
+
+    let accepted = publish_async(&a, "node.event", json!({"mode": "async"})).await;
+    assert_eq!(accepted.status, 202, "{accepted:?}");
+    let async_id = accepted.body["event_id"].as_str().expect("id").to_owned();
+    assert!(
+        poll(|| async { recorded_ids(&b, "rec").len() == 2 }).await,
+        "log:\n{}",
+        b.logs()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        recorded_ids(&b, "rec"),
+        [sync_id, async_id],
+        "each exactly once"
+    );
+    a.stop_and_check();
+    b.stop_and_check();
+}
+
+#[tokio::test]
+async fn a_function_on_two_nodes_handles_each_event_once_in_total() {
+    if !nats_available() {
+        return;
+    }
+    let ns = Namespace::new();
+    let mut a = node(recorder(ServerBuilder::new(), "rec", "shared.job", ""), &ns).await;
+    let mut b = node(recorder(ServerBuilder::new(), "rec", "shared.job", ""), &ns).await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    sees(&a, "shared.job", "rec").await;
+    let mut published = BTreeSet::new();
+    for n in 0..100 {
+        let answer = publish_async(if n % 2 == 0 { &a } else { &b }, "shared.job", json!(n)).await;
+        assert_eq!(answer.status, 202);
+        published.insert(answer.body["event_id"].as_str().expect("id").to_owned());
+    }
+    let total = || recorded_ids(&a, "rec").len() + recorded_ids(&b, "rec").len();
+    assert!(
+        poll(|| async { total() >= 100 }).await,
+        "{} of 100",
+        total()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut all = recorded_ids(&a, "rec");
+    all.extend(recorded_ids(&b, "rec"));
+    assert_eq!(all.len(), 100, "no event handled twice");
+    assert_eq!(all.into_iter().collect::<BTreeSet<_>>(), published);
+    for n in 0..6 {
+        let sync = (if n % 2 == 0 { &a } else { &b })
+            .publish("shared.job", json!("sync"))
+            .await;
+        assert_eq!(sync.body["delivered"], 1, "one node took it: {sync:?}");
+    }
+    a.stop_and_check();
+    b.stop_and_check();
+}
+
+#[tokio::test]
+async fn a_node_that_stops_mid_stream_has_its_unacked_events_redelivered_to_the_other() {
+    if !nats_available() {
+        return;
+    }
+    let ns = Namespace::new();
+    // Short timeouts: an unacknowledged event goes back after timeout + 2 s.
+    let slow = |b: ServerBuilder| {
+        recorder(b, "rec", "stream.item", "start_timeout = 20\n").args(&["--timeout", "1"])
+    };
+    let mut a = node(slow(ServerBuilder::new()), &ns).await;
+    let mut b = node(slow(ServerBuilder::new()), &ns).await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    sees(&a, "stream.item", "rec").await;
+    for server in [&a, &b] {
+        std::fs::write(server.functions_dir().join("rec/slow"), "").expect("slow");
+    }
+    let mut published = BTreeSet::new();
+    for n in 0..40 {
+        let answer = publish_async(&a, "stream.item", json!(n)).await;
+        assert_eq!(answer.status, 202);
+        published.insert(answer.body["event_id"].as_str().expect("id").to_owned());
+    }
+    assert!(
+        poll(|| async { !recorded_ids(&b, "rec").is_empty() }).await,
+        "b takes some"
+    );
+    b.kill9();
+    let union = || {
+        let mut all: BTreeSet<String> = recorded_ids(&a, "rec").into_iter().collect();
+        all.extend(recorded_ids(&b, "rec"));
+        all
+    };
+    assert!(
+        poll(|| async { union().len() == 40 }).await,
+        "{} of 40 after b stopped; a's log:\n{}",
+        union().len(),
+        a.logs()
+    );
+    assert_eq!(union(), published);
+    a.stop_and_check();
+}
+
+#[tokio::test]
+async fn a_synchronous_publish_to_a_function_that_no_node_runs_says_so() {
+    if !nats_available() {
+        return;
+    }
+    let ns = Namespace::new();
+    let mut b = node(recorder(ServerBuilder::new(), "rec", "gone.event", ""), &ns).await;
+    b.wait_ready().await;
+    let mut a = node(ServerBuilder::new(), &ns).await;
+    sees(&a, "gone.event", "rec").await;
+    b.stop_and_check();
+    let answer = a.publish("gone.event", json!({})).await;
+    assert_eq!(answer.body["delivered"], 0, "{answer:?}");
+    assert!(
+        answer.body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no supervisor on the bus runs function")),
+        "{answer:?}"
+    );
+    a.stop_and_check();
+}
+
+#[tokio::test]
+async fn dead_letters_on_nats_keep_every_attempt_and_can_be_retried() {
+    if !nats_available() {
+        return;
+    }
+    let ns = Namespace::new();
+    let builder = ServerBuilder::new().fixture("flaky").toml(
+        "flaky",
+        "env = { ON = \"nats.doomed\", FAILS = \"0\" }\nretry_backoff = 0.05\nmax_attempts = 3\n",
+    );
+    let mut server = node(builder, &ns).await;
+    server.wait_ready().await;
+    sees(&server, "nats.doomed", "flaky").await;
+    std::fs::write(server.functions_dir().join("flaky/broken"), "").expect("break it");
+    let accepted = publish_async(&server, "nats.doomed", json!({"job": 7})).await;
+    let event_id = accepted.body["event_id"].as_str().expect("id").to_owned();
+    let letters = || async {
+        server.get("/events/dead-letters?function=flaky").await.body["dead_letters"].clone()
+    };
+    assert!(
+        poll(|| async { letters().await.as_array().is_some_and(|l| l.len() == 1) }).await,
+        "a dead letter; log:\n{}",
+        server.logs()
+    );
+    let letter = letters().await[0].clone();
+    assert_eq!(letter["event_id"], event_id.as_str());
+    assert_eq!(letter["event"]["payload"], json!({"job": 7}));
+    let attempts = letter["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    assert!(
+        attempts.iter().all(
+            |a| a["status"] == 500 && a["error"].as_str().is_some_and(|e| e.contains("broken"))
+        )
+    );
+
+    std::fs::remove_file(server.functions_dir().join("flaky/broken")).expect("fix it");
+    let id = letter["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        server
+            .post(&format!("/events/dead-letters/{id}/retry"), "")
+            .await
+            .status,
+        200
+    );
+    let attempts_file = server
+        .functions_dir()
+        .join("flaky/attempts")
+        .join(&event_id);
+    assert!(
+        poll(|| async { std::fs::read_to_string(&attempts_file).is_ok_and(|n| n.trim() == "4") })
+            .await,
+        "delivered on the fourth attempt, once fixed"
+    );
+    assert!(poll(|| async { letters().await == json!([]) }).await);
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn patterns_work_the_same_on_nats() {
+    if !nats_available() {
+        return;
+    }
+    let ns = Namespace::new();
+    let mut b = node(
+        recorder(ServerBuilder::new(), "rec", "orders.>,user.*", ""),
+        &ns,
+    )
+    .await;
+    b.wait_ready().await;
+    let mut a = node(ServerBuilder::new(), &ns).await;
+    sees(&a, "orders.>", "rec").await;
+    sees(&a, "user.*", "rec").await;
+    for (event_type, delivered) in [
+        ("orders.eu.paid", 1),
+        ("orders", 0),
+        ("user.created", 1),
+        ("user.a.b", 0),
+    ] {
+        let answer = a.publish(event_type, json!({})).await;
+        assert_eq!(
+            answer.body["delivered"], delivered,
+            "{event_type}: {answer:?}"
+        );
+    }
+    let accepted = publish_async(&a, "orders.us.shipped", json!({})).await;
+    let id = accepted.body["event_id"].as_str().expect("id").to_owned();
+    assert!(poll(|| async { recorded_ids(&b, "rec").contains(&id) }).await);
+    a.stop_and_check();
+    b.stop_and_check();
+}
