@@ -133,23 +133,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); None }
         result = &mut running => Some(result),
     };
-    match stopped_early {
+    // One grace period for everything: requests in flight first, then the functions.
+    let deadline = tokio::time::Instant::now() + grace;
+    let server_result = match stopped_early {
         None => {
             // Stop accepting, let in-flight requests finish (up to the grace period).
             lifecycle.shutdown(&handle, grace).await;
             let _ = running.await;
+            Ok(())
         }
-        Some(result) => {
-            supervisor.shutdown(grace).await;
-            return match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e).context("the HTTP server failed"),
-                Err(e) => Err(e).context("the HTTP server task failed"),
-            };
-        }
-    }
-    supervisor.shutdown(grace).await;
+        Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(e))) => Err(anyhow::Error::from(e).context("the HTTP server failed")),
+        Some(Err(e)) => Err(anyhow::Error::from(e).context("the HTTP server task failed")),
+    };
+    supervisor
+        .shutdown(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await;
     bus.flush().await;
+    server_result?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -415,7 +415,7 @@ async fn a_function_that_exits_at_start_every_time_backs_off() {
 #[tokio::test]
 async fn a_function_runs_as_the_user_it_names() {
     if !nix::unistd::Uid::effective().is_root() {
-        // Switching user needs root; without it, `user` is refused (tested in the unit tests).
+        // Switching user needs root; without it, `user` is refused (see spec::tests::run_as_a_user).
         return;
     }
     let builder = ServerBuilder::new();

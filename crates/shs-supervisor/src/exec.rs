@@ -65,26 +65,20 @@ impl ExecRunner {
                     what: "removed",
                 });
             }
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                if self.waiting.load(Ordering::Acquire) >= spec.queue {
-                    return Err(at_capacity(format!(
-                        "all {} processes are running and {} requests are waiting (instances = {}, queue = {})",
-                        spec.instances,
-                        self.waiting.load(Ordering::Acquire),
-                        spec.instances,
-                        spec.queue
-                    )));
-                }
-                None
-            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => None,
         };
         let _permit = match permit {
             Some(permit) => permit,
             None => {
-                let waited = {
-                    let _in_line = Waiting::new(&self.waiting);
-                    tokio::time::timeout(spec.timeout, self.permits.clone().acquire_owned()).await
+                let Some(in_line) = Waiting::join(&self.waiting, spec.queue) else {
+                    return Err(at_capacity(format!(
+                        "all {} processes are running and {} requests are waiting (instances = {}, queue = {})",
+                        spec.instances, spec.queue, spec.instances, spec.queue
+                    )));
                 };
+                let waited =
+                    tokio::time::timeout(spec.timeout, self.permits.clone().acquire_owned()).await;
+                drop(in_line);
                 match waited {
                     Ok(Ok(permit)) => permit,
                     Ok(Err(_)) => {
@@ -200,7 +194,18 @@ impl ExecRunner {
         while self.running() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // What is still running gets SIGTERM, then SIGKILL after the grace period.
         let left: Vec<u32> = self.running.lock().iter().copied().collect();
+        if left.is_empty() {
+            return;
+        }
+        for pgid in &left {
+            signal_group(*pgid, Signal::SIGTERM);
+        }
+        let deadline = tokio::time::Instant::now() + self.host.config.kill_grace;
+        while self.running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         for pgid in left {
             signal_group(pgid, Signal::SIGKILL);
         }
@@ -211,9 +216,14 @@ impl ExecRunner {
 struct Waiting<'a>(&'a AtomicUsize);
 
 impl<'a> Waiting<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Waiting(count)
+    /// Joins the line unless it already holds `max`.
+    fn join(count: &'a AtomicUsize, max: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Waiting(count))
     }
 }
 

@@ -271,11 +271,13 @@ impl Pool {
         })
     }
 
-    /// Whether `waiting` requests call for one more process: the pool is below `instances`,
-    /// and the `coming` processes (starting, and not blocked on these requests) will not have a
+    /// Whether `waiting` requests call for one more process: the pool is not backing off after
+    /// a failed start, it is below `instances`, and the `coming` processes (starting, and not blocked on these requests) will not have a
     /// slot for each of them.
     fn should_grow(&self, st: &State, waiting: usize, coming: usize) -> bool {
-        st.procs.len() + st.starting < self.spec.instances
+        let backing_off = st.next_try.is_some_and(|t| t > Instant::now());
+        !backing_off
+            && st.procs.len() + st.starting < self.spec.instances
             && waiting > coming * self.spec.concurrency
     }
 

@@ -406,7 +406,6 @@ impl Process {
         })
     }
 
-    /// Kills the process group at once (SIGKILL), recording why.
     /// Terminates the process group: SIGTERM now, SIGKILL if it has not exited after the
     /// grace period. The process takes no new request from now on; `reason` is what its
     /// requests in flight are told.

@@ -220,6 +220,8 @@ pub struct RunAs {
     pub uid: u32,
     /// The group id (the user's primary group unless `group` says otherwise).
     pub gid: u32,
+    /// The user's home folder, its `HOME`.
+    pub home: Option<PathBuf>,
 }
 
 /// The parts of a function's folder whose change means a redeploy: the `function.toml` text,
@@ -493,9 +495,9 @@ fn build_spec(
                     Some(parse_size(&t).map_err(|e| invalid(format!("`limits.memory`: {e}")))?)
                 }
             },
-            cpu_seconds: l.cpu_seconds,
-            open_files: l.open_files,
-            processes: l.processes,
+            cpu_seconds: at_least_one(l.cpu_seconds, "limits.cpu_seconds").map_err(&invalid)?,
+            open_files: at_least_one(l.open_files, "limits.open_files").map_err(&invalid)?,
+            processes: at_least_one(l.processes, "limits.processes").map_err(&invalid)?,
         },
     }
     .or(defaults.limits);
@@ -550,6 +552,13 @@ fn build_spec(
     })
 }
 
+fn at_least_one(value: Option<u64>, key: &str) -> Result<Option<u64>, String> {
+    match value {
+        Some(0) => Err(format!("`{key}` must be at least 1")),
+        other => Ok(other),
+    }
+}
+
 /// Looks up `user` (and `group`) to run as; `None` when neither is set. Switching user needs
 /// the supervisor to run as root, unless it is the user it already runs as.
 fn resolve_user(user: Option<&str>, group: Option<&str>) -> Result<Option<RunAs>, String> {
@@ -557,13 +566,13 @@ fn resolve_user(user: Option<&str>, group: Option<&str>) -> Result<Option<RunAs>
     if user.is_none() && group.is_none() {
         return Ok(None);
     }
-    let (uid, mut gid) = match user {
+    let (uid, mut gid, home) = match user {
         Some(name) => match User::from_name(name) {
-            Ok(Some(u)) => (u.uid, u.gid),
+            Ok(Some(u)) => (u.uid, u.gid, Some(u.dir)),
             Ok(None) => return Err(format!("`user`: there is no user {name:?}")),
             Err(e) => return Err(format!("`user`: cannot look up {name:?}: {e}")),
         },
-        None => (Uid::current(), Gid::current()),
+        None => (Uid::current(), Gid::current(), None),
     };
     if let Some(name) = group {
         gid = match Group::from_name(name) {
@@ -579,6 +588,7 @@ fn resolve_user(user: Option<&str>, group: Option<&str>) -> Result<Option<RunAs>
     Ok(Some(RunAs {
         uid: uid.as_raw(),
         gid: gid.as_raw(),
+        home,
     }))
 }
 
@@ -600,6 +610,9 @@ pub fn environment(
     };
     env.entry("PATH".into())
         .or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
+    if let Some(home) = spec.run_as.as_ref().and_then(|r| r.home.as_ref()) {
+        env.insert("HOME".into(), home.to_string_lossy().into_owned());
+    }
     env.insert("PYTHONUNBUFFERED".into(), "1".into());
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.insert("SHS_FUNCTION".into(), spec.name.clone());
@@ -736,6 +749,86 @@ queue = 0
     }
 
     #[test]
+    fn pool_limit_and_delivery_keys() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("f");
+        write(&dir, "main.py", "");
+        write(
+            &dir,
+            "function.toml",
+            r#"
+instances = 3
+min_instances = 2
+idle_timeout = 0
+max_attempts = 9
+retry_backoff = 0.25
+ordered = false
+[limits]
+memory = "64MiB"
+cpu_seconds = 5
+open_files = 100
+processes = 20
+"#,
+        );
+        let spec = spec_of(read_function("f", &dir, &defaults()));
+        assert_eq!(spec.min_instances, Some(2));
+        assert_eq!(spec.idle_timeout, None, "0 means never");
+        assert_eq!(
+            (spec.max_attempts, spec.retry_backoff, spec.ordered),
+            (9, Duration::from_millis(250), false)
+        );
+        assert_eq!(
+            spec.limits,
+            Limits {
+                memory: Some(64 << 20),
+                cpu_seconds: Some(5),
+                open_files: Some(100),
+                processes: Some(20),
+            }
+        );
+        write(&dir, "function.toml", "[limits]\nmemory = 1048576\n");
+        let spec = spec_of(read_function("f", &dir, &defaults()));
+        assert_eq!(spec.limits.memory, Some(1 << 20));
+        assert_eq!(
+            spec.idle_timeout,
+            Some(Duration::from_secs(300)),
+            "the default"
+        );
+        assert_eq!(spec.min_instances, None, "decided by subscriptions");
+        assert!(spec.ordered);
+    }
+
+    #[test]
+    fn run_as_a_user() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("f");
+        write(&dir, "main.py", "");
+        write(&dir, "function.toml", "user = \"no-such-user-here\"\n");
+        assert!(error_of(read_function("f", &dir, &defaults())).contains("there is no user"));
+        write(&dir, "function.toml", "group = \"no-such-group-here\"\n");
+        assert!(error_of(read_function("f", &dir, &defaults())).contains("there is no group"));
+        write(&dir, "function.toml", "user = \"nobody\"\n");
+        let found = read_function("f", &dir, &defaults());
+        if nix::unistd::Uid::effective().is_root() {
+            let spec = spec_of(found);
+            let run_as = spec.run_as.clone().expect("runs as nobody");
+            let nobody = nix::unistd::User::from_name("nobody")
+                .ok()
+                .flatten()
+                .expect("nobody");
+            assert_eq!(run_as.uid, nobody.uid.as_raw());
+            let env = environment(&spec, false, "http://x");
+            assert_eq!(
+                env.get("HOME").map(String::as_str),
+                nobody.dir.to_str(),
+                "nobody's HOME"
+            );
+        } else {
+            assert!(error_of(found).contains("need shs to run as root"));
+        }
+    }
+
+    #[test]
     fn bad_manifests_say_what_is_wrong() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("f");
@@ -750,6 +843,14 @@ queue = 0
             ("mode = \"batch\"", "unknown variant"),
             ("subscribe = [\"a..b\"]", "empty token"),
             ("env = { \"A=B\" = \"x\" }", "not a valid variable name"),
+            ("min_instances = 5\ninstances = 2", "more than `instances`"),
+            ("idle_timeout = -1", "idle_timeout"),
+            ("[limits]\nmemory = \"lots\"", "limits.memory"),
+            ("[limits]\nopen_files = 0", "at least 1"),
+            ("[limits]\nswap = 1", "unknown field"),
+            ("max_attempts = 0", "at least 1"),
+            ("retry_backoff = 0", "retry_backoff"),
+            ("start_timeout = 0", "start_timeout"),
             ("this is not toml", "function.toml"),
         ] {
             write(&dir, "function.toml", text);

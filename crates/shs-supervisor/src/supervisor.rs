@@ -39,7 +39,7 @@ pub struct FunctionInfo {
     pub mode: &'static str,
     /// The patterns it is subscribed to.
     pub subscriptions: Vec<String>,
-    /// `starting`, `ready`, `idle` or `failed`.
+    /// `ready`, `starting`, `backing_off`, `failed` or `idle` (see [`PoolStatus`]).
     pub state: &'static str,
     /// Its live processes (for exec: running now).
     pub processes: usize,
