@@ -63,7 +63,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("shs-supervisor")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args))
+    let result = runtime.block_on(serve(args));
+    // Every function process is stopped by now; do not let a stuck blocking task hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
