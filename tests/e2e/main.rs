@@ -18,3 +18,4 @@ mod faults;
 mod load;
 mod protocol;
 mod run;
+mod sdk;

@@ -50,7 +50,9 @@ fn main() -> std::io::Result<()> {
             .subscribe("audit.>")
             .on_any_event(|event: Event, ctx: &Context| record("any", event, ctx));
     }
-    function.run()
+    function.run()?;
+    shs_sdk::log("tour: stdin closed, exiting");
+    Ok(())
 }
 
 fn record(handler: &str, event: Event, ctx: &Context) -> Result<Value, Error> {
