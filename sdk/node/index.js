@@ -360,9 +360,9 @@ class ShsFunction {
       if (this.setupHandler !== null) await this.setupHandler(ctx);
     } catch (err) {
       if (!isShsError(err)) connection.log(err instanceof Error ? err.stack : String(err));
-      const reason = `shs-sdk: start-up failed: ${err instanceof Error ? err.message : String(err)}`;
-      connection.log(reason);
-      answer(connection, id, new ShsError(reason));
+      // No answer: a process that exits before it answers initialize is a failed start,
+      // which the supervisor reports with the last lines of the log (this one).
+      connection.log(`shs-sdk: start-up failed: ${err instanceof Error ? err.message : String(err)}`);
       return false;
     }
     answer(connection, id, {});

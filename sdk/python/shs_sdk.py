@@ -415,6 +415,8 @@ class Function:
 
         def handle(message):
             try:
+                if state["fatal"]:
+                    return  # start-up failed: we are stopping
                 if self._handle(connection, message) is False:
                     state["fatal"] = True
                     finished.set()
@@ -568,9 +570,9 @@ class Function:
             else:
                 connection.log(traceback.format_exc().rstrip())
                 reason = str(exc) or type(exc).__name__
-            reason = "shs_sdk: start-up failed: %s" % reason
-            connection.log(reason)
-            self._answer(connection, request_id, Error(reason))
+            # No answer: a process that exits before it answers initialize is a failed
+            # start, which the supervisor reports with the last lines of the log (this one).
+            connection.log("shs_sdk: start-up failed: %s" % reason)
             return False
         self._answer(connection, request_id, {})
         return True

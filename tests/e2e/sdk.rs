@@ -300,6 +300,57 @@ async fn concurrency_matches_answers_by_id(lang: Lang) {
     server.stop_and_check();
 }
 
+async fn a_failed_start_up_is_reported(lang: Lang) {
+    let builder = deploy(
+        ServerBuilder::new(),
+        lang,
+        "bad",
+        "env = { SUBSCRIBE = \"a b\" }\n",
+    );
+    let mut server = builder.start().await;
+    server.wait_ready().await;
+    // The function logs why and exits before it answers initialize: a failed start, 503,
+    // with that line in the stderr tail.
+    let answer = server.run("bad", json!({})).await;
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert!(
+        answer
+            .body
+            .to_string()
+            .contains("start-up failed: subscribe failed: invalid event type"),
+        "{answer:?}"
+    );
+    server.stop_and_check();
+}
+
+/// Runs an SDK's own test suite (no server), so that `cargo test --workspace` covers it too.
+fn run_unit_tests(program: &str, args: &[&str]) {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn python_sdk_unit_tests_pass() {
+    run_unit_tests(
+        "python3",
+        &["-m", "unittest", "discover", "sdk/python/tests"],
+    );
+}
+
+#[test]
+fn node_sdk_unit_tests_pass() {
+    run_unit_tests("node", &["--test", "sdk/node/test/sdk.test.js"]);
+}
+
 #[tokio::test]
 async fn python_sdk_handlers_publish_and_subscriptions() {
     handlers_publish_and_subscriptions(Lang::Python).await;
@@ -308,6 +359,11 @@ async fn python_sdk_handlers_publish_and_subscriptions() {
 #[tokio::test]
 async fn python_sdk_concurrency_matches_answers_by_id() {
     concurrency_matches_answers_by_id(Lang::Python).await;
+}
+
+#[tokio::test]
+async fn python_sdk_a_failed_start_up_is_reported() {
+    a_failed_start_up_is_reported(Lang::Python).await;
 }
 
 #[tokio::test]
@@ -321,6 +377,11 @@ async fn node_sdk_concurrency_matches_answers_by_id() {
 }
 
 #[tokio::test]
+async fn node_sdk_a_failed_start_up_is_reported() {
+    a_failed_start_up_is_reported(Lang::Node).await;
+}
+
+#[tokio::test]
 async fn rust_sdk_handlers_publish_and_subscriptions() {
     handlers_publish_and_subscriptions(Lang::Rust).await;
 }
@@ -328,6 +389,11 @@ async fn rust_sdk_handlers_publish_and_subscriptions() {
 #[tokio::test]
 async fn rust_sdk_concurrency_matches_answers_by_id() {
     concurrency_matches_answers_by_id(Lang::Rust).await;
+}
+
+#[tokio::test]
+async fn rust_sdk_a_failed_start_up_is_reported() {
+    a_failed_start_up_is_reported(Lang::Rust).await;
 }
 
 #[tokio::test]

@@ -14,7 +14,8 @@
 //! - `log`: writes `input.text` to the log.
 //!
 //! Environment: `CONCURRENCY=N` handles requests on N threads (match `concurrency` in
-//! `function.toml`); `EVENTS` (set to anything) adds the event handlers: `user.created` and
+//! `function.toml`); `SUBSCRIBE=PATTERN` subscribes to it at start-up (an invalid one makes
+//! the start fail); `EVENTS` (set to anything) adds the event handlers: `user.created` and
 //! `tour.ping` (both subscribed at start-up because they have handlers; a `tour.ping` with
 //! payload `n` is answered after `(3 - n) * 100` ms, so that answers come back out of order),
 //! a catch-all handler, and a start-up subscription to `audit.>`.
@@ -37,6 +38,9 @@ fn main() -> std::io::Result<()> {
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
     let mut function = Function::new().on_invoke(invoke).threads(threads);
+    if let Ok(pattern) = std::env::var("SUBSCRIBE") {
+        function = function.subscribe(pattern);
+    }
     if std::env::var_os("EVENTS").is_some() {
         function = function
             .on_event("user.created", |event: Event, ctx: &Context| {

@@ -56,7 +56,8 @@ pub(crate) enum Outcome<'l> {
     Initialized(Id),
     /// Nothing to write (a notification, a stray answer, a bad line).
     Nothing,
-    /// Start-up failed: the process should exit with this message.
+    /// Start-up failed: the process should exit with this message, without answering
+    /// (after start-up, `initialize` again is answered with the message as an error).
     Fatal(Id, String),
 }
 
@@ -188,17 +189,28 @@ impl Function {
     /// Serves the supervisor over stdin and stdout until stdin closes; then finishes the
     /// requests in flight and returns `Ok(())`, so that `main` exits with status 0.
     ///
-    /// An error means stdout failed, or start-up failed ([`Function::setup`], or a start-up
-    /// subscription the supervisor refused); returned from `main`, it exits with status 1.
+    /// If start-up fails ([`Function::setup`], or a start-up subscription the supervisor
+    /// refuses), it logs why and exits with status 1 without answering `initialize`: the
+    /// supervisor reports a failed start, with the log's last lines. An error means stdin or
+    /// stdout failed; returned from `main`, it exits with status 1.
     pub fn run(self) -> io::Result<()> {
         // Own descriptors, buffered here only (no second buffer or lock in std's handles).
         let stdin = std::fs::File::from(io::stdin().as_fd().try_clone_to_owned()?);
         let stdout = std::fs::File::from(io::stdout().as_fd().try_clone_to_owned()?);
-        self.run_with(stdin, stdout)
+        match self.run_with(stdin, stdout) {
+            Err(e)
+                if e.get_ref()
+                    .is_some_and(|e| e.is::<crate::run::StartUpFailed>()) =>
+            {
+                std::process::exit(1)
+            }
+            ended => ended,
+        }
     }
 
     /// [`Function::run`] over other streams: the supervisor's lines are read from `input`,
-    /// the function's lines are written to `output`. For tests.
+    /// the function's lines are written to `output`. For tests. A failed start-up is an
+    /// error here (with the message that was logged), not an exit.
     pub fn run_with<R: Read, W: Write + Send>(self, input: R, output: W) -> io::Result<()> {
         crate::run::run(&self, input, output, self.threads)
     }
@@ -324,11 +336,11 @@ impl Function {
         let ctx = Context::new("", &params.function, methods::INITIALIZE, link);
         for pattern in self.startup_subscriptions() {
             ctx.subscribe(pattern)
-                .map_err(|e| format!("shs-sdk: start-up {}", e.message()))?;
+                .map_err(|e| format!("shs-sdk: start-up failed: {}", e.message()))?;
         }
         if let Some(setup) = &self.setup {
             guarded(|| setup(&ctx).map(|()| RawOutput::Borrowed(empty_object())))
-                .map_err(|e| format!("shs-sdk: setup failed: {}", e.message))?;
+                .map_err(|e| format!("shs-sdk: start-up failed: {}", e.message))?;
         }
         Ok(())
     }

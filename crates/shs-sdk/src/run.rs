@@ -40,6 +40,18 @@ use crate::context::{CallFailure, Link, log};
 use crate::function::{BUFFER, Function, Outcome, empty_object};
 use crate::wire::{Incoming, classify, trim_line_end};
 
+/// Why [`run`] stopped before `initialize` was answered (the message is logged already).
+#[derive(Debug)]
+pub(crate) struct StartUpFailed(pub(crate) String);
+
+impl std::fmt::Display for StartUpFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartUpFailed {}
+
 /// Runs `function` over `input` and `output` until the end of input.
 pub(crate) fn run<R: Read, W: Write + Send>(
     function: &Function,
@@ -173,15 +185,12 @@ impl<R: Read, W: Write> Local<R, W> {
                     }
                 }
                 Outcome::Nothing => {}
-                Outcome::Fatal(id, message) => {
+                Outcome::Fatal(_, message) => {
+                    // No answer: a process that exits before it answers `initialize` is a
+                    // failed start, reported with the last lines of its log (this message).
                     log(&message);
-                    let mut conn = self.conn.borrow_mut();
-                    // Answering lets the supervisor log why; the exit that follows is what
-                    // makes it count as a failed start.
-                    let error = RpcError::new(crate::Error::FUNCTION_ERROR, message.clone());
-                    write_answer(&mut conn.out, &id, &Err(error));
-                    conn.flush()?;
-                    return Err(io::Error::other(message));
+                    self.conn.borrow_mut().flush()?;
+                    return Err(io::Error::other(StartUpFailed(message)));
                 }
             }
         }
@@ -241,10 +250,9 @@ impl<R: Read, W: Write> Link for Local<R, W> {
             .try_borrow_mut()
             .map_err(|_| CallFailure::Io(io::Error::other("a request from inside a request")))?;
         write_notification(&mut conn.out, method, params).map_err(|e| CallFailure::Io(e.into()))?;
-        if conn.out.len() >= BUFFER {
-            conn.flush().map_err(CallFailure::Io)?;
-        }
-        Ok(())
+        // Out now, not when the handler is done: nobody waits for it, but it should not wait
+        // for the handler either.
+        conn.flush().map_err(CallFailure::Io)
     }
 }
 
