@@ -158,14 +158,16 @@ class Connection {
  * function's name), `method` ('invoke', 'event' or 'initialize').
  */
 class Context {
+  #connection;
+
   constructor(connection, requestId, functionName, method) {
-    Object.defineProperty(this, 'connection', { value: connection });
+    this.#connection = connection;
     this.requestId = requestId ?? null;
     this.function = functionName ?? null;
     this.method = method;
   }
 
-  params(type, payload) {
+  #params(type, payload) {
     const params = { type, payload: payload === undefined ? null : payload };
     // Lets the supervisor attribute the publish to this request when several are in flight:
     // hop counting and cycle detection then follow the right chain.
@@ -178,27 +180,27 @@ class Context {
    * {published: true, event_id, delivered, errors: [{function, message}]}.
    */
   publish(type, payload) {
-    return this.connection.call('publish', this.params(type, payload));
+    return this.#connection.call('publish', this.#params(type, payload));
   }
 
   /** Publishes an event without waiting for anything (fire-and-forget). */
   publishNoWait(type, payload) {
-    this.connection.notify('publish', this.params(type, payload));
+    this.#connection.notify('publish', this.#params(type, payload));
   }
 
   /** Subscribes the function to an event type or pattern; resolves to {subscribed, type}. */
   subscribe(pattern) {
-    return this.connection.call('subscribe', { type: pattern });
+    return this.#connection.call('subscribe', { type: pattern });
   }
 
   /** Drops the subscription to exactly this pattern; resolves to {unsubscribed, type}. */
   unsubscribe(pattern) {
-    return this.connection.call('unsubscribe', { type: pattern });
+    return this.#connection.call('unsubscribe', { type: pattern });
   }
 
   /** Writes one line to the function's log (stderr), formatted like console.log. */
   log(...parts) {
-    this.connection.log(util.format(...parts));
+    this.#connection.log(util.format(...parts));
   }
 }
 
@@ -305,7 +307,7 @@ class ShsFunction {
           connection.resolve(message);
           return;
         }
-        const task = this.handle(connection, message).then(
+        const task = this.#handle(connection, message).then(
           (ok) => {
             if (ok === false) finish(1);
           },
@@ -319,23 +321,23 @@ class ShsFunction {
   }
 
   /** Handles one request or notification; resolves to false if start-up failed. */
-  async handle(connection, message) {
+  async #handle(connection, message) {
     const { method } = message;
     if (!('id' in message) || message.id === null) {
       connection.log(`shs-sdk: ignoring a notification ${JSON.stringify(method)}`);
       return true;
     }
     const params = isObject(message.params) ? message.params : {};
-    if (method === 'initialize') return this.initialize(connection, message.id, params);
+    if (method === 'initialize') return this.#initialize(connection, message.id, params);
     let outcome;
-    if (method === 'invoke') outcome = await this.runInvoke(connection, params);
-    else if (method === 'event') outcome = await this.runEvent(connection, params);
+    if (method === 'invoke') outcome = await this.#runInvoke(connection, params);
+    else if (method === 'event') outcome = await this.#runEvent(connection, params);
     else outcome = new ShsError(`method not found: ${JSON.stringify(method)}`, { code: METHOD_NOT_FOUND });
     answer(connection, message.id, outcome);
     return true;
   }
 
-  runInvoke(connection, params) {
+  #runInvoke(connection, params) {
     if (this.invokeHandler === null) {
       return new ShsError('method not found: "invoke" (this function has no invoke handler)', { code: METHOD_NOT_FOUND });
     }
@@ -343,7 +345,7 @@ class ShsFunction {
     return guarded(connection, this.invokeHandler, params.input === undefined ? null : params.input, ctx);
   }
 
-  runEvent(connection, params) {
+  #runEvent(connection, params) {
     const { event } = params;
     if (!isObject(event)) return new ShsError('invalid params: no event', { code: INVALID_PARAMS });
     const handler = this.eventHandlers.get(event.type) ?? this.anyEventHandler;
@@ -353,7 +355,7 @@ class ShsFunction {
     return guarded(connection, handler, event, context(connection, params, 'event'));
   }
 
-  async initialize(connection, id, params) {
+  async #initialize(connection, id, params) {
     const ctx = new Context(connection, null, params.function, 'initialize');
     try {
       for (const pattern of this.subscriptions) await ctx.subscribe(pattern);
