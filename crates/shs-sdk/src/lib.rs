@@ -73,6 +73,15 @@
 //! SDK does not know, an invoke with no invoke handler, and an event with no handler for its
 //! type are answered with `-32601`.
 //!
+//! # Start-up
+//!
+//! Before it answers `initialize`, the function subscribes to the types of its
+//! [`Function::on_event`] handlers and to the patterns given to [`Function::subscribe`] (with
+//! `subscribe` requests, so that they are in force before the first event), then runs
+//! [`Function::setup`]. If the supervisor refuses a subscription or setup fails, the process
+//! logs why and exits with status 1 without answering: the supervisor reports a failed start
+//! (503), with those log lines.
+//!
 //! # End of input
 //!
 //! When the supervisor closes stdin, [`Function::run`] lets the requests in flight finish
