@@ -20,3 +20,4 @@ mod load;
 mod nats;
 mod protocol;
 mod run;
+mod sdk;

@@ -1,0 +1,117 @@
+// Types for shs-sdk (index.js).
+/// <reference types="node" />
+
+/** A JSON value. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** An event as a handler receives it. */
+export interface ShsEvent<P = any> {
+  /** A unique id (a UUID). */
+  id: string;
+  /** The event type, e.g. `user.created`. */
+  type: string;
+  /** Who published it: `/functions/NAME`, the HTTP client's `source`, or `/http`. */
+  source: string;
+  /** When it was published, RFC 3339. */
+  time: string;
+  /** The event's data (`null` when there was none). */
+  payload: P;
+}
+
+/** One subscriber that did not take an event. */
+export interface DeliveryFailure {
+  function: string;
+  message: string;
+}
+
+/** The supervisor's answer to a publish. */
+export interface PublishResult {
+  published: true;
+  event_id: string;
+  /** How many subscribing functions took the event. */
+  delivered: number;
+  /** Each subscriber that did not, and each failure further down the chain. */
+  errors: DeliveryFailure[];
+}
+
+/** The request being handled, and the way to talk to the supervisor while handling it. */
+export class Context {
+  /** The request's id (for an HTTP invoke, its X-Request-Id); null in setup. */
+  readonly requestId: string | null;
+  /** The function's name. */
+  readonly function: string | null;
+  /** What is being handled. */
+  readonly method: 'invoke' | 'event' | 'initialize';
+  /** Publishes an event and waits until every subscriber has taken it (or failed). */
+  publish(type: string, payload?: unknown): Promise<PublishResult>;
+  /** Publishes an event without waiting for anything (fire-and-forget). */
+  publishNoWait(type: string, payload?: unknown): void;
+  /** Subscribes the function to an event type or pattern. */
+  subscribe(pattern: string): Promise<{ subscribed: true; type: string }>;
+  /** Drops the subscription to exactly this pattern. */
+  unsubscribe(pattern: string): Promise<{ unsubscribed: true; type: string }>;
+  /** Writes one line to the function's log (stderr), formatted like console.log. */
+  log(...parts: unknown[]): void;
+}
+
+/** An error to answer with: POST /run answers 500 with its code, message and data. */
+export class ShsError extends Error {
+  constructor(message: string, options?: { code?: number; data?: unknown });
+  code: number;
+  data?: unknown;
+  toJSON(): { code: number; message: string; data?: unknown };
+}
+
+export type InvokeHandler<I = any, O = unknown> = (input: I, ctx: Context) => O | Promise<O>;
+export type EventHandler<P = any> = (event: ShsEvent<P>, ctx: Context) => unknown;
+export type SetupHandler = (ctx: Context) => void | Promise<void>;
+
+export interface Streams {
+  input?: NodeJS.ReadableStream;
+  output?: NodeJS.WritableStream;
+  log?: NodeJS.WritableStream;
+}
+
+export interface FunctionOptions {
+  /** Event types or patterns to subscribe to at start-up. */
+  subscribe?: string[];
+  /** Whether on(type) subscribes to type at start-up (default true). */
+  autoSubscribe?: boolean;
+}
+
+/** A function: its handlers and subscriptions. */
+export class ShsFunction {
+  constructor(options?: FunctionOptions);
+  /** Handles POST /run/NAME. */
+  invoke<I = any, O = unknown>(handler: InvokeHandler<I, O>): this;
+  /** Handles events of exactly this type (or these types); subscribes at start-up unless told not to. */
+  on<P = any>(types: string | string[], handler: EventHandler<P>, options?: { subscribe?: boolean }): this;
+  /** Handles every event no on(type) handler takes. */
+  onAny<P = any>(handler: EventHandler<P>): this;
+  /** Subscribes to these event types or patterns at start-up. */
+  subscribe(...patterns: string[]): this;
+  /** Runs at start-up, before initialize is answered. */
+  setup(handler: SetupHandler): this;
+  /** Serves over stdin and stdout until stdin closes, then exits (0, or 1 if start-up failed). */
+  run(): Promise<void>;
+  /** Serves over the given streams until the end of input; resolves to the exit status. */
+  serve(streams?: Streams): Promise<number>;
+}
+
+/** Creates a function object. */
+export function createFunction(options?: FunctionOptions): ShsFunction;
+
+// The module-level API works on one default function.
+export function invoke<I = any, O = unknown>(handler: InvokeHandler<I, O>): ShsFunction;
+export function on<P = any>(types: string | string[], handler: EventHandler<P>, options?: { subscribe?: boolean }): ShsFunction;
+export function onAny<P = any>(handler: EventHandler<P>): ShsFunction;
+export function subscribe(...patterns: string[]): ShsFunction;
+export function setup(handler: SetupHandler): ShsFunction;
+export function run(): Promise<void>;
+export function serve(streams?: Streams): Promise<number>;
+/** Writes one line to the function's log (stderr), formatted like console.log. */
+export function log(...parts: unknown[]): void;
+
+export const FUNCTION_ERROR: -32000;
+export const INVALID_PARAMS: -32602;
+export const METHOD_NOT_FOUND: -32601;
