@@ -685,7 +685,9 @@ def write_report(args, machine: dict, results: Results, plot_ok: bool) -> str:
       "brackets, the lowest and highest. Absolute numbers are for orientation only.\n")
     w("## Machine\n")
     w(f"- CPUs (nproc): {machine['nproc']}; CPU: {machine['cpu']}")
-    w(f"- kernel: {machine['kernel']}; load average at the start: {machine['load']}")
+    w(f"- kernel: {machine['kernel']}; load average (1, 5, 15 min) at the start: "
+      f"{machine['load']}, at the end: {machine.get('load_end', '?')} (other work shares the "
+      "machine)")
     w(f"- {machine['rustc']}; {machine['wrk']}; Python {machine['python']}")
     w(f"- date: {machine['date']}")
     w(f"- run: `{shlex.join(['scripts/bench'] + sys.argv[1:])}`: {args.rounds} rounds of "
@@ -873,6 +875,7 @@ def main() -> None:
     tool = plotter()
     machine = describe_machine()
     results, _servers = measure(args, wrk)
+    machine["load_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     png = args.output.with_name("benchmarks.png")
     plot_ok = bool(tool) and plot(results, tool, png)
     notes = DEFAULT_NOTES
