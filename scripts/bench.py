@@ -1,0 +1,897 @@
+#!/usr/bin/env python3
+"""The shs benchmark suite: run with scripts/bench (see --help).
+
+Builds everything in release mode, starts the baselines (crates/bench) and shs on free ports
+with temporary function folders, runs every load scenario with wrk several times, interleaved
+(round 1: A B C ..., round 2: A B C ...), and writes BENCHMARKS.md and benchmarks.png at the
+repository root. Every figure that is compared is a ratio of two scenarios measured in the same
+round, because the machine is shared and noisy.
+
+To add a scenario: add its functions in `write_functions`, a `Scenario` to `SCENARIOS`, and,
+if it is compared with something, a `Ratio` to `RATIOS` (with its target, if it has one).
+Scenarios that cannot run yet are listed in `PENDING`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime
+import http.client
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE = ROOT / "target" / "release"
+BUILD = ["cargo", "build", "--release", "--workspace", "--bins", "--examples"]
+
+# The request body of the echo scenarios: 62 bytes of JSON, as in the issue's measurements.
+BODY = '{"message":"hello, benchmark","n":12345,"items":[1,2,3,4,5,6]}'
+assert len(BODY) == 62, len(BODY)
+
+
+def event_body(event_type: str) -> str:
+    return json.dumps({"type": event_type, "payload": json.loads(BODY)}, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------------------------
+# What is measured
+
+
+@dataclass
+class Scenario:
+    """One wrk load: a server, a path, a body, a number of connections."""
+
+    key: str  # short id, used by ratios and in the plot
+    title: str  # for the table
+    server: str  # "echo", "spawn" or "shs"
+    path: str
+    body: str
+    connections: int
+    expect: str | None = None  # the body every answer must have (checked once before load)
+    setup: str = ""  # the function settings, for the report
+
+
+@dataclass
+class Ratio:
+    """numerator / denominator of one metric, both measured in the same round."""
+
+    key: str
+    title: str
+    numerator: str
+    denominator: str
+    metric: str  # "rps", "p50" or "p99"
+    target: str = ""  # as written in the issue
+    check: object = None  # function of the median ratio -> bool (None: no target)
+
+
+# The settings of the shs functions (function.toml), reported in BENCHMARKS.md.
+ECHO_RS_TOML = {"instances": 2, "concurrency": 16, "queue": 256}
+ECHO_PY_TOML = {"instances": 2, "concurrency": 16, "queue": 256}
+CAT_TOML = {"mode": "exec", "command": ["cat"], "instances": 64}
+# The same with the program's full path (see "What limits it" in BENCHMARKS.md).
+CAT_PATH_TOML = {"mode": "exec", "command": [shutil.which("cat") or "/bin/cat"], "instances": 64}
+SUB_TOML = {"instances": 2, "concurrency": 16, "queue": 256}
+PUBLISHER_TOML = {"instances": 8, "concurrency": 1, "queue": 256}
+COLD_TOML = {"instances": 1, "min_instances": 0, "idle_timeout": 0.2}
+IDLE_PY_TOML = {"min_instances": 0, "idle_timeout": 0.2}
+IDLE_FUNCTIONS = 100
+
+
+def toml_text(settings: dict) -> str:
+    lines = []
+    for key, value in settings.items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def describe(settings: dict) -> str:
+    # The command is shown unless it is one of the workspace's binaries or sys.executable.
+    def shown(key, value):
+        return key != "command" or not any(str(ROOT) in v or v == sys.executable for v in value)
+
+    return ", ".join(f"`{k} = {json.dumps(v)}`" for k, v in settings.items() if shown(k, v))
+
+
+SCENARIOS = [
+    Scenario("echo-1", "raw actix echo (baseline), 1 conn", "echo", "/run/echo", BODY, 1, BODY),
+    Scenario("rs-1", "shs warm invoke, Rust echo, 1 conn", "shs", "/run/echo-rs", BODY, 1, BODY,
+             describe(ECHO_RS_TOML)),
+    Scenario("echo-32", "raw actix echo (baseline), 32 conns", "echo", "/run/echo", BODY, 32, BODY),
+    Scenario("rs-32", "shs warm invoke, Rust echo, 32 conns", "shs", "/run/echo-rs", BODY, 32,
+             BODY, describe(ECHO_RS_TOML)),
+    Scenario("py-32", "shs warm invoke, Python echo, 32 conns", "shs", "/run/echo-py", BODY, 32,
+             BODY, describe(ECHO_PY_TOML)),
+    Scenario("spawn-32", "one-shot `cat` per request (baseline), 32 conns", "spawn", "/run/cat",
+             BODY, 32, BODY),
+    Scenario("exec-32", "shs mode exec `cat`, 32 conns", "shs", "/run/cat", BODY, 32, BODY,
+             describe(CAT_TOML)),
+    Scenario("exec-path-32", "shs mode exec `cat` by full path, 32 conns", "shs", "/run/cat-path",
+             BODY, 32, BODY, describe(CAT_PATH_TOML)),
+    Scenario("ev1-1", "shs POST /events, 1 subscriber, 1 conn", "shs", "/events",
+             event_body("bench.one"), 1, None, describe(SUB_TOML)),
+    Scenario("ev10-1", "shs POST /events, 10 subscribers, 1 conn", "shs", "/events",
+             event_body("bench.ten"), 1, None, describe(SUB_TOML)),
+    Scenario("ev1-32", "shs POST /events, 1 subscriber, 32 conns", "shs", "/events",
+             event_body("bench.one"), 32, None, describe(SUB_TOML)),
+    Scenario("ev10-32", "shs POST /events, 10 subscribers, 32 conns", "shs", "/events",
+             event_body("bench.ten"), 32, None, describe(SUB_TOML)),
+    Scenario("pub-32", "shs invoke that publishes (1 subscriber), 32 conns", "shs",
+             "/run/publisher", BODY, 32, BODY, describe(PUBLISHER_TOML)),
+]
+SCENARIO = {s.key: s for s in SCENARIOS}
+
+RATIOS = [
+    Ratio("r-rs-32", "warm invoke Rust / raw echo, 32 conns, req/s", "rs-32", "echo-32", "rps",
+          ">= 0.75x", lambda r: r >= 0.75),
+    Ratio("r-rs-1", "warm invoke Rust / raw echo, 1 conn, req/s", "rs-1", "echo-1", "rps",
+          ">= 0.8x", lambda r: r >= 0.8),
+    Ratio("r-py-32", "warm invoke Python / raw echo, 32 conns, req/s", "py-32", "echo-32", "rps",
+          ">= 0.35x", lambda r: r >= 0.35),
+    Ratio("r-exec", "mode exec `cat` / one-shot spawn loop, 32 conns, req/s", "exec-32",
+          "spawn-32", "rps", ">= 0.9x", lambda r: r >= 0.9),
+    Ratio("r-exec-path", "mode exec `cat` by full path / one-shot spawn loop, 32 conns, req/s",
+          "exec-path-32", "spawn-32", "rps"),
+    Ratio("r-ev1-32", "events, 1 subscriber / warm invoke Rust, 32 conns, req/s", "ev1-32",
+          "rs-32", "rps", ">= 0.7x", lambda r: r >= 0.7),
+    Ratio("r-ev1-1", "events, 1 subscriber / warm invoke Rust, 1 conn, req/s", "ev1-1", "rs-1",
+          "rps"),
+    Ratio("r-ev10-p50", "events p50, 10 subscribers / 1 subscriber, 1 conn", "ev10-1", "ev1-1",
+          "p50", "<= 3x", lambda r: r <= 3.0),
+    Ratio("r-ev10-p50-32", "events p50, 10 subscribers / 1 subscriber, 32 conns", "ev10-32",
+          "ev1-32", "p50"),
+    Ratio("r-pub", "invoke that publishes / warm invoke Rust, 32 conns, req/s", "pub-32", "rs-32",
+          "rps"),
+]
+
+# What follows this line in BENCHMARKS.md is written by hand, and kept when the script runs again.
+NOTES_MARKER = "<!-- Written by hand below this line; scripts/bench keeps it when it runs again. -->"
+DEFAULT_NOTES = "\n## What limits it\n\n(Observations and profiles go here.)\n"
+
+# Scenarios of the issue that cannot be measured yet.
+PENDING = [
+    ("asynchronous publishing, embedded store: events/s accepted durably, 32 conns",
+     ">= 20,000 events/s", "not yet implemented (issue 4)"),
+    ("asynchronous publishing, embedded store: events/s delivered end to end, 1 subscriber",
+     ">= 10,000 events/s", "not yet implemented (issue 4)"),
+    ("asynchronous publishing on NATS JetStream", "", "not yet implemented (issue 4)"),
+]
+
+# ---------------------------------------------------------------------------------------------
+# Processes: everything started is stopped at exit, whatever happens.
+
+STARTED: list[subprocess.Popen] = []
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def stop_all() -> None:
+    for proc in reversed(STARTED):
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 15
+    for proc in reversed(STARTED):
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log(f"pid {proc.pid} did not stop on SIGTERM: SIGKILL")
+            proc.kill()
+            proc.wait()
+    STARTED.clear()
+
+
+def on_signal(signum, _frame):
+    log(f"signal {signum}: stopping the servers")
+    sys.exit(128 + signum)
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    log("$ " + shlex.join(cmd))
+    return subprocess.run(cmd, check=True, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(method: str, url: str, body: str | None = None, timeout: float = 10):
+    """(status, body) of one request; never raises on an HTTP error status."""
+    data = body.encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def wait_until(what: str, check, timeout: float = 60, every: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except (OSError, http.client.HTTPException, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"[bench] timed out waiting for {what}")
+        time.sleep(every)
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    proc: subprocess.Popen
+    log_path: Path
+
+
+def start(name: str, cmd: list[str], log_dir: Path, env: dict | None = None) -> Server:
+    port = free_port()
+    cmd = [c.replace("{port}", str(port)) for c in cmd]
+    log_path = log_dir / f"{name}.log"
+    log(f"starting {name}: {shlex.join(cmd)}")
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                env={**os.environ, **(env or {})})
+    STARTED.append(proc)
+    return Server(name, f"http://127.0.0.1:{port}", proc, log_path)
+
+
+def check_alive(server: Server) -> None:
+    if server.proc.poll() is not None:
+        tail = server.log_path.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"[bench] {server.name} exited ({server.proc.returncode}):\n{tail}")
+
+
+def rss_kib(pid: int, key: str = "VmRSS") -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise ValueError(f"no {key} for pid {pid}")
+
+
+def functions(server: Server) -> dict:
+    status, body = request("GET", server.url + "/functions")
+    if status != 200:
+        raise ValueError(f"GET /functions: {status}")
+    return {f["name"]: f for f in json.loads(body)["functions"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-up
+
+
+def ensure_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk:
+        return wrk
+    log("wrk is missing: installing it from Debian (apt-get install -y wrk)")
+    apt = ["apt-get", "install", "-y", "wrk"]
+    if os.geteuid() != 0:
+        apt = ["sudo"] + apt
+    try:
+        run(apt)
+    except subprocess.CalledProcessError:
+        run((["sudo"] if os.geteuid() != 0 else []) + ["apt-get", "update"])
+        run(apt)
+    wrk = shutil.which("wrk")
+    if not wrk:
+        raise SystemExit("[bench] wrk is still missing after apt-get install")
+    return wrk
+
+
+def plotter() -> str | None:
+    """'matplotlib', 'gnuplot', or None; installs matplotlib with pip when missing."""
+    probe = [sys.executable, "-c", "import matplotlib"]
+    if subprocess.run(probe, capture_output=True).returncode == 0:
+        return "matplotlib"
+    log("matplotlib is missing: installing it with pip")
+    try:
+        run([sys.executable, "-m", "pip", "install", "--quiet", "matplotlib"])
+        if subprocess.run(probe, capture_output=True).returncode == 0:
+            return "matplotlib"
+    except subprocess.CalledProcessError:
+        log("pip install matplotlib failed; trying gnuplot")
+    if not shutil.which("gnuplot"):
+        try:
+            run(["apt-get", "install", "-y", "gnuplot-nox"])
+        except (subprocess.CalledProcessError, FileNotFoundError):
+            pass
+    if shutil.which("gnuplot"):
+        return "gnuplot"
+    log("no plotting tool: benchmarks.png is not made")
+    return None
+
+
+PY_ECHO = '''\
+# A minimal hand-written shs echo function: answers invoke with its input, anything else {}.
+import json
+import sys
+
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg or "method" not in msg:
+        continue
+    result = msg["params"]["input"] if msg["method"] == "invoke" else {}
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}) + "\\n")
+    sys.stdout.flush()
+'''
+
+
+def write_function(folder: Path, settings: dict, main_py: str | None = None) -> None:
+    folder.mkdir(parents=True)
+    (folder / "function.toml").write_text(toml_text(settings))
+    if main_py is not None:
+        (folder / "main.py").write_text(main_py)
+
+
+def write_functions(root: Path) -> None:
+    """The functions of the main shs server."""
+    echo_fn = str(RELEASE / "bench-echo-fn")
+    python = sys.executable
+    write_function(root / "echo-rs", {"command": [echo_fn], **ECHO_RS_TOML})
+    write_function(root / "echo-py", {"command": [python, "main.py"], **ECHO_PY_TOML}, PY_ECHO)
+    write_function(root / "cat", CAT_TOML)
+    write_function(root / "cat-path", CAT_PATH_TOML)
+    for i in range(10):
+        subscribe = ["bench.ten"] + (["bench.one", "bench.pub"] if i == 0 else [])
+        write_function(root / f"sub-{i}", {"command": [echo_fn], "subscribe": subscribe,
+                                           **SUB_TOML})
+    write_function(root / "publisher", {"command": [echo_fn, "--publish", "bench.pub"],
+                                        **PUBLISHER_TOML})
+    write_function(root / "cold", {"command": [echo_fn], **COLD_TOML})
+
+
+def write_idle_functions(root: Path) -> None:
+    for i in range(IDLE_FUNCTIONS):
+        write_function(root / f"echo-{i:03}", {"command": [sys.executable, "main.py"],
+                                               **IDLE_PY_TOML}, PY_ECHO)
+
+
+def describe_machine() -> dict:
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "kernel": f"{platform.system()} {platform.release()}",
+        "rustc": rustc,
+        "wrk": (wrk.stdout or wrk.stderr).splitlines()[0].strip(),
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+
+WRK_LUA = '''\
+-- POSTs BENCH_BODY as JSON; counts answers whose status is not 2xx; prints a JSON summary.
+wrk.method = "POST"
+wrk.body = os.getenv("BENCH_BODY") or "{}"
+wrk.headers["Content-Type"] = "application/json"
+
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) non2xx = 0 end
+function response(status, headers, body)
+  if status < 200 or status > 299 then non2xx = non2xx + 1 end
+end
+function done(summary, latency, requests)
+  local bad = 0
+  for _, t in ipairs(threads) do bad = bad + t:get("non2xx") end
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests":%d,"duration_us":%d,"non2xx":%d,"connect":%d,"read":%d,' ..
+    '"write":%d,"timeout":%d,"p50":%d,"p75":%d,"p90":%d,"p99":%d,"mean":%.1f,"max":%d}\\n',
+    summary.requests, summary.duration, bad, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(75), latency:percentile(90),
+    latency:percentile(99), latency.mean, latency.max))
+end
+'''
+
+
+@dataclass
+class Sample:
+    rps: float
+    p50: float  # ms
+    p75: float
+    p90: float
+    p99: float
+    errors: int  # non-2xx answers + socket errors
+    requests: int
+
+
+@dataclass
+class Results:
+    samples: dict = field(default_factory=dict)  # scenario key -> [Sample per round]
+    cold: list = field(default_factory=list)  # per round: (median cold ms, median warm ms)
+    cold_all: list = field(default_factory=list)  # every cold latency, ms
+    warm_all: list = field(default_factory=list)
+    cold_internal: list = field(default_factory=list)  # shs's own last_cold_start_ms
+    rss_load: list = field(default_factory=list)  # peak VmRSS KiB per round, during rs-32
+    rss_idle100: list = field(default_factory=list)  # VmRSS KiB samples
+    commands: list = field(default_factory=list)  # (kind: "server" or "load", name, command)
+
+
+def wrk_cmd(wrk: str, lua: Path, scenario: Scenario, url: str, seconds: float) -> list[str]:
+    threads = 1 if scenario.connections == 1 else 2
+    return [wrk, f"-t{threads}", f"-c{scenario.connections}", f"-d{seconds:g}s", "--latency",
+            "-s", str(lua), url + scenario.path]
+
+
+def run_wrk(cmd: list[str], body: str, log_file) -> Sample:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
+                                                                   "BENCH_BODY": body})
+    log_file.write("$ " + shlex.join(cmd) + "\n" + proc.stdout + proc.stderr + "\n")
+    log_file.flush()
+    if proc.returncode != 0:
+        raise SystemExit(f"[bench] wrk failed: {proc.stderr}")
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise SystemExit(f"[bench] wrk printed no summary:\n{proc.stdout}")
+    d = json.loads(line.split(" ", 1)[1])
+    errors = d["non2xx"] + d["connect"] + d["read"] + d["write"] + d["timeout"]
+    return Sample(rps=d["requests"] / (d["duration_us"] / 1e6), p50=d["p50"] / 1e3,
+                  p75=d["p75"] / 1e3, p90=d["p90"] / 1e3, p99=d["p99"] / 1e3, errors=errors,
+                  requests=d["requests"])
+
+
+class RssSampler:
+    """Peak VmRSS of a process, sampled every 50 ms while running."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, rss_kib(self.pid))
+            except (OSError, ValueError):
+                return
+            self._stop.wait(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def verify(servers: dict, scenario: Scenario) -> None:
+    """One request before the load: the status and the answer must be right."""
+    status, body = request("POST", servers[scenario.server].url + scenario.path, scenario.body)
+    ok = status == 200
+    if ok and scenario.expect is not None:
+        ok = json.loads(body) == json.loads(scenario.expect)
+    if ok and scenario.path == "/events":
+        answer = json.loads(body)
+        want = 10 if "bench.ten" in scenario.body else 1
+        ok = answer.get("delivered") == want and not answer.get("errors")
+    if not ok:
+        raise SystemExit(f"[bench] {scenario.key}: unexpected answer {status} {body[:500]}")
+
+
+class TimedClient:
+    """Times single requests on one keep-alive connection."""
+
+    def __init__(self, url: str):
+        host, port = url.removeprefix("http://").split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
+
+    def post(self, path: str, body: str) -> float:
+        start = time.perf_counter()
+        self.conn.request("POST", path, body, {"Content-Type": "application/json"})
+        resp = self.conn.getresponse()
+        data = resp.read()
+        elapsed = (time.perf_counter() - start) * 1e3
+        if resp.status != 200 or json.loads(data) != json.loads(body):
+            raise SystemExit(f"[bench] POST {path}: {resp.status} {data[:300]!r}")
+        return elapsed
+
+
+def cold_round(shs: Server, reps: int, results: Results) -> None:
+    client = TimedClient(shs.url)
+    cold, warm = [], []
+    for _ in range(reps):
+        wait_until("cold to scale to zero",
+                   lambda: functions(shs)["cold"]["processes"] == 0, timeout=30, every=0.02)
+        time.sleep(0.05)
+        cold.append(client.post("/run/cold", BODY))
+        internal = functions(shs)["cold"].get("last_cold_start_ms")
+        if internal is not None:
+            results.cold_internal.append(internal)
+        for _ in range(3):
+            warm.append(client.post("/run/echo-rs", BODY))
+    results.cold.append((statistics.median(cold), statistics.median(warm)))
+    results.cold_all += cold
+    results.warm_all += warm
+
+
+def idle_rss(args, work: Path, results: Results) -> None:
+    folder = work / "idle-functions"
+    write_idle_functions(folder)
+    cmd = [str(RELEASE / "shs"), "serve", "--functions-dir", str(folder),
+           "--listen", "127.0.0.1:{port}", "--workers", str(args.workers), "--no-watch"]
+    results.commands.append(("server", "shs with 100 idle functions",
+                             shlex.join(cmd).replace(str(work), "$WORK")))
+    shs = start("shs-idle100", cmd, work)
+    wait_until("shs (100 functions) to be ready",
+               lambda: request("GET", shs.url + "/ready")[0] == 200, timeout=120)
+    check_alive(shs)
+
+    def all_idle():
+        rows = functions(shs)
+        return len(rows) == IDLE_FUNCTIONS and all(r["processes"] == 0 for r in rows.values())
+
+    wait_until("100 functions to scale to zero", all_idle, timeout=120, every=0.2)
+    time.sleep(1.0)
+    for _ in range(3):
+        results.rss_idle100.append(rss_kib(shs.proc.pid))
+        time.sleep(0.3)
+    failed = [n for n, r in functions(shs).items() if r["state"] == "failed"]
+    if failed:
+        raise SystemExit(f"[bench] idle functions failed: {failed}")
+    shs.proc.send_signal(signal.SIGTERM)
+    shs.proc.wait(timeout=30)
+
+
+def measure(args, wrk: str) -> tuple[Results, dict]:
+    work = Path(tempfile.mkdtemp(prefix="shs-bench-"))
+    atexit.register(shutil.rmtree, work, True)
+    log(f"work folder: {work}")
+    lua = work / "bench.lua"
+    lua.write_text(WRK_LUA)
+    fns = work / "functions"
+    write_functions(fns)
+    results = Results()
+    workers = str(args.workers)
+
+    commands = {
+        "echo": [str(RELEASE / "bench-echo"), "--listen", "127.0.0.1:{port}",
+                 "--workers", workers],
+        "spawn": [str(RELEASE / "bench-spawn"), "--listen", "127.0.0.1:{port}",
+                  "--workers", workers],
+        "shs": [str(RELEASE / "shs"), "serve", "--functions-dir", str(fns),
+                "--listen", "127.0.0.1:{port}", "--workers", workers, "--no-watch"],
+    }
+    servers = {name: start(name, cmd, work) for name, cmd in commands.items()}
+    for name, cmd in commands.items():
+        results.commands.append(("server", name, shlex.join(cmd).replace(str(work), "$WORK")))
+    shs = servers["shs"]
+    wait_until("shs to be ready", lambda: request("GET", shs.url + "/ready")[0] == 200)
+    for server in servers.values():
+        check_alive(server)
+    broken = {n: r for n, r in functions(shs).items() if r["state"] == "failed"}
+    if broken:
+        raise SystemExit(f"[bench] functions failed to start: {json.dumps(broken)[:2000]}")
+    for scenario in SCENARIOS:
+        wait_until(f"{scenario.server} to answer",
+                   lambda s=scenario: verify(servers, s) is None, timeout=20)
+    log("every scenario answers correctly; measuring")
+
+    wrk_log = open(work / "wrk.log", "w")
+    for key in SCENARIO:
+        results.samples[key] = []
+    for r in range(args.rounds):
+        log(f"round {r + 1} of {args.rounds}")
+        for scenario in SCENARIOS:
+            server = servers[scenario.server]
+            check_alive(server)
+            if args.warmup > 0:
+                run_wrk(wrk_cmd(wrk, lua, scenario, server.url, args.warmup), scenario.body,
+                        wrk_log)
+            cmd = wrk_cmd(wrk, lua, scenario, server.url, args.duration)
+            if r == 0:
+                results.commands.append(("load", scenario.key, f"BENCH_BODY='{scenario.body}' "
+                                         + shlex.join(cmd).replace(str(work), "$WORK")))
+            if scenario.key == "rs-32":
+                with RssSampler(shs.proc.pid) as sampler:
+                    sample = run_wrk(cmd, scenario.body, wrk_log)
+                results.rss_load.append(sampler.peak)
+            else:
+                sample = run_wrk(cmd, scenario.body, wrk_log)
+            results.samples[scenario.key].append(sample)
+            flag = f"  ERRORS: {sample.errors}" if sample.errors else ""
+            log(f"  {scenario.key:9} {sample.rps:10.0f} req/s  p50 {sample.p50:7.3f} ms  "
+                f"p99 {sample.p99:7.3f} ms{flag}")
+        cold_round(shs, args.cold_reps, results)
+        cold, warm = results.cold[-1]
+        log(f"  cold start: {cold:.2f} ms, warm {warm:.2f} ms: extra {cold - warm:.2f} ms")
+    wrk_log.close()
+    shutil.copy(work / "wrk.log", ROOT / "target" / "bench-wrk.log")
+    for server in servers.values():
+        check_alive(server)
+    log("supervisor RSS with 100 idle functions")
+    idle_rss(args, work, results)
+    stop_all()
+    for server in servers.values():
+        shutil.copy(server.log_path, ROOT / "target" / f"bench-{server.name}.log")
+    return results, servers
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def med_range(values: list[float], fmt: str) -> str:
+    if not values:
+        return "n/a"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return format(med, fmt)
+    return f"{format(med, fmt)} ({format(min(values), fmt)}–{format(max(values), fmt)})"
+
+
+def ratio_values(results: Results, ratio: Ratio) -> list[float]:
+    num = results.samples[ratio.numerator]
+    den = results.samples[ratio.denominator]
+    return [getattr(n, ratio.metric) / getattr(d, ratio.metric)
+            for n, d in zip(num, den) if getattr(d, ratio.metric) > 0]
+
+
+def verdict(ok: bool) -> str:
+    return "**PASS**" if ok else "**MISS**"
+
+
+def write_report(args, machine: dict, results: Results, plot_ok: bool) -> str:
+    out = []
+    w = out.append
+    w("# shs benchmarks\n")
+    w("Written by `scripts/bench` (run it again rather than editing the figures; the notes at "
+      "the end are kept). Each load scenario ran "
+      f"{args.rounds} times for {args.duration:g} s (after a {args.warmup:g} s warm-up), "
+      "interleaved: round 1 runs every scenario in the order of the table, then round 2, and so "
+      "on. The machine is shared and noisy, so each comparison is a **ratio of two figures "
+      "measured in the same round**; the table gives the median of the rounds and, in "
+      "brackets, the lowest and highest. Absolute numbers are for orientation only.\n")
+    w("## Machine\n")
+    w(f"- CPUs (nproc): {machine['nproc']}; CPU: {machine['cpu']}")
+    w(f"- kernel: {machine['kernel']}; load average (1, 5, 15 min) at the start: "
+      f"{machine['load']}, at the end: {machine.get('load_end', '?')} (other work shares the "
+      "machine)")
+    w(f"- {machine['rustc']}; {machine['wrk']}; Python {machine['python']}")
+    w(f"- date: {machine['date']}")
+    w(f"- run: `{shlex.join(['scripts/bench'] + sys.argv[1:])}`: {args.rounds} rounds of "
+      f"{args.duration} s per scenario, {args.cold_reps} cold starts per round; HTTP workers "
+      f"of shs and of both baselines: {args.workers}\n")
+
+    w("## Targets\n")
+    w("| target (issue 6) | measured: median (min–max) | result |")
+    w("|---|---|---|")
+    for ratio in RATIOS:
+        if ratio.check is None:
+            continue
+        values = ratio_values(results, ratio)
+        med = statistics.median(values) if values else float("nan")
+        extra = ""
+        ok = bool(values) and ratio.check(med)
+        if ratio.key == "r-rs-32":
+            p99 = [s.p99 for s in results.samples["rs-32"]]
+            p99_ok = statistics.median(p99) < 2.0
+            extra = f"; p99 {med_range(p99, '.2f')} ms (target < 2 ms)"
+            ok = ok and p99_ok
+        w(f"| {ratio.title}: {ratio.target}{' and p99 < 2 ms' if extra else ''} | "
+          f"{med_range(values, '.2f')}x{extra} | {verdict(ok)} |")
+    extras = [c - wm for c, wm in results.cold]
+    w(f"| cold start of a Rust function at zero processes: < 2 ms more than a warm request | "
+      f"{med_range(extras, '.2f')} ms extra | {verdict(bool(extras) and statistics.median(extras) < 2.0)} |")
+    idle = [k / 1024 for k in results.rss_idle100]
+    w(f"| supervisor RSS idle, {IDLE_FUNCTIONS} functions at zero processes: < 30 MiB | "
+      f"{med_range(idle, '.1f')} MiB | {verdict(bool(idle) and statistics.median(idle) < 30)} |")
+    load = [k / 1024 for k in results.rss_load]
+    w(f"| supervisor RSS under load (peak during Rust echo, 32 conns): < 64 MiB | "
+      f"{med_range(load, '.1f')} MiB | {verdict(bool(load) and max(load) < 64)} |")
+    for title, target, status in PENDING:
+        w(f"| {title}{': ' + target if target else ''} | {status} | — |")
+    w("")
+
+    w("## Load scenarios\n")
+    w("wrk, `-t1` for 1 connection and `-t2` for 32; a 62-byte JSON body "
+      f"(`{BODY}`); events carry it as their payload. Latencies in ms.\n")
+    w("| scenario | req/s | p50 | p99 | non-2xx / socket errors | shs settings |")
+    w("|---|---|---|---|---|---|")
+    for s in SCENARIOS:
+        samples = results.samples[s.key]
+        errors = sum(x.errors for x in samples)
+        total = sum(x.requests for x in samples)
+        err = f"**{errors} of {total}** ⚠" if errors else f"0 of {total}"
+        w(f"| {s.title} | {med_range([x.rps for x in samples], ',.0f')} | "
+          f"{med_range([x.p50 for x in samples], '.3f')} | "
+          f"{med_range([x.p99 for x in samples], '.3f')} | {err} | {s.setup} |")
+    w("")
+    w("## Ratios (same round)\n")
+    w("| ratio | median (min–max) | target | result |")
+    w("|---|---|---|---|")
+    for ratio in RATIOS:
+        values = ratio_values(results, ratio)
+        result = "—"
+        if ratio.check is not None and values:
+            result = verdict(ratio.check(statistics.median(values)))
+        w(f"| {ratio.title} | {med_range(values, '.2f')}x | {ratio.target or '—'} | {result} |")
+    w("")
+    w("## Cold start, memory\n")
+    cold = [c for c, _ in results.cold]
+    warm = [wm for _, wm in results.cold]
+    w(f"Cold start: the function `cold` (the Rust echo, {describe(COLD_TOML)}) is left until "
+      "`GET /functions` shows 0 processes, then one `POST /run/cold` is timed; then 3 warm "
+      f"requests to `echo-rs`. {args.cold_reps} repetitions per round, one keep-alive "
+      "connection (Python `http.client`). Per round: median(cold) − median(warm).\n")
+    w("| figure | median (min–max) over rounds |")
+    w("|---|---|")
+    w(f"| cold request, ms | {med_range(cold, '.2f')} |")
+    w(f"| warm request, ms | {med_range(warm, '.3f')} |")
+    w(f"| cold start extra, ms | {med_range(extras, '.2f')} |")
+    if results.cold_internal:
+        w(f"| shs's own `last_cold_start_ms` (spawn to `initialize` answered), all "
+          f"repetitions | {med_range(results.cold_internal, '.2f')} |")
+    w(f"| supervisor VmRSS, {IDLE_FUNCTIONS} Python echo functions at 0 processes "
+      f"({describe(IDLE_PY_TOML)}), MiB | {med_range(idle, '.1f')} |")
+    w(f"| supervisor peak VmRSS during the Rust echo at 32 conns (all functions of the table "
+      f"deployed), MiB | {med_range(load, '.1f')} |")
+    w("")
+    if plot_ok:
+        w("## Latency percentiles\n")
+        w("![latency percentiles per scenario](benchmarks.png)\n")
+        w("p50, p75, p90 and p99 of each scenario (median over the rounds), log scale.\n")
+    w("## Commands\n")
+    w("Build: `" + shlex.join(BUILD) + "`. Servers (`{port}` is a free port):\n")
+    w("```sh")
+    for kind, name, cmd in results.commands:
+        if kind == "server":
+            w(f"# {name}\n{cmd.replace(str(ROOT), '.')}")
+    w("```\n")
+    w("Load (`$WORK/bench.lua` is the `WRK_LUA` script in `scripts/bench.py`: POSTs "
+      "`$BENCH_BODY`, counts non-2xx answers, prints a JSON summary):\n")
+    w("```sh")
+    for kind, _name, cmd in results.commands:
+        if kind == "load":
+            w(cmd.replace(str(ROOT), "."))
+    w("```\n")
+    w("The functions (`function.toml` in a temporary folder; `bench-echo-fn` is "
+      "`crates/bench/src/bin/bench-echo-fn.rs`, the Python echo is `PY_ECHO` in "
+      "`scripts/bench.py`):\n")
+    w("| function | what | function.toml |")
+    w("|---|---|---|")
+    w(f"| `echo-rs` | `bench-echo-fn` | {describe(ECHO_RS_TOML)} |")
+    w(f"| `echo-py` | minimal Python echo | {describe(ECHO_PY_TOML)} |")
+    w(f"| `cat` | `cat` | {describe(CAT_TOML)} |")
+    w(f"| `cat-path` | `cat` by full path | {describe(CAT_PATH_TOML)} |")
+    w(f"| `sub-0` … `sub-9` | `bench-echo-fn`; all subscribe `bench.ten`, `sub-0` also "
+      f"`bench.one` and `bench.pub` | {describe(SUB_TOML)} |")
+    w(f"| `publisher` | `bench-echo-fn --publish bench.pub` (publishes the input, waits for the "
+      f"answer, then answers) | {describe(PUBLISHER_TOML)} |")
+    w(f"| `cold` | `bench-echo-fn` | {describe(COLD_TOML)} |")
+    w("")
+    return "\n".join(out) + "\n"
+
+
+def plot(results: Results, tool: str, path: Path) -> bool:
+    rows = []
+    for s in SCENARIOS:
+        samples = results.samples[s.key]
+        rows.append((s.key, [statistics.median(getattr(x, p) for x in samples)
+                             for p in ("p50", "p75", "p90", "p99")]))
+    if tool == "matplotlib":
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(12, 5.5))
+        width = 0.2
+        for i, name in enumerate(("p50", "p75", "p90", "p99")):
+            xs = [j + (i - 1.5) * width for j in range(len(rows))]
+            ax.bar(xs, [r[1][i] for r in rows], width, label=name)
+        ax.set_xticks(range(len(rows)), [r[0] for r in rows], rotation=30, ha="right")
+        ax.set_yscale("log")
+        ax.set_ylabel("latency (ms, log scale)")
+        ax.set_title("shs benchmarks: latency percentiles per scenario (wrk; median of rounds)")
+        ax.grid(axis="y", which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        return True
+    if tool == "gnuplot":
+        data = path.with_suffix(".dat")
+        data.write_text("".join(f"{k} {' '.join(map(str, v))}\n" for k, v in rows))
+        script = (f"set terminal pngcairo size 1200,550; set output '{path}';"
+                  "set style data histogram; set style histogram clustered; set style fill solid;"
+                  "set logscale y; set ylabel 'latency (ms)'; set xtics rotate by -30;"
+                  f"plot '{data}' using 2:xtic(1) title 'p50', '' using 3 title 'p75',"
+                  " '' using 4 title 'p90', '' using 5 title 'p99'")
+        ok = subprocess.run(["gnuplot", "-e", script]).returncode == 0
+        data.unlink()
+        return ok
+    return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="a short run: 2 rounds of 2 s, fewer cold starts")
+    parser.add_argument("--rounds", type=int, help="rounds of every scenario (default 3)")
+    parser.add_argument("--duration", type=int, help="seconds per wrk run (default 5)")
+    parser.add_argument("--warmup", type=int, help="seconds of warm-up before each run (1)")
+    parser.add_argument("--cold-reps", type=int, help="cold starts per round (default 15)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="HTTP workers of shs and of the baselines (default: nproc)")
+    parser.add_argument("--no-build", action="store_true", help="use the binaries as they are")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md",
+                        help="where to write the report (the plot goes next to it)")
+    args = parser.parse_args()
+    quick = {"rounds": 2, "duration": 2, "warmup": 1, "cold_reps": 5}
+    full = {"rounds": 3, "duration": 5, "warmup": 1, "cold_reps": 15}
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+    started = time.monotonic()
+    atexit.register(stop_all)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    os.chdir(ROOT)
+    if not args.no_build:
+        run(BUILD)
+    wrk = ensure_wrk()
+    tool = plotter()
+    machine = describe_machine()
+    results, _servers = measure(args, wrk)
+    machine["load_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    png = args.output.with_name("benchmarks.png")
+    plot_ok = bool(tool) and plot(results, tool, png)
+    notes = DEFAULT_NOTES
+    if args.output.exists():
+        old = args.output.read_text()
+        if NOTES_MARKER in old:
+            notes = old.split(NOTES_MARKER, 1)[1]
+    report = write_report(args, machine, results, plot_ok)
+    args.output.write_text(report + NOTES_MARKER + notes)
+    log(f"wrote {args.output}" + (f" and {png}" if plot_ok else ""))
+    log(f"done in {time.monotonic() - started:.0f} s")
+    errors = sum(x.errors for samples in results.samples.values() for x in samples)
+    if errors:
+        log(f"WARNING: {errors} requests failed (non-2xx or socket errors); see the table")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
