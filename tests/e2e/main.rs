@@ -18,6 +18,7 @@ mod exec;
 mod faults;
 mod load;
 mod nats;
+mod ops;
 mod protocol;
 mod run;
 mod sdk;

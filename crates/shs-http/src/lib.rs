@@ -158,6 +158,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(functions),
         ))
         .service(resource(
+            "/functions/{name}/logs",
+            Method::GET,
+            web::get().to(function_logs),
+        ))
+        .service(resource(
             "/subscriptions",
             Method::GET,
             web::get().to(subscriptions),
@@ -461,6 +466,31 @@ async fn functions(state: web::Data<AppState>) -> HttpResponse {
         })
         .collect();
     HttpResponse::Ok().json(json!({ "functions": rows }))
+}
+
+/// Query of `GET /functions/{name}/logs`.
+#[derive(serde::Deserialize)]
+struct LogsQuery {
+    /// How many lines (the last ones, or the first ones after `after`).
+    tail: Option<usize>,
+    /// Only lines numbered after this one (to follow a log).
+    after: Option<u64>,
+}
+
+async fn function_logs(
+    req: HttpRequest,
+    query: web::Query<LogsQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let name = req.match_info().get("name").unwrap_or_default();
+    if let Err(e) = shs_supervisor::validate_name(name) {
+        return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new());
+    }
+    let tail = query.tail.unwrap_or(100).clamp(1, 10_000);
+    match state.supervisor.logs(name, tail, query.after) {
+        Ok(lines) => HttpResponse::Ok().json(json!({"function": name, "lines": lines})),
+        Err(error) => invoke_error_response(&error),
+    }
 }
 
 async fn subscriptions(state: web::Data<AppState>) -> HttpResponse {

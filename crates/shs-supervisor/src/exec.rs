@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 
 use crate::Host;
 use crate::error::{InvokeError, fmt_duration};
+use crate::logs::LogRing;
 use crate::pipes::{StderrTail, drain_stderr};
 use crate::process::{command, describe_exit, signal_group, spawn_error};
 use crate::spec::FunctionSpec;
@@ -24,6 +25,7 @@ use crate::spec::FunctionSpec;
 pub(crate) struct ExecRunner {
     spec: Arc<FunctionSpec>,
     host: Arc<Host>,
+    logs: Arc<LogRing>,
     permits: Arc<Semaphore>,
     /// Requests waiting for a permit.
     waiting: AtomicUsize,
@@ -32,11 +34,12 @@ pub(crate) struct ExecRunner {
 }
 
 impl ExecRunner {
-    pub(crate) fn new(spec: Arc<FunctionSpec>, host: Arc<Host>) -> ExecRunner {
+    pub(crate) fn new(spec: Arc<FunctionSpec>, host: Arc<Host>, logs: Arc<LogRing>) -> ExecRunner {
         let permits = Arc::new(Semaphore::new(spec.instances));
         ExecRunner {
             spec,
             host,
+            logs,
             permits,
             waiting: AtomicUsize::new(0),
             running: Mutex::new(HashSet::new()),
@@ -141,6 +144,7 @@ impl ExecRunner {
             &spec.name,
             pid,
             tail.clone(),
+            &self.logs,
             || Some(Arc::from(request_id)),
         );
         let wait = async {

@@ -40,6 +40,7 @@ use shs_bus::Bus;
 
 pub mod error;
 mod exec;
+pub mod logs;
 mod pipes;
 mod pool;
 mod process;
@@ -48,6 +49,7 @@ mod supervisor;
 mod watch;
 
 pub use error::{ErrorKind, InvokeError, SpecError, StartError};
+pub use logs::LogLine;
 pub use pool::PoolStatus;
 pub use spec::{FunctionSpec, Mode, validate_name};
 pub use supervisor::{FunctionInfo, Output, Supervisor};

@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::Host;
 use crate::error::{InvokeError, fmt_duration};
+use crate::logs::LogRing;
 use crate::process::{CallError, Process};
 use crate::spec::FunctionSpec;
 
@@ -143,15 +144,17 @@ pub struct PoolStatus {
 pub(crate) struct Pool {
     spec: Arc<FunctionSpec>,
     host: Arc<Host>,
+    logs: Arc<LogRing>,
     me: Weak<Pool>,
     state: Mutex<State>,
 }
 
 impl Pool {
-    pub(crate) fn new(spec: Arc<FunctionSpec>, host: Arc<Host>) -> Arc<Pool> {
+    pub(crate) fn new(spec: Arc<FunctionSpec>, host: Arc<Host>, logs: Arc<LogRing>) -> Arc<Pool> {
         let pool = Arc::new_cyclic(|me| Pool {
             spec,
             host,
+            logs,
             me: me.clone(),
             state: Mutex::new(State::default()),
         });
@@ -428,10 +431,11 @@ impl Pool {
 
     async fn spawn_and_initialize(&self, cause: Causation) -> Result<Arc<Process>, StartFailure> {
         let spec = &self.spec;
-        let process = Process::spawn(spec, &self.host).map_err(|reason| StartFailure {
-            reason,
-            stderr: Vec::new(),
-        })?;
+        let process =
+            Process::spawn(spec, &self.host, &self.logs).map_err(|reason| StartFailure {
+                reason,
+                stderr: Vec::new(),
+            })?;
         self.state.lock().initializing.push(process.clone());
         let result = self.initialize(process.clone(), cause).await;
         self.state

@@ -34,6 +34,7 @@ use tokio_util::codec::FramedRead;
 use tracing::Instrument;
 
 use crate::Host;
+use crate::logs::LogRing;
 use crate::pipes::{LineCodec, ReadError, StderrTail, drain_stderr};
 use crate::pool::Slot;
 use crate::spec::{FunctionSpec, Limits, environment};
@@ -117,6 +118,8 @@ pub(crate) struct Process {
     writer: mpsc::Sender<Outgoing>,
     calls: Mutex<Calls>,
     stderr_tail: StderrTail,
+    /// The function's log ring.
+    logs: Arc<LogRing>,
     /// Why the supervisor killed or stopped it, when it did.
     kill_reason: Mutex<Option<String>>,
     /// Set as soon as the process is known to be going (killed, stopping, stdout closed): the
@@ -233,7 +236,11 @@ pub(crate) fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
 
 impl Process {
     /// Starts a process for `spec`; it still has to be initialized.
-    pub(crate) fn spawn(spec: &FunctionSpec, host: &Arc<Host>) -> Result<Arc<Process>, String> {
+    pub(crate) fn spawn(
+        spec: &FunctionSpec,
+        host: &Arc<Host>,
+        logs: &Arc<LogRing>,
+    ) -> Result<Arc<Process>, String> {
         let _enter = host.handle.enter();
         let mut child = command(spec, host)
             .spawn()
@@ -259,6 +266,7 @@ impl Process {
                 death: None,
             }),
             stderr_tail: StderrTail::default(),
+            logs: logs.clone(),
             kill_reason: Mutex::new(None),
             doomed: AtomicBool::new(false),
             stderr_done: watch::channel(false).0,
@@ -277,6 +285,12 @@ impl Process {
         host.handle
             .spawn(wait_loop(pid, child, exit_tx).instrument(span));
         tracing::debug!(function = %spec.name, pid, "process started");
+        logs.push(
+            pid,
+            None,
+            "shs",
+            &format!("process {pid} started: {}", spec.command.join(" ")),
+        );
         Ok(process)
     }
 
@@ -534,6 +548,12 @@ impl Process {
             },
         };
         tracing::debug!(function = %self.function, pid = self.pid, detail = %death.detail, "process ended");
+        self.logs.push(
+            self.pid,
+            None,
+            "shs",
+            &format!("process {} {}", self.pid, death.detail),
+        );
         self.fail_all(death);
     }
 
@@ -820,6 +840,7 @@ impl Process {
             &self.function,
             self.pid,
             self.stderr_tail.clone(),
+            &self.logs,
             move || {
                 // With one request in flight, its lines are that request's; with none, a line
                 // read right after an answer is most likely that request's last word.

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::error::{ErrorKind, InvokeError, SpecError, StartError};
 use crate::exec::ExecRunner;
+use crate::logs::{LogLine, LogRing};
 use crate::pool::{Pool, PoolStatus};
 use crate::process::CallError;
 use crate::spec::{self, Defaults, Found, FunctionSpec, Mode};
@@ -58,6 +59,8 @@ enum Kind {
 struct Function {
     found: Found,
     kind: Kind,
+    /// Its recent log lines (kept across redeployments).
+    logs: Arc<LogRing>,
 }
 
 impl Function {
@@ -304,7 +307,8 @@ impl Supervisor {
                     .as_ref()
                     .and_then(|o| o.spec())
                     .map(|s| s.subscribe.clone());
-                let function = Arc::new(self.build(now));
+                let logs = old.as_ref().map_or_else(Arc::default, |o| o.logs.clone());
+                let function = Arc::new(self.build(now, logs));
                 // Subscriptions from function.toml are in force before the process starts;
                 // those a redeploy no longer lists are dropped.
                 let new_subscriptions = function
@@ -370,19 +374,37 @@ impl Supervisor {
         }
     }
 
-    fn build(&self, found: Found) -> Function {
+    fn build(&self, found: Found, logs: Arc<LogRing>) -> Function {
         let host = &self.inner.host;
         let kind = match &found {
             Found::Function(spec) => {
                 let spec = Arc::new((**spec).clone());
                 match spec.mode {
-                    Mode::Rpc => Kind::Rpc(Pool::new(spec, host.clone())),
-                    Mode::Exec => Kind::Exec(ExecRunner::new(spec, host.clone())),
+                    Mode::Rpc => Kind::Rpc(Pool::new(spec, host.clone(), logs.clone())),
+                    Mode::Exec => Kind::Exec(ExecRunner::new(spec, host.clone(), logs.clone())),
                 }
             }
-            Found::Broken { error, .. } => Kind::Broken(error.to_string()),
+            Found::Broken { error, .. } => {
+                logs.push(0, None, "shs", &format!("cannot be run: {error}"));
+                Kind::Broken(error.to_string())
+            }
         };
-        Function { found, kind }
+        Function { found, kind, logs }
+    }
+
+    /// The recent log lines of function `name`: the last `tail`, or those after number
+    /// `after` (at most `tail`).
+    pub fn logs(
+        &self,
+        name: &str,
+        tail: usize,
+        after: Option<u64>,
+    ) -> Result<Vec<LogLine>, InvokeError> {
+        let function = self.lookup(name)?;
+        Ok(match after {
+            Some(seq) => function.logs.after(seq, tail),
+            None => function.logs.tail(tail),
+        })
     }
 
     fn lookup(&self, name: &str) -> Result<Arc<Function>, InvokeError> {
