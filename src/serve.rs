@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use shs_bus::{Bus, LocalBus, store};
-use shs_http::HttpConfig;
+use std::num::NonZeroU32;
+
+use shs_http::{AccessConfig, HttpConfig, RateLimit};
 use shs_nats::{NatsBus, NatsConfig};
 use shs_supervisor::spec::Limits;
 use shs_supervisor::{Config, Supervisor};
@@ -115,7 +117,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let access = AccessConfig {
+        api_keys: args
+            .api_keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect(),
+        rate_limit: args
+            .rate_limit
+            .and_then(NonZeroU32::new)
+            .map(|per_second| RateLimit {
+                per_second,
+                burst: args
+                    .rate_burst
+                    .and_then(NonZeroU32::new)
+                    .unwrap_or(per_second),
+            }),
+        trusted_proxies: args.trusted_proxies.clone(),
+    };
+    if !access.api_keys.is_empty() {
+        tracing::info!(keys = access.api_keys.len(), "API keys required");
+    }
     let http_config = HttpConfig {
+        access,
+        cors_origins: args.cors_origins.clone(),
         max_body: args.max_body,
         workers,
         shutdown_grace: grace,

@@ -89,3 +89,306 @@ async fn a_functions_recent_log_lines_can_be_read_and_followed() {
     assert_eq!(server.get("/functions/bad.name/logs").await.status, 400);
     server.stop_and_check();
 }
+
+const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_the_trace_context_reaches_functions_and_events() {
+    let mut server = ServerBuilder::new()
+        .fixture("echo")
+        .fixture("publisher")
+        .fixture_as("subscriber", "sub")
+        .toml("sub", "env = { SUBSCRIBE = \"traced.event\" }\n")
+        .start()
+        .await;
+    server.wait_ready().await;
+    for (method, path) in [
+        ("GET", "/health"),
+        ("GET", "/functions"),
+        ("GET", "/nowhere"),
+        ("POST", "/run/nope"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let answer = server.request(method, path, None, &[]).await;
+        assert!(
+            answer
+                .header("x-request-id")
+                .is_some_and(|id| !id.is_empty()),
+            "{path}: {answer:?}"
+        );
+    }
+    let answer = server
+        .request(
+            reqwest::Method::POST,
+            "/run/echo",
+            Some("{}".into()),
+            &[("traceparent", TRACE), ("x-request-id", "traced-1")],
+        )
+        .await;
+    assert_eq!(
+        answer.body["context"],
+        json!({"request_id": "traced-1", "function": "echo", "traceparent": TRACE})
+    );
+    assert_eq!(answer.header("x-request-id"), Some("traced-1"));
+    let bad = server
+        .request(
+            reqwest::Method::POST,
+            "/run/echo",
+            Some("{}".into()),
+            &[("traceparent", "garbage")],
+        )
+        .await;
+    assert!(
+        bad.body["context"].get("traceparent").is_none(),
+        "an invalid trace context is dropped"
+    );
+
+    // What a traced request publishes carries its trace, and so does the delivery.
+    let published = server
+        .request(
+            reqwest::Method::POST,
+            "/run/publisher",
+            Some(json!({"type": "traced.event", "payload": 1}).to_string()),
+            &[("traceparent", TRACE)],
+        )
+        .await;
+    assert_eq!(published.body["delivered"], 1, "{published:?}");
+    let events = server.run("sub", json!({"action": "events"})).await.body["events"].clone();
+    assert_eq!(events[0]["traceparent"], TRACE);
+    let outside = server
+        .request(
+            reqwest::Method::POST,
+            "/events",
+            Some(json!({"type": "traced.event"}).to_string()),
+            &[("traceparent", TRACE)],
+        )
+        .await;
+    assert_eq!(outside.status, 200);
+    let events = server.run("sub", json!({"action": "events"})).await.body["events"].clone();
+    assert_eq!(events[1]["traceparent"], TRACE);
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn with_api_keys_every_route_but_health_and_ready_needs_one() {
+    let mut server = ServerBuilder::new()
+        .fixture("echo")
+        .args(&["--api-key", "first-key", "--api-key", "second-key"])
+        .start()
+        .await;
+    for path in ["/health", "/ready"] {
+        assert_ne!(server.get(path).await.status, 401, "{path} is open");
+    }
+    let routes: [(&str, &str, Option<&str>); 8] = [
+        ("POST", "/run/echo", Some("{}")),
+        ("POST", "/events", Some("{\"type\":\"a.b\"}")),
+        ("GET", "/functions", None),
+        ("GET", "/subscriptions", None),
+        ("GET", "/functions/echo/logs", None),
+        ("GET", "/events/dead-letters", None),
+        ("GET", "/events/some-id", None),
+        ("GET", "/metrics", None),
+    ];
+    for (method, path, body) in routes {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let body = body.map(str::to_owned);
+        let missing = server
+            .request(method.clone(), path, body.clone(), &[])
+            .await;
+        assert_eq!(missing.status, 401, "{path} without a key: {missing:?}");
+        assert!(
+            missing.message().contains("API key"),
+            "{}",
+            missing.message()
+        );
+        assert_eq!(missing.header("www-authenticate"), Some("Bearer"));
+        let wrong = server
+            .request(
+                method.clone(),
+                path,
+                body.clone(),
+                &[("x-api-key", "first-keyX")],
+            )
+            .await;
+        assert_eq!(wrong.status, 401, "{path} with a wrong key");
+        let wrong = server
+            .request(
+                method.clone(),
+                path,
+                body.clone(),
+                &[("authorization", "Bearer nope")],
+            )
+            .await;
+        assert_eq!(wrong.status, 401, "{path} with a wrong bearer");
+        let right = server
+            .request(
+                method.clone(),
+                path,
+                body.clone(),
+                &[("x-api-key", "first-key")],
+            )
+            .await;
+        assert_ne!(right.status, 401, "{path} with the first key: {right:?}");
+        let right = server
+            .request(
+                method,
+                path,
+                body,
+                &[("authorization", "Bearer second-key")],
+            )
+            .await;
+        assert_ne!(
+            right.status, 401,
+            "{path} with the second key as a bearer: {right:?}"
+        );
+    }
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_reached_and_recovers() {
+    let mut server = ServerBuilder::new()
+        .fixture("echo")
+        .args(&["--rate-limit", "2", "--rate-burst", "3"])
+        .start()
+        .await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(server.get("/functions").await);
+    }
+    let limited = statuses
+        .iter()
+        .find(|a| a.status == 429)
+        .expect("limited after the burst");
+    assert!(
+        statuses.iter().take(3).all(|a| a.status == 200),
+        "the burst passes"
+    );
+    assert!(
+        limited.message().contains("too many requests"),
+        "{}",
+        limited.message()
+    );
+    assert!(
+        limited
+            .header("retry-after")
+            .is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n >= 1))
+    );
+    assert_eq!(
+        server.get("/health").await.status,
+        200,
+        "health is never limited"
+    );
+    assert!(
+        poll(|| async { server.get("/functions").await.status == 200 }).await,
+        "recovers"
+    );
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
+    // Untrusted: a spoofed X-Forwarded-For changes nothing, every request is the same client.
+    let mut server = ServerBuilder::new()
+        .args(&["--rate-limit", "1", "--rate-burst", "2"])
+        .start()
+        .await;
+    let mut limited = false;
+    for i in 0..5 {
+        let answer = server
+            .request(
+                reqwest::Method::GET,
+                "/functions",
+                None,
+                &[("x-forwarded-for", &format!("10.0.0.{i}"))],
+            )
+            .await;
+        limited |= answer.status == 429;
+    }
+    assert!(limited, "spoofed addresses did not buy more requests");
+    server.stop_and_check();
+
+    // Trusted: each forwarded client has a bucket of its own.
+    let mut server = ServerBuilder::new()
+        .args(&[
+            "--rate-limit",
+            "1",
+            "--rate-burst",
+            "2",
+            "--trusted-proxy",
+            "127.0.0.1",
+        ])
+        .start()
+        .await;
+    for i in 0..5 {
+        let answer = server
+            .request(
+                reqwest::Method::GET,
+                "/functions",
+                None,
+                &[("x-forwarded-for", &format!("203.0.113.9, 10.0.0.{i}"))],
+            )
+            .await;
+        assert_eq!(answer.status, 200, "client 10.0.0.{i} has its own bucket");
+    }
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default_and_answers_the_origins_it_is_given() {
+    let mut server = ServerBuilder::new().start().await;
+    let answer = server
+        .request(
+            reqwest::Method::GET,
+            "/functions",
+            None,
+            &[("origin", "https://app.example")],
+        )
+        .await;
+    assert!(answer.header("access-control-allow-origin").is_none());
+    server.stop_and_check();
+
+    let mut server = ServerBuilder::new()
+        .args(&["--cors-origin", "https://app.example", "--api-key", "k"])
+        .start()
+        .await;
+    let preflight = server
+        .request(
+            reqwest::Method::OPTIONS,
+            "/run/echo",
+            None,
+            &[
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "content-type, x-api-key"),
+            ],
+        )
+        .await;
+    assert_eq!(preflight.status, 200, "{preflight:?}");
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let answer = server
+        .request(
+            reqwest::Method::GET,
+            "/functions",
+            None,
+            &[("origin", "https://app.example"), ("x-api-key", "k")],
+        )
+        .await;
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let other = server
+        .request(
+            reqwest::Method::GET,
+            "/functions",
+            None,
+            &[("origin", "https://evil.example"), ("x-api-key", "k")],
+        )
+        .await;
+    assert!(other.header("access-control-allow-origin").is_none());
+    server.stop_and_check();
+}

@@ -10,17 +10,19 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Service as _;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use shs_supervisor::{ErrorKind, InvokeError, Output, Supervisor};
 
+mod access;
 pub mod events;
 mod lifecycle;
+
+pub use access::{AccessConfig, RateLimit, RequestId, TraceParent, valid_traceparent};
 
 pub use lifecycle::Lifecycle;
 
@@ -30,6 +32,10 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// How the HTTP server runs.
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
+    /// API keys, rate limit, trusted proxies.
+    pub access: AccessConfig,
+    /// Origins allowed by CORS (`*` for any); none: no CORS.
+    pub cors_origins: Vec<String>,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
     /// actix worker threads.
@@ -72,29 +78,22 @@ pub fn server(
 ) -> std::io::Result<HttpServer> {
     let state = AppState::new(supervisor, config.max_body);
     let lifecycle = Arc::new(Lifecycle::default());
-    let counted = lifecycle.clone();
+    let guard = web::Data::new(access::Guard::new(&config.access, lifecycle.clone()));
+    let forget = guard.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            forget.forget_idle_clients();
+        }
+    });
+    let cors_origins = config.cors_origins.clone();
     let server = actix_web::HttpServer::new(move || {
-        let lifecycle = counted.clone();
         actix_web::App::new()
             .app_data(web::Data::new(state.clone()))
-            .wrap_fn(move |req, service| {
-                let guard = lifecycle.enter();
-                let call = guard.as_ref().map(|_| service.call(req));
-                async move {
-                    match call {
-                        Some(call) => {
-                            let response = call.await;
-                            drop(guard);
-                            response
-                        }
-                        None => Err(actix_web::error::InternalError::from_response(
-                            "shutting down",
-                            shutting_down(),
-                        )
-                        .into()),
-                    }
-                }
-            })
+            .app_data(guard.clone())
+            .wrap(actix_web::middleware::from_fn(access::guard))
+            .wrap(cors(&cors_origins))
             .configure(routes)
     })
     .workers(config.workers.max(1))
@@ -103,6 +102,26 @@ pub fn server(
     .listen(listener)?
     .run();
     Ok(HttpServer { server, lifecycle })
+}
+
+/// CORS for the origins given (`*` for any); none given: no CORS headers at all.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    if origins.is_empty() {
+        return actix_cors::Cors::default().block_on_origin_mismatch(false);
+    }
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "DELETE", "OPTIONS"])
+        .allow_any_header()
+        .expose_headers([REQUEST_ID, "retry-after", "preference-applied"])
+        .max_age(3600);
+    for origin in origins {
+        cors = if origin == "*" {
+            cors.allow_any_origin()
+        } else {
+            cors.allowed_origin(origin)
+        };
+    }
+    cors
 }
 
 fn shutting_down() -> HttpResponse {
@@ -348,12 +367,14 @@ pub(crate) fn parse_json_body(
 
 /// The request id from `X-Request-Id` when it is sensible (1 to 128 visible ASCII
 /// characters), else a new UUID.
-fn request_id(req: &HttpRequest) -> String {
-    req.headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+/// The request's id (set by the access guard) and trace context.
+pub(crate) fn request_meta(req: &HttpRequest) -> (String, Option<String>) {
+    let extensions = req.extensions();
+    let request_id = extensions
+        .get::<RequestId>()
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), |r| r.0.clone());
+    let trace = extensions.get::<TraceParent>().map(|t| t.0.clone());
+    (request_id, trace)
 }
 
 async fn run(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
@@ -369,8 +390,12 @@ async fn run(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>
         Ok(input) => input,
         Err(response) => return response,
     };
-    let request_id = request_id(&req);
-    let mut response = match state.supervisor.invoke(name, input, &request_id).await {
+    let (request_id, trace) = request_meta(&req);
+    match state
+        .supervisor
+        .invoke(name, input, &request_id, trace.as_deref())
+        .await
+    {
         Ok(Output::Json(result)) => {
             let text: Box<str> = result.into();
             HttpResponse::Ok()
@@ -388,16 +413,10 @@ async fn run(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>
             HttpResponse::Ok().content_type(content_type).body(bytes)
         }
         Err(error) => {
-            tracing::debug!(function = name, request_id, status = %status_of(error.kind()), "invoke failed: {error}");
+            tracing::debug!(function = name, status = %status_of(error.kind()), "invoke failed: {error}");
             invoke_error_response(&error)
         }
-    };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response
-            .headers_mut()
-            .insert(header::HeaderName::from_static(REQUEST_ID), value);
     }
-    response
 }
 
 async fn run_without_name() -> HttpResponse {

@@ -52,7 +52,12 @@ impl ExecRunner {
     }
 
     /// Runs the function once on `input`; returns its stdout.
-    pub(crate) async fn run(&self, input: &[u8], request_id: &str) -> Result<Vec<u8>, InvokeError> {
+    pub(crate) async fn run(
+        &self,
+        input: &[u8],
+        request_id: &str,
+        trace: Option<&str>,
+    ) -> Result<Vec<u8>, InvokeError> {
         let spec = &self.spec;
         let name = || spec.name.clone();
         let at_capacity = |detail: String| InvokeError::AtCapacity {
@@ -103,6 +108,9 @@ impl ExecRunner {
         };
         let mut cmd = command(spec, &self.host);
         cmd.env("SHS_REQUEST_ID", request_id);
+        if let Some(trace) = trace {
+            cmd.env("TRACEPARENT", trace);
+        }
         let mut child = cmd.spawn().map_err(|e| InvokeError::StartFailed {
             function: name(),
             reason: spawn_error(spec, &e),

@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use crate::Host;
 use crate::error::{InvokeError, fmt_duration};
 use crate::logs::LogRing;
-use crate::process::{CallError, Process};
+use crate::process::{CallError, CallMeta, Process};
 use crate::spec::FunctionSpec;
 
 /// Why a process could not be started.
@@ -460,7 +460,7 @@ impl Pool {
                 methods::INITIALIZE,
                 &params,
                 cause,
-                Arc::from("initialize"),
+                CallMeta::new("initialize", None),
                 None,
                 spec.start_timeout,
             )

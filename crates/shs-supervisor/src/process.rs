@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use shs_bus::event::TRACEPARENT;
 use shs_bus::{Causation, Event, Origin};
 use shs_protocol::codec::{LineDecoder, OverLong};
 use shs_protocol::methods::{
@@ -87,11 +88,30 @@ pub(crate) struct Death {
     pub(crate) stderr: Vec<String>,
 }
 
+/// What a call is about: the request it serves, for logs and for what it publishes.
+#[derive(Clone, Debug)]
+pub(crate) struct CallMeta {
+    /// `context.request_id`.
+    pub(crate) request_id: Arc<str>,
+    /// The W3C trace context, passed on to what the call publishes.
+    pub(crate) trace: Option<Arc<str>>,
+}
+
+impl CallMeta {
+    pub(crate) fn new(request_id: &str, trace: Option<&str>) -> CallMeta {
+        CallMeta {
+            request_id: Arc::from(request_id),
+            trace: trace.map(Arc::from),
+        }
+    }
+}
+
 /// A call waiting for its answer.
 struct Pending {
     tx: oneshot::Sender<Result<Box<RawValue>, CallError>>,
     cause: Causation,
     request_id: Arc<str>,
+    trace: Option<Arc<str>>,
     /// The pool slot the call occupies; released when the answer arrives or the process dies,
     /// whatever became of the caller.
     _slot: Option<Slot>,
@@ -333,7 +353,7 @@ impl Process {
         method: &str,
         params: &P,
         cause: Causation,
-        request_id: Arc<str>,
+        meta: CallMeta,
         slot: Option<Slot>,
         timeout: Duration,
     ) -> Result<Box<RawValue>, CallError> {
@@ -360,7 +380,8 @@ impl Process {
                 Pending {
                     tx,
                     cause,
-                    request_id,
+                    request_id: meta.request_id,
+                    trace: meta.trace,
                     _slot: slot,
                 },
             );
@@ -668,12 +689,18 @@ impl Process {
                 };
                 // An asynchronous publish waits for nobody downstream: it is detached.
                 let detached = id.is_none() || params.asynchronous;
-                let (cause, request_id) =
+                let (cause, request) =
                     self.cause_for_publish(params.request_id.as_deref(), detached);
-                let event = event.with_origin(Origin::Function {
+                let mut event = event.with_origin(Origin::Function {
                     function: self.function.to_string(),
-                    request_id: request_id.map(|r| r.to_string()),
+                    request_id: request.as_ref().map(|r| r.request_id.to_string()),
                 });
+                // The trace of the request goes on with what it publishes.
+                if let Some(trace) = request.and_then(|r| r.trace) {
+                    event = event
+                        .with_extension(TRACEPARENT, serde_json::Value::from(&*trace))
+                        .unwrap_or_else(|e| unreachable!("traceparent is a valid extension: {e}"));
+                }
                 // Bound the publishes served at once: a function that floods them waits.
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
@@ -805,12 +832,12 @@ impl Process {
 
     /// The causation of a publish this process makes: that of the call it names by
     /// `request_id`, else that of its only call in flight, else all of them merged.
-    /// Also returns the request id of the call it is attributed to, when there is one.
+    /// Also returns what the call it is attributed to is about, when there is one.
     fn cause_for_publish(
         &self,
         request_id: Option<&str>,
         detached: bool,
-    ) -> (Causation, Option<Arc<str>>) {
+    ) -> (Causation, Option<CallMeta>) {
         let calls = self.calls.lock();
         let named =
             request_id.and_then(|rid| calls.pending.iter().find(|(_, p)| &*p.request_id == rid));
@@ -818,7 +845,13 @@ impl Process {
             .then(|| calls.pending.iter().next())
             .flatten();
         let (cause, request_id) = match named.or(only) {
-            Some((id, call)) => (call.cause.caused_by(*id), Some(call.request_id.clone())),
+            Some((id, call)) => (
+                call.cause.caused_by(*id),
+                Some(CallMeta {
+                    request_id: call.request_id.clone(),
+                    trace: call.trace.clone(),
+                }),
+            ),
             None if calls.pending.is_empty() => (Causation::root(), None),
             None => (
                 Causation::merged(calls.pending.iter().map(|(id, call)| (&call.cause, *id))),

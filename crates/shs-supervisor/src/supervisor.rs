@@ -17,7 +17,7 @@ use crate::error::{ErrorKind, InvokeError, SpecError, StartError};
 use crate::exec::ExecRunner;
 use crate::logs::{LogLine, LogRing};
 use crate::pool::{Pool, PoolStatus};
-use crate::process::CallError;
+use crate::process::{CallError, CallMeta};
 use crate::spec::{self, Defaults, Found, FunctionSpec, Mode};
 use crate::watch::{FolderWatch, follow};
 use crate::{Config, Host};
@@ -455,13 +455,14 @@ impl Supervisor {
             .collect()
     }
 
-    /// Runs function `name` on `input` (any JSON). `request_id` goes to the function in
-    /// `context.request_id`.
+    /// Runs function `name` on `input` (any JSON). `request_id` and `trace` (a W3C
+    /// `traceparent`) go to the function in `context`.
     pub async fn invoke(
         &self,
         name: &str,
         input: Box<RawValue>,
         request_id: &str,
+        trace: Option<&str>,
     ) -> Result<Output, InvokeError> {
         let function = self.lookup(name)?;
         match &function.kind {
@@ -475,6 +476,7 @@ impl Supervisor {
                     context: Context {
                         request_id,
                         function: name,
+                        traceparent: trace,
                     },
                 };
                 let timeout = pool.spec().timeout;
@@ -483,7 +485,7 @@ impl Supervisor {
                         methods::INVOKE,
                         &params,
                         cause,
-                        Arc::from(request_id),
+                        CallMeta::new(request_id, trace),
                         Some(slot),
                         timeout,
                     )
@@ -492,7 +494,7 @@ impl Supervisor {
                     .map_err(|e| call_error(name, e, timeout))
             }
             Kind::Exec(runner) => runner
-                .run(input.get().as_bytes(), request_id)
+                .run(input.get().as_bytes(), request_id, trace)
                 .await
                 .map(Output::Raw),
             Kind::Broken(reason) => Err(InvokeError::Broken {
@@ -510,7 +512,8 @@ impl Supervisor {
         cause: Causation,
     ) -> Result<(), InvokeError> {
         let function = self.lookup(name)?;
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = delivery_request_id();
+        let trace = event.traceparent.as_deref();
         match &function.kind {
             Kind::Rpc(pool) => {
                 let slot = pool.acquire(&cause).await?;
@@ -520,6 +523,7 @@ impl Supervisor {
                     context: Context {
                         request_id: request_id.as_str(),
                         function: name,
+                        traceparent: trace,
                     },
                 };
                 let timeout = pool.spec().timeout;
@@ -528,7 +532,7 @@ impl Supervisor {
                         methods::EVENT,
                         &params,
                         cause,
-                        Arc::from(request_id.as_str()),
+                        CallMeta::new(&request_id, trace),
                         Some(slot),
                         timeout,
                     )
@@ -539,7 +543,7 @@ impl Supervisor {
             Kind::Exec(runner) => {
                 let mut input = event.json().get().as_bytes().to_vec();
                 input.push(b'\n');
-                runner.run(&input, &request_id).await.map(drop)
+                runner.run(&input, &request_id, trace).await.map(drop)
             }
             Kind::Broken(reason) => Err(InvokeError::Broken {
                 function: name.to_owned(),
@@ -562,6 +566,16 @@ impl Supervisor {
         futures::future::join_all(all.iter().map(|f| f.retire("removed", drain))).await;
         tracing::info!("every function process has stopped");
     }
+}
+
+/// A request id for an event delivery: unique per supervisor run, without asking the OS for
+/// randomness each time.
+fn delivery_request_id() -> String {
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u128() as u64);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:016x}{n:016x}")
 }
 
 fn call_error(function: &str, error: CallError, timeout: Duration) -> InvokeError {
