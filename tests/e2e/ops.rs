@@ -392,3 +392,145 @@ async fn cors_is_off_by_default_and_answers_the_origins_it_is_given() {
     assert!(other.header("access-control-allow-origin").is_none());
     server.stop_and_check();
 }
+
+/// The value of a sample of `metric` whose labels include `labels`.
+fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+}
+
+async fn scrape(server: &crate::harness::Server) -> prometheus_parse::Scrape {
+    let answer = server.get("/metrics").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(
+        answer
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain"))
+    );
+    let text = answer.body.as_str().expect("text").to_owned();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("the Prometheus text format")
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_move_when_requests_run() {
+    let mut server = ServerBuilder::new()
+        .fixture("echo")
+        .fixture("fail")
+        .fixture_as("subscriber", "sub")
+        .toml("sub", "env = { SUBSCRIBE = \"metered.event\" }\n")
+        .fixture("hang")
+        .toml("hang", "idle_timeout = 0.2\n")
+        .start()
+        .await;
+    server.wait_ready().await;
+    for _ in 0..3 {
+        assert_eq!(server.run("echo", json!({})).await.status, 200);
+    }
+    assert_eq!(server.run("fail", json!({})).await.status, 500);
+    assert_eq!(
+        server.publish("metered.event", json!(1)).await.body["delivered"],
+        1
+    );
+    // A cold start: hang scales to zero, then runs again.
+    assert!(
+        poll(|| async {
+            server
+                .function_info("hang")
+                .await
+                .is_some_and(|f| f["processes"] == 0)
+        })
+        .await
+    );
+    assert_eq!(server.run("hang", json!({"sleep": 0})).await.status, 200);
+
+    let metrics = scrape(&server).await;
+    let invocations = |function: &str, outcome: &str| {
+        sample(
+            &metrics,
+            "shs_invocations_total",
+            &[("function", function), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(invocations("echo", "ok"), Some(3.0));
+    assert_eq!(invocations("fail", "function_error"), Some(1.0));
+    assert!(
+        sample(
+            &metrics,
+            "shs_invocation_duration_seconds_count",
+            &[("function", "echo")]
+        )
+        .is_some_and(|c| c >= 3.0)
+    );
+    assert_eq!(
+        sample(&metrics, "shs_cold_starts_total", &[("function", "hang")]),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &metrics,
+            "shs_cold_start_duration_seconds_count",
+            &[("function", "hang")]
+        )
+        .is_some_and(|c| c >= 1.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "shs_processes",
+            &[("function", "echo"), ("state", "running")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, "shs_queue_depth", &[("function", "echo")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&metrics, "shs_events_published_total", &[("mode", "sync")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "shs_event_deliveries_total",
+            &[("function", "sub"), ("outcome", "delivered")]
+        ),
+        Some(1.0)
+    );
+
+    // They move.
+    server.run("echo", json!({})).await;
+    let after = scrape(&server).await;
+    assert_eq!(
+        sample(
+            &after,
+            "shs_invocations_total",
+            &[("function", "echo"), ("outcome", "ok")]
+        ),
+        Some(4.0)
+    );
+
+    let echo = server.get("/metrics/echo").await;
+    assert_eq!(echo.status, 200, "{echo:?}");
+    let m = &echo.body["metrics"];
+    assert_eq!(m["execution_count"], 4);
+    assert_eq!(m["error_count"], 0);
+    assert!(m["average_duration_ms"].as_f64().is_some_and(|ms| ms > 0.0));
+    assert!(m["last_execution_time"].is_string());
+    let hang = server.get("/metrics/hang").await;
+    assert_eq!(hang.body["metrics"]["cold_start_count"], 1);
+    let fail = server.get("/metrics/fail").await;
+    assert_eq!(fail.body["metrics"]["error_count"], 1);
+    assert_eq!(server.get("/metrics/nope").await.status, 404);
+    server.stop_and_check();
+}

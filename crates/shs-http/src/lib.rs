@@ -14,6 +14,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use futures::StreamExt;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use shs_supervisor::{ErrorKind, InvokeError, Output, Supervisor};
@@ -36,6 +37,8 @@ pub struct HttpConfig {
     pub access: AccessConfig,
     /// Origins allowed by CORS (`*` for any); none: no CORS.
     pub cors_origins: Vec<String>,
+    /// The Prometheus recorder's handle, for `GET /metrics`; none: no metrics.
+    pub metrics: Option<PrometheusHandle>,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
     /// actix worker threads.
@@ -49,14 +52,20 @@ pub struct HttpConfig {
 pub struct AppState {
     supervisor: Supervisor,
     max_body: usize,
+    metrics: Option<PrometheusHandle>,
 }
 
 impl AppState {
     /// State for handlers that serve `supervisor`, reading bodies up to `max_body` bytes.
-    pub fn new(supervisor: Supervisor, max_body: usize) -> AppState {
+    pub fn new(
+        supervisor: Supervisor,
+        max_body: usize,
+        metrics: Option<PrometheusHandle>,
+    ) -> AppState {
         AppState {
             supervisor,
             max_body,
+            metrics,
         }
     }
 }
@@ -76,7 +85,7 @@ pub fn server(
     supervisor: Supervisor,
     config: &HttpConfig,
 ) -> std::io::Result<HttpServer> {
-    let state = AppState::new(supervisor, config.max_body);
+    let state = AppState::new(supervisor, config.max_body, config.metrics.clone());
     let lifecycle = Arc::new(Lifecycle::default());
     let guard = web::Data::new(access::Guard::new(&config.access, lifecycle.clone()));
     let forget = guard.clone();
@@ -175,6 +184,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/functions",
             Method::GET,
             web::get().to(functions),
+        ))
+        .service(resource("/metrics", Method::GET, web::get().to(metrics)))
+        .service(resource(
+            "/metrics/{name}",
+            Method::GET,
+            web::get().to(function_metrics),
         ))
         .service(resource(
             "/functions/{name}/logs",
@@ -485,6 +500,37 @@ async fn functions(state: web::Data<AppState>) -> HttpResponse {
         })
         .collect();
     HttpResponse::Ok().json(json!({ "functions": rows }))
+}
+
+/// `GET /metrics`: every metric, in the Prometheus text format.
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let Some(handle) = &state.metrics else {
+        return error_response(StatusCode::NOT_IMPLEMENTED, "metrics are off", Map::new());
+    };
+    // Gauges are read off the supervisor when scraped.
+    for f in state.supervisor.functions() {
+        let (starting, queued) = f.pool.as_ref().map_or((0, 0), |p| (p.starting, p.queued));
+        metrics::gauge!("shs_processes", "function" => f.name.clone(), "state" => "running")
+            .set(f.processes as f64);
+        metrics::gauge!("shs_processes", "function" => f.name.clone(), "state" => "starting")
+            .set(starting as f64);
+        metrics::gauge!("shs_queue_depth", "function" => f.name.clone()).set(queued as f64);
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(handle.render())
+}
+
+/// `GET /metrics/{name}`: one function's counts, as JSON.
+async fn function_metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let name = req.match_info().get("name").unwrap_or_default();
+    if let Err(e) = shs_supervisor::validate_name(name) {
+        return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new());
+    }
+    match state.supervisor.stats(name) {
+        Ok(stats) => HttpResponse::Ok().json(json!({"function": name, "metrics": stats})),
+        Err(error) => invoke_error_response(&error),
+    }
 }
 
 /// Query of `GET /functions/{name}/logs`.

@@ -45,6 +45,7 @@ mod pipes;
 mod pool;
 mod process;
 pub mod spec;
+pub mod stats;
 mod supervisor;
 mod watch;
 
@@ -52,6 +53,7 @@ pub use error::{ErrorKind, InvokeError, SpecError, StartError};
 pub use logs::LogLine;
 pub use pool::PoolStatus;
 pub use spec::{FunctionSpec, Mode, validate_name};
+pub use stats::FunctionStats;
 pub use supervisor::{FunctionInfo, Output, Supervisor};
 
 /// How the supervisor runs functions.

@@ -122,6 +122,8 @@ pub struct PoolStatus {
     pub state: &'static str,
     /// Live processes.
     pub processes: usize,
+    /// Processes starting (spawned or about to be, not yet ready).
+    pub starting: usize,
     /// Requests waiting for a free process.
     pub queued: usize,
     /// Why the last start failed, while no process runs.
@@ -410,6 +412,9 @@ impl Pool {
                     st.cold_start_total += took;
                     st.last_cold_start = Some(took);
                     tracing::info!(function = %self.spec.name, took_ms = took.as_secs_f64() * 1e3, "cold start");
+                    metrics::counter!("shs_cold_starts_total", "function" => self.spec.name.clone()).increment(1);
+                    metrics::histogram!("shs_cold_start_duration_seconds", "function" => self.spec.name.clone())
+                        .record(took.as_secs_f64());
                 }
                 self.dispatch(&mut st);
             }
@@ -654,6 +659,7 @@ impl Pool {
         PoolStatus {
             state,
             processes: live,
+            starting: st.starting,
             queued: st.waiters.iter().filter(|w| !w.tx.is_closed()).count(),
             error: failure.as_ref().map(|f| f.reason.clone()),
             stderr: failure.map(|f| f.stderr).unwrap_or_default(),

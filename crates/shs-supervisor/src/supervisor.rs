@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
@@ -19,6 +19,7 @@ use crate::logs::{LogLine, LogRing};
 use crate::pool::{Pool, PoolStatus};
 use crate::process::{CallError, CallMeta};
 use crate::spec::{self, Defaults, Found, FunctionSpec, Mode};
+use crate::stats::{FunctionStats, Stats};
 use crate::watch::{FolderWatch, follow};
 use crate::{Config, Host};
 
@@ -61,6 +62,8 @@ struct Function {
     kind: Kind,
     /// Its recent log lines (kept across redeployments).
     logs: Arc<LogRing>,
+    /// What it has done (kept across redeployments).
+    stats: Arc<Stats>,
 }
 
 impl Function {
@@ -308,7 +311,10 @@ impl Supervisor {
                     .and_then(|o| o.spec())
                     .map(|s| s.subscribe.clone());
                 let logs = old.as_ref().map_or_else(Arc::default, |o| o.logs.clone());
-                let function = Arc::new(self.build(now, logs));
+                let stats = old
+                    .as_ref()
+                    .map_or_else(|| Arc::new(Stats::new(&name)), |o| o.stats.clone());
+                let function = Arc::new(self.build(now, logs, stats));
                 // Subscriptions from function.toml are in force before the process starts;
                 // those a redeploy no longer lists are dropped.
                 let new_subscriptions = function
@@ -374,7 +380,7 @@ impl Supervisor {
         }
     }
 
-    fn build(&self, found: Found, logs: Arc<LogRing>) -> Function {
+    fn build(&self, found: Found, logs: Arc<LogRing>, stats: Arc<Stats>) -> Function {
         let host = &self.inner.host;
         let kind = match &found {
             Found::Function(spec) => {
@@ -389,7 +395,22 @@ impl Supervisor {
                 Kind::Broken(error.to_string())
             }
         };
-        Function { found, kind, logs }
+        Function {
+            found,
+            kind,
+            logs,
+            stats,
+        }
+    }
+
+    /// What function `name` has done.
+    pub fn stats(&self, name: &str) -> Result<FunctionStats, InvokeError> {
+        let function = self.lookup(name)?;
+        let cold_starts = match &function.kind {
+            Kind::Rpc(pool) => pool.status().cold_starts,
+            _ => 0,
+        };
+        Ok(function.stats.summary(cold_starts))
     }
 
     /// The recent log lines of function `name`: the last `tail`, or those after number
@@ -465,6 +486,24 @@ impl Supervisor {
         trace: Option<&str>,
     ) -> Result<Output, InvokeError> {
         let function = self.lookup(name)?;
+        let began = Instant::now();
+        let result = self
+            .run_invoke(&function, name, input, request_id, trace)
+            .await;
+        function
+            .stats
+            .record(false, began.elapsed(), result.as_ref().map(drop));
+        result
+    }
+
+    async fn run_invoke(
+        &self,
+        function: &Function,
+        name: &str,
+        input: Box<RawValue>,
+        request_id: &str,
+        trace: Option<&str>,
+    ) -> Result<Output, InvokeError> {
         match &function.kind {
             Kind::Rpc(pool) => {
                 let cause = Causation::root();
@@ -512,6 +551,21 @@ impl Supervisor {
         cause: Causation,
     ) -> Result<(), InvokeError> {
         let function = self.lookup(name)?;
+        let began = Instant::now();
+        let result = self.run_delivery(&function, name, event, cause).await;
+        function
+            .stats
+            .record(true, began.elapsed(), result.as_ref().map(|()| ()));
+        result
+    }
+
+    async fn run_delivery(
+        &self,
+        function: &Function,
+        name: &str,
+        event: &SharedEvent,
+        cause: Causation,
+    ) -> Result<(), InvokeError> {
         let request_id = delivery_request_id();
         let trace = event.traceparent.as_deref();
         match &function.kind {
