@@ -555,7 +555,7 @@ impl Supervisor {
         let result = self.run_delivery(&function, name, event, cause).await;
         function
             .stats
-            .record(true, began.elapsed(), result.as_ref().map(|()| ()));
+            .record(true, began.elapsed(), result.as_ref().copied());
         result
     }
 
