@@ -551,7 +551,7 @@ async fn function_logs(
     if let Err(e) = shs_supervisor::validate_name(name) {
         return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new());
     }
-    let tail = query.tail.unwrap_or(100).clamp(1, 10_000);
+    let tail = query.tail.unwrap_or(100).min(10_000);
     match state.supervisor.logs(name, tail, query.after) {
         Ok(lines) => HttpResponse::Ok().json(json!({"function": name, "lines": lines})),
         Err(error) => invoke_error_response(&error),

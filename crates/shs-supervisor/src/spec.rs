@@ -346,7 +346,12 @@ pub fn read_function(name: &str, dir: &Path, defaults: &Defaults) -> Option<Foun
             command
                 .iter()
                 .map(|arg| dir.join(arg))
-                .filter(|path| path.starts_with(dir) && path.is_file()),
+                .filter(|path| {
+                    // Only files of the function's own folder.
+                    path.starts_with(dir)
+                        && !path.components().any(|c| c == std::path::Component::ParentDir)
+                        && path.is_file()
+                }),
         );
     }
     let fingerprint = Fingerprint {
