@@ -257,6 +257,40 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SHS_LIMIT_PROCESSES", value_name = "N")]
     pub(crate) limit_processes: Option<u64>,
 
+    /// API key clients must send (X-API-Key or Authorization: Bearer) on every route but
+    /// /health and /ready; repeat, or separate with commas, for several.
+    #[arg(
+        long = "api-key",
+        env = "SHS_API_KEY",
+        value_delimiter = ',',
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub(crate) api_keys: Vec<String>,
+
+    /// Requests a second allowed per client address (token bucket); off when not set.
+    #[arg(long, env = "SHS_RATE_LIMIT", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) rate_limit: Option<u32>,
+
+    /// Requests a client may make at once after a quiet spell [default: the rate limit].
+    #[arg(long, env = "SHS_RATE_BURST", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) rate_burst: Option<u32>,
+
+    /// Proxy (address or CIDR) whose X-Forwarded-For header is believed for rate limiting;
+    /// repeat or separate with commas. By default it is never believed.
+    #[arg(long = "trusted-proxy", env = "SHS_TRUSTED_PROXY", value_delimiter = ',', value_name = "ADDR", value_parser = parse_net)]
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Origin allowed to call the API from a browser (CORS); `*` for any; repeat or separate
+    /// with commas. By default no CORS headers are sent.
+    #[arg(
+        long = "cors-origin",
+        env = "SHS_CORS_ORIGIN",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub(crate) cors_origins: Vec<String>,
+
     /// The event bus: `local` (the embedded store in --data-dir), or a NATS server with
     /// JetStream, `nats://HOST:PORT`, shared by every supervisor with the same
     /// --bus-namespace.
@@ -320,6 +354,14 @@ fn parse_seconds_or_zero(s: &str) -> Result<f64, String> {
     parse_seconds(s)
 }
 
+/// An address (`10.0.0.1`) or a network (`10.0.0.0/8`).
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or a network (e.g. 10.0.0.1 or 10.0.0.0/8)"))
+}
+
 fn parse_seconds_long(s: &str) -> Result<f64, String> {
     let secs: f64 = s
         .trim()
@@ -371,6 +413,10 @@ mod tests {
         assert!(parse_size("abc").is_err());
         assert!(parse_size("1T").is_err());
         assert_eq!(parse_limit("2G"), Ok(2 << 30));
+        assert!(parse_net("10.0.0.0/8").is_ok());
+        assert!(parse_net("127.0.0.1").is_ok());
+        assert!(parse_net("::1").is_ok());
+        assert!(parse_net("proxy").is_err());
     }
 
     #[test]

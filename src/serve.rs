@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use shs_bus::{Bus, LocalBus, store};
-use shs_http::HttpConfig;
+use std::num::NonZeroU32;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use shs_http::{AccessConfig, HttpConfig, RateLimit};
 use shs_nats::{NatsBus, NatsConfig};
 use shs_supervisor::spec::Limits;
 use shs_supervisor::{Config, Supervisor};
@@ -57,6 +60,18 @@ async fn open_bus(args: &ServeArgs) -> anyhow::Result<Arc<dyn Bus>> {
     )
 }
 
+/// Installs the Prometheus recorder that `GET /metrics` renders.
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    const SECONDS: [f64; 15] = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS)
+        .context("cannot set up metrics")?
+        .install_recorder()
+        .context("cannot set up metrics")
+}
+
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -73,6 +88,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // First of all, so that a SIGTERM at any moment from here on is a clean shutdown.
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    // Before anything records a metric (handles taken before it would record nothing).
+    let metrics = install_metrics()?;
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
     let addr = listener
@@ -115,7 +132,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let access = AccessConfig {
+        api_keys: args
+            .api_keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect(),
+        rate_limit: args
+            .rate_limit
+            .and_then(NonZeroU32::new)
+            .map(|per_second| RateLimit {
+                per_second,
+                burst: args
+                    .rate_burst
+                    .and_then(NonZeroU32::new)
+                    .unwrap_or(per_second),
+            }),
+        trusted_proxies: args.trusted_proxies.clone(),
+    };
+    if !access.api_keys.is_empty() {
+        tracing::info!(keys = access.api_keys.len(), "API keys required");
+    }
     let http_config = HttpConfig {
+        metrics: Some(metrics),
+        access,
+        cors_origins: args.cors_origins.clone(),
         max_body: args.max_body,
         workers,
         shutdown_grace: grace,

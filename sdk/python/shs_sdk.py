@@ -94,39 +94,51 @@ class Error(Exception):
 
 
 class Event:
-    """An event as a handler receives it: ``id``, ``type``, ``source``, ``time``, ``payload``.
+    """An event as a handler receives it: ``id``, ``type``, ``source``, ``time``, ``payload``,
+    and ``attributes``, a dict of every other CloudEvents attribute the supervisor sent
+    (``specversion``, ``datacontenttype``, ``shshops``, ``shscause``, ``traceparent``, and
+    any extension of the publisher).
 
-    ``event["payload"]`` works as well as ``event.payload``.
+    ``event["payload"]`` works as well as ``event.payload``, and ``event["shshops"]`` as well
+    as ``event.attributes["shshops"]``.
     """
 
-    __slots__ = ("id", "type", "source", "time", "payload")
+    FIELDS = ("id", "type", "source", "time", "payload")
+    __slots__ = FIELDS + ("attributes",)
 
-    def __init__(self, id, type, source=None, time=None, payload=None):  # noqa: A002
+    def __init__(self, id, type, source=None, time=None, payload=None, attributes=None):  # noqa: A002
         self.id = id
         self.type = type
         self.source = source
         self.time = time
         self.payload = payload
+        self.attributes = dict(attributes or {})
 
     @classmethod
     def from_dict(cls, event):
+        attributes = {k: v for k, v in event.items() if k not in cls.FIELDS}
         return cls(event.get("id"), event.get("type"), event.get("source"), event.get("time"),
-                   event.get("payload"))
+                   event.get("payload"), attributes)
 
     def to_dict(self):
-        return {name: getattr(self, name) for name in self.__slots__}
+        """The event object as it was delivered."""
+        d = {name: getattr(self, name) for name in self.FIELDS}
+        d.update(self.attributes)
+        return d
 
     def __getitem__(self, key):
-        if key not in self.__slots__:
-            raise KeyError(key)
-        return getattr(self, key)
+        if key in self.FIELDS:
+            return getattr(self, key)
+        return self.attributes[key]
 
     def get(self, key, default=None):
-        return getattr(self, key, default) if key in self.__slots__ else default
+        if key in self.FIELDS:
+            return getattr(self, key)
+        return self.attributes.get(key, default)
 
     def __repr__(self):
-        return "Event(id=%r, type=%r, source=%r, time=%r, payload=%r)" % (
-            self.id, self.type, self.source, self.time, self.payload)
+        return "Event(id=%r, type=%r, source=%r, time=%r, payload=%r, attributes=%r)" % (
+            self.id, self.type, self.source, self.time, self.payload, self.attributes)
 
     def __eq__(self, other):
         return isinstance(other, Event) and self.to_dict() == other.to_dict()

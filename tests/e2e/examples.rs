@@ -1,6 +1,9 @@
 //! The shipped `functions/hello` and the event examples in `examples/events`, deployed as the
 //! examples' README says, in both languages.
 
+use std::fs;
+use std::path::{Path, PathBuf};
+
 use serde_json::{Value, json};
 
 use crate::harness::{Server, ServerBuilder, copy_dir, examples_dir, poll};
@@ -21,13 +24,38 @@ async fn the_shipped_hello_function_says_hello() {
     server.stop_and_check();
 }
 
-/// Deploys `examples/events/<lang>/<name>` into the running server's folder (mkdir + cp), and
-/// waits until it is listed.
+/// Deploys `examples/events/<lang>/<name>` into the running server's folder as the examples'
+/// README says, and waits until it is listed:
+///
+/// ```sh
+/// # Python
+/// mkdir -p functions/NAME
+/// cp sdk/python/shs_sdk.py examples/events/python/NAME/main.py functions/NAME/
+/// # Node
+/// mkdir -p functions/NAME/node_modules/shs-sdk
+/// cp sdk/node/package.json sdk/node/index.js functions/NAME/node_modules/shs-sdk/
+/// cp examples/events/node/NAME/main.js functions/NAME/
+/// ```
+///
+/// The SDK goes first, as there: the function starts as soon as its main file appears.
 async fn deploy(server: &Server, lang: &str, name: &str) {
-    copy_dir(
-        &examples_dir().join("events").join(lang).join(name),
-        &server.functions_dir().join(name),
-    );
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk");
+    let dir = server.functions_dir().join(name);
+    let (sdk_files, sdk_dest): (&[&str], PathBuf) = match lang {
+        "python" => (&["python/shs_sdk.py"], dir.clone()),
+        "node" => (
+            &["node/package.json", "node/index.js"],
+            dir.join("node_modules/shs-sdk"),
+        ),
+        _ => panic!("no SDK for {lang}"),
+    };
+    fs::create_dir_all(&sdk_dest).expect("mkdir -p");
+    for file in sdk_files {
+        let from = sdk.join(file);
+        fs::copy(&from, sdk_dest.join(from.file_name().expect("a file name")))
+            .expect("copy the SDK");
+    }
+    copy_dir(&examples_dir().join("events").join(lang).join(name), &dir);
     assert!(
         poll(|| async {
             server
@@ -77,6 +105,16 @@ async fn walk_through(lang: &str) {
     assert_eq!(events[0]["payload"], json!({"name": "Ada"}));
     assert_eq!(events[0]["source"], "/functions/event-publisher");
 
+    // A bad input: the function's structured error, as a 500.
+    let bad = server.run("event-publisher", json!({"type": ""})).await;
+    assert_eq!(bad.status, 500, "{bad:?}");
+    assert_eq!(
+        bad.body["error"]["message"],
+        "\"type\" must be a non-empty string"
+    );
+    assert_eq!(bad.body["error"]["code"], -32602, "{bad:?}");
+    assert_eq!(bad.body["error"]["data"], json!({"type": ""}), "{bad:?}");
+
     // Publishing from outside.
     let outside = server
         .publish("user.created", json!({"name": "Grace"}))
@@ -105,6 +143,33 @@ async fn walk_through(lang: &str) {
         json!(["step1", "step2", "step3"])
     );
     assert_eq!(completed["source"], "/functions/process-step3");
+
+    // Started in the middle, from outside.
+    let middle = server
+        .publish(
+            "process.step2.completed",
+            json!({"order": {"id": 8}, "steps": ["manual"]}),
+        )
+        .await;
+    assert_eq!(middle.body["delivered"], 1, "{middle:?}");
+    let events = subscriber_events(&server).await;
+    assert_eq!(
+        events.last().expect("an event")["payload"],
+        json!({"order": {"id": 8}, "steps": ["manual", "step3"]})
+    );
+
+    // The steps in the middle only say how they run.
+    for (step, name) in [(2, "process-step2"), (3, "process-step3")] {
+        let answer = server.run(name, json!({})).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(answer.body["step"], step, "{answer:?}");
+        assert!(
+            answer.body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("POST /run/process-step1")),
+            "{answer:?}"
+        );
+    }
 
     let subscriptions = server.subscriptions().await;
     for expected in [

@@ -19,6 +19,7 @@ mod exec;
 mod faults;
 mod load;
 mod nats;
+mod ops;
 mod protocol;
 mod run;
 mod sdk;

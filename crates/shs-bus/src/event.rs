@@ -24,6 +24,8 @@ pub const JSON: &str = "application/json";
 pub const HOPS_ATTRIBUTE: &str = "shshops";
 /// The extension attribute carrying the id of the event that caused this one.
 pub const CAUSE_ATTRIBUTE: &str = "shscause";
+/// The CloudEvents distributed-tracing extension attribute.
+pub const TRACEPARENT: &str = "traceparent";
 
 /// The attributes that are not extensions (they are fields of the event object, or reserved).
 const RESERVED: [&str; 11] = [
@@ -230,9 +232,15 @@ impl Event {
             extensions: Extensions(&self.extensions),
         };
         let json = serde_json::value::to_raw_value(&object).unwrap_or_else(|_| null());
+        let traceparent = self
+            .extensions
+            .iter()
+            .find(|(name, _)| name == TRACEPARENT)
+            .and_then(|(_, v)| v.as_str().map(str::to_owned));
         Arc::new(SharedEvent {
             id: self.id,
             event_type: self.event_type,
+            traceparent,
             hops: self.hops,
             cause: self.cause,
             origin: self.origin,
@@ -290,6 +298,8 @@ pub struct SharedEvent {
     pub cause: Option<String>,
     /// Who published it.
     pub origin: Origin,
+    /// Its W3C trace context (the `traceparent` extension attribute), when it has one.
+    pub traceparent: Option<String>,
     json: Box<RawValue>,
 }
 
@@ -318,12 +328,21 @@ impl SharedEvent {
         origin: Origin,
         json: Box<RawValue>,
     ) -> SharedEvent {
+        let traceparent =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json.get())
+                .ok()
+                .and_then(|o| {
+                    o.get(TRACEPARENT)
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
+                });
         SharedEvent {
             id,
             event_type,
             hops,
             cause,
             origin,
+            traceparent,
             json,
         }
     }

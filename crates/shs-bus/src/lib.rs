@@ -50,6 +50,17 @@ pub use local::LocalBus;
 pub use store::{DeadLetter, DeadLetterFilter, EventInfo};
 pub use table::{Subscription, SubscriptionTable, validate_pattern, validate_type};
 
+/// Counts a publish (`mode` is `sync` or `async`) for `GET /metrics`.
+pub fn count_published(mode: &'static str) {
+    metrics::counter!("shs_events_published_total", "mode" => mode).increment(1);
+}
+
+/// Counts a delivery outcome (`delivered`, `failed` or `dead_lettered`) for `GET /metrics`.
+pub fn count_delivery(function: &str, outcome: &'static str) {
+    metrics::counter!("shs_event_deliveries_total", "function" => function.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
 /// The default hop limit: how many deliveries a chain of events may take before it is cut.
 pub const DEFAULT_MAX_HOPS: u32 = 16;
 

@@ -240,6 +240,17 @@ impl Bus for LocalBus {
                 .collect();
             result.errors.extend(nested);
             result.delivered = outcomes.iter().filter(|o| o.is_ok()).count();
+            crate::count_published("sync");
+            for (function, outcome) in subscribers.iter().zip(&outcomes) {
+                crate::count_delivery(
+                    function,
+                    if outcome.is_ok() {
+                        "delivered"
+                    } else {
+                        "failed"
+                    },
+                );
+            }
             cause.report(&result.errors);
             if let Some(store) = &self.store {
                 let settled = subscribers

@@ -280,13 +280,17 @@ fn settle(
     policy: &crate::deliver::RetryPolicy,
 ) -> Outcome {
     match result {
-        Ok(()) => Outcome::Delivered(Attempt {
-            attempt,
-            time: now(),
-            status: 200,
-            error: String::new(),
-        }),
+        Ok(()) => {
+            crate::count_delivery(function, "delivered");
+            Outcome::Delivered(Attempt {
+                attempt,
+                time: now(),
+                status: 200,
+                error: String::new(),
+            })
+        }
         Err(e) => {
+            crate::count_delivery(function, "failed");
             let record = Attempt {
                 attempt,
                 time: now(),
@@ -301,6 +305,7 @@ fn settle(
                     "delivery failed for good, kept as a dead letter: {}",
                     e.message
                 );
+                crate::count_delivery(function, "dead_lettered");
                 Outcome::Dead(record)
             } else {
                 let delay = policy.delay(attempt, jitter());

@@ -15,11 +15,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
-use shs_bus::event::{CAUSE_ATTRIBUTE, HOPS_ATTRIBUTE, validate_extension_name};
+use shs_bus::event::{CAUSE_ATTRIBUTE, HOPS_ATTRIBUTE, TRACEPARENT, validate_extension_name};
 use shs_bus::{BusError, Causation, DeadLetterFilter, Event, Origin};
 use shs_protocol::codec::line_safe;
 
-use crate::{AppState, REQUEST_ID, error_response, read_body};
+use crate::{AppState, error_response, read_body};
 
 /// Where events published over HTTP come from, unless the publisher names a `source`.
 pub const HTTP_SOURCE: &str = "/http";
@@ -247,12 +247,18 @@ pub(crate) async fn publish(
     } else {
         from_json(&body)
     };
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let event = match attributes.and_then(|a| event_of(a, request_id)) {
+    let (request_id, trace) = crate::request_meta(&req);
+    let attributes = attributes.map(|mut a| {
+        // The request's trace context goes with the event, unless the event has its own.
+        if let Some(trace) = trace
+            && !a.extensions.iter().any(|(name, _)| name == TRACEPARENT)
+        {
+            a.extensions
+                .push((TRACEPARENT.to_owned(), Value::String(trace)));
+        }
+        a
+    });
+    let event = match attributes.and_then(|a| event_of(a, Some(request_id))) {
         Ok(event) => event,
         Err(response) => return response,
     };

@@ -10,17 +10,20 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Service as _;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use futures::StreamExt;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use shs_supervisor::{ErrorKind, InvokeError, Output, Supervisor};
 
+mod access;
 pub mod events;
 mod lifecycle;
+
+pub use access::{AccessConfig, RateLimit, RequestId, TraceParent, valid_traceparent};
 
 pub use lifecycle::Lifecycle;
 
@@ -30,6 +33,12 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// How the HTTP server runs.
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
+    /// API keys, rate limit, trusted proxies.
+    pub access: AccessConfig,
+    /// Origins allowed by CORS (`*` for any); none: no CORS.
+    pub cors_origins: Vec<String>,
+    /// The Prometheus recorder's handle, for `GET /metrics`; none: no metrics.
+    pub metrics: Option<PrometheusHandle>,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
     /// actix worker threads.
@@ -43,14 +52,20 @@ pub struct HttpConfig {
 pub struct AppState {
     supervisor: Supervisor,
     max_body: usize,
+    metrics: Option<PrometheusHandle>,
 }
 
 impl AppState {
     /// State for handlers that serve `supervisor`, reading bodies up to `max_body` bytes.
-    pub fn new(supervisor: Supervisor, max_body: usize) -> AppState {
+    pub fn new(
+        supervisor: Supervisor,
+        max_body: usize,
+        metrics: Option<PrometheusHandle>,
+    ) -> AppState {
         AppState {
             supervisor,
             max_body,
+            metrics,
         }
     }
 }
@@ -70,31 +85,24 @@ pub fn server(
     supervisor: Supervisor,
     config: &HttpConfig,
 ) -> std::io::Result<HttpServer> {
-    let state = AppState::new(supervisor, config.max_body);
+    let state = AppState::new(supervisor, config.max_body, config.metrics.clone());
     let lifecycle = Arc::new(Lifecycle::default());
-    let counted = lifecycle.clone();
+    let guard = web::Data::new(access::Guard::new(&config.access, lifecycle.clone()));
+    let forget = guard.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            forget.forget_idle_clients();
+        }
+    });
+    let cors_origins = config.cors_origins.clone();
     let server = actix_web::HttpServer::new(move || {
-        let lifecycle = counted.clone();
         actix_web::App::new()
             .app_data(web::Data::new(state.clone()))
-            .wrap_fn(move |req, service| {
-                let guard = lifecycle.enter();
-                let call = guard.as_ref().map(|_| service.call(req));
-                async move {
-                    match call {
-                        Some(call) => {
-                            let response = call.await;
-                            drop(guard);
-                            response
-                        }
-                        None => Err(actix_web::error::InternalError::from_response(
-                            "shutting down",
-                            shutting_down(),
-                        )
-                        .into()),
-                    }
-                }
-            })
+            .app_data(guard.clone())
+            .wrap(actix_web::middleware::from_fn(access::guard))
+            .wrap(cors(&cors_origins))
             .configure(routes)
     })
     .workers(config.workers.max(1))
@@ -103,6 +111,26 @@ pub fn server(
     .listen(listener)?
     .run();
     Ok(HttpServer { server, lifecycle })
+}
+
+/// CORS for the origins given (`*` for any); none given: no CORS headers at all.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    if origins.is_empty() {
+        return actix_cors::Cors::default().block_on_origin_mismatch(false);
+    }
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "DELETE", "OPTIONS"])
+        .allow_any_header()
+        .expose_headers([REQUEST_ID, "retry-after", "preference-applied"])
+        .max_age(3600);
+    for origin in origins {
+        cors = if origin == "*" {
+            cors.allow_any_origin()
+        } else {
+            cors.allowed_origin(origin)
+        };
+    }
+    cors
 }
 
 fn shutting_down() -> HttpResponse {
@@ -156,6 +184,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/functions",
             Method::GET,
             web::get().to(functions),
+        ))
+        .service(resource("/metrics", Method::GET, web::get().to(metrics)))
+        .service(resource(
+            "/metrics/{name}",
+            Method::GET,
+            web::get().to(function_metrics),
+        ))
+        .service(resource(
+            "/functions/{name}/logs",
+            Method::GET,
+            web::get().to(function_logs),
         ))
         .service(resource(
             "/subscriptions",
@@ -343,12 +382,14 @@ pub(crate) fn parse_json_body(
 
 /// The request id from `X-Request-Id` when it is sensible (1 to 128 visible ASCII
 /// characters), else a new UUID.
-fn request_id(req: &HttpRequest) -> String {
-    req.headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+/// The request's id (set by the access guard) and trace context.
+pub(crate) fn request_meta(req: &HttpRequest) -> (String, Option<String>) {
+    let extensions = req.extensions();
+    let request_id = extensions
+        .get::<RequestId>()
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), |r| r.0.clone());
+    let trace = extensions.get::<TraceParent>().map(|t| t.0.clone());
+    (request_id, trace)
 }
 
 async fn run(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
@@ -364,8 +405,12 @@ async fn run(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>
         Ok(input) => input,
         Err(response) => return response,
     };
-    let request_id = request_id(&req);
-    let mut response = match state.supervisor.invoke(name, input, &request_id).await {
+    let (request_id, trace) = request_meta(&req);
+    match state
+        .supervisor
+        .invoke(name, input, &request_id, trace.as_deref())
+        .await
+    {
         Ok(Output::Json(result)) => {
             let text: Box<str> = result.into();
             HttpResponse::Ok()
@@ -383,16 +428,10 @@ async fn run(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>
             HttpResponse::Ok().content_type(content_type).body(bytes)
         }
         Err(error) => {
-            tracing::debug!(function = name, request_id, status = %status_of(error.kind()), "invoke failed: {error}");
+            tracing::debug!(function = name, status = %status_of(error.kind()), "invoke failed: {error}");
             invoke_error_response(&error)
         }
-    };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response
-            .headers_mut()
-            .insert(header::HeaderName::from_static(REQUEST_ID), value);
     }
-    response
 }
 
 async fn run_without_name() -> HttpResponse {
@@ -461,6 +500,62 @@ async fn functions(state: web::Data<AppState>) -> HttpResponse {
         })
         .collect();
     HttpResponse::Ok().json(json!({ "functions": rows }))
+}
+
+/// `GET /metrics`: every metric, in the Prometheus text format.
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let Some(handle) = &state.metrics else {
+        return error_response(StatusCode::NOT_IMPLEMENTED, "metrics are off", Map::new());
+    };
+    // Gauges are read off the supervisor when scraped.
+    for f in state.supervisor.functions() {
+        let (starting, queued) = f.pool.as_ref().map_or((0, 0), |p| (p.starting, p.queued));
+        metrics::gauge!("shs_processes", "function" => f.name.clone(), "state" => "running")
+            .set(f.processes as f64);
+        metrics::gauge!("shs_processes", "function" => f.name.clone(), "state" => "starting")
+            .set(starting as f64);
+        metrics::gauge!("shs_queue_depth", "function" => f.name.clone()).set(queued as f64);
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(handle.render())
+}
+
+/// `GET /metrics/{name}`: one function's counts, as JSON.
+async fn function_metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let name = req.match_info().get("name").unwrap_or_default();
+    if let Err(e) = shs_supervisor::validate_name(name) {
+        return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new());
+    }
+    match state.supervisor.stats(name) {
+        Ok(stats) => HttpResponse::Ok().json(json!({"function": name, "metrics": stats})),
+        Err(error) => invoke_error_response(&error),
+    }
+}
+
+/// Query of `GET /functions/{name}/logs`.
+#[derive(serde::Deserialize)]
+struct LogsQuery {
+    /// How many lines (the last ones, or the first ones after `after`).
+    tail: Option<usize>,
+    /// Only lines numbered after this one (to follow a log).
+    after: Option<u64>,
+}
+
+async fn function_logs(
+    req: HttpRequest,
+    query: web::Query<LogsQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let name = req.match_info().get("name").unwrap_or_default();
+    if let Err(e) = shs_supervisor::validate_name(name) {
+        return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new());
+    }
+    let tail = query.tail.unwrap_or(100).clamp(1, 10_000);
+    match state.supervisor.logs(name, tail, query.after) {
+        Ok(lines) => HttpResponse::Ok().json(json!({"function": name, "lines": lines})),
+        Err(error) => invoke_error_response(&error),
+    }
 }
 
 async fn subscriptions(state: web::Data<AppState>) -> HttpResponse {

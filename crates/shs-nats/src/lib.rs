@@ -718,6 +718,7 @@ async fn handle(
     };
     match result {
         Ok(()) => {
+            shs_bus::count_delivery(function, "delivered");
             if let Err(e) = message.double_ack().await {
                 tracing::warn!(%function, event_id = %event.id, "cannot acknowledge: {e}");
             }
@@ -726,6 +727,7 @@ async fn handle(
             }
         }
         Err(e) => {
+            shs_bus::count_delivery(function, "failed");
             let attempts = inner
                 .record_attempt(
                     &event.id,
@@ -751,6 +753,7 @@ async fn handle(
                     dead_at: now(),
                 };
                 if inner.bury(&record).await {
+                    shs_bus::count_delivery(function, "dead_lettered");
                     let _ = message.ack_with(jetstream::AckKind::Term).await;
                     inner.forget_attempts(&event.id, function).await;
                 } else {
@@ -930,6 +933,7 @@ impl Bus for NatsBus {
             }))
             .await;
             let mut nested = Vec::new();
+            shs_bus::count_published("sync");
             for (function, reply) in subscribers.iter().zip(replies) {
                 let failure = |message: String| DeliveryFailure {
                     function: function.to_string(),
@@ -1011,6 +1015,7 @@ impl Bus for NatsBus {
                 .await
                 .map_err(backend)?;
             ack.await.map_err(backend)?;
+            shs_bus::count_published("async");
             Ok(event.id.clone())
         })
     }

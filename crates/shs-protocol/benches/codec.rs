@@ -93,6 +93,7 @@ fn write(c: &mut Criterion) {
                     context: Context {
                         request_id,
                         function: "echo",
+                        traceparent: None,
                     },
                 };
                 write_request(buf, &Id::Int(1_234_567), INVOKE, black_box(&params))

@@ -64,6 +64,9 @@ pub struct Context<S = String> {
     pub request_id: S,
     /// The name of the function being run.
     pub function: S,
+    /// The W3C trace context of the request (or of the event), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<S>,
 }
 
 /// Parameters of `invoke`: `{"input": any, "context": {...}}`.
@@ -196,6 +199,7 @@ mod tests {
             context: Context {
                 request_id: "r1",
                 function: "hello",
+                traceparent: None,
             },
         };
         assert_eq!(

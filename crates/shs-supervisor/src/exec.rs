@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 
 use crate::Host;
 use crate::error::{InvokeError, fmt_duration};
+use crate::logs::LogRing;
 use crate::pipes::{StderrTail, drain_stderr};
 use crate::process::{command, describe_exit, signal_group, spawn_error};
 use crate::spec::FunctionSpec;
@@ -24,6 +25,7 @@ use crate::spec::FunctionSpec;
 pub(crate) struct ExecRunner {
     spec: Arc<FunctionSpec>,
     host: Arc<Host>,
+    logs: Arc<LogRing>,
     permits: Arc<Semaphore>,
     /// Requests waiting for a permit.
     waiting: AtomicUsize,
@@ -32,11 +34,12 @@ pub(crate) struct ExecRunner {
 }
 
 impl ExecRunner {
-    pub(crate) fn new(spec: Arc<FunctionSpec>, host: Arc<Host>) -> ExecRunner {
+    pub(crate) fn new(spec: Arc<FunctionSpec>, host: Arc<Host>, logs: Arc<LogRing>) -> ExecRunner {
         let permits = Arc::new(Semaphore::new(spec.instances));
         ExecRunner {
             spec,
             host,
+            logs,
             permits,
             waiting: AtomicUsize::new(0),
             running: Mutex::new(HashSet::new()),
@@ -49,7 +52,12 @@ impl ExecRunner {
     }
 
     /// Runs the function once on `input`; returns its stdout.
-    pub(crate) async fn run(&self, input: &[u8], request_id: &str) -> Result<Vec<u8>, InvokeError> {
+    pub(crate) async fn run(
+        &self,
+        input: &[u8],
+        request_id: &str,
+        trace: Option<&str>,
+    ) -> Result<Vec<u8>, InvokeError> {
         let spec = &self.spec;
         let name = || spec.name.clone();
         let at_capacity = |detail: String| InvokeError::AtCapacity {
@@ -100,6 +108,9 @@ impl ExecRunner {
         };
         let mut cmd = command(spec, &self.host);
         cmd.env("SHS_REQUEST_ID", request_id);
+        if let Some(trace) = trace {
+            cmd.env("TRACEPARENT", trace);
+        }
         let mut child = cmd.spawn().map_err(|e| InvokeError::StartFailed {
             function: name(),
             reason: spawn_error(spec, &e),
@@ -141,6 +152,7 @@ impl ExecRunner {
             &spec.name,
             pid,
             tail.clone(),
+            &self.logs,
             || Some(Arc::from(request_id)),
         );
         let wait = async {

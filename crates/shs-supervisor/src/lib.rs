@@ -40,16 +40,20 @@ use shs_bus::Bus;
 
 pub mod error;
 mod exec;
+pub mod logs;
 mod pipes;
 mod pool;
 mod process;
 pub mod spec;
+pub mod stats;
 mod supervisor;
 mod watch;
 
 pub use error::{ErrorKind, InvokeError, SpecError, StartError};
+pub use logs::LogLine;
 pub use pool::PoolStatus;
 pub use spec::{FunctionSpec, Mode, validate_name};
+pub use stats::FunctionStats;
 pub use supervisor::{FunctionInfo, Output, Supervisor};
 
 /// How the supervisor runs functions.

@@ -10,6 +10,8 @@ use shs_protocol::codec::{Line, LineDecoder, LineError, OverLong};
 use tokio::io::AsyncRead;
 use tokio_util::codec::{Decoder, FramedRead};
 
+use crate::logs::LogRing;
+
 /// How many stderr lines are kept for error messages.
 const TAIL_LINES: usize = 20;
 /// How much of one stderr line is kept for error messages.
@@ -71,13 +73,14 @@ impl StderrTail {
 
 /// Drains `stderr` until it closes: each line (cut at `max_line` bytes) is logged with the
 /// function's name and pid, and the request id that `request_id` names at that moment, and kept
-/// in `tail`.
+/// in `tail` and in the function's log ring.
 pub(crate) async fn drain_stderr<R: AsyncRead + Unpin>(
     stderr: R,
     max_line: usize,
     function: &str,
     pid: u32,
     tail: StderrTail,
+    ring: &LogRing,
     request_id: impl Fn() -> Option<Arc<str>>,
 ) {
     let mut lines = FramedRead::new(
@@ -92,7 +95,9 @@ pub(crate) async fn drain_stderr<R: AsyncRead + Unpin>(
         };
         let text = String::from_utf8_lossy(&line.bytes);
         let cut = if line.truncated { " [line cut]" } else { "" };
-        match request_id() {
+        let rid = request_id();
+        ring.push(pid, rid.as_deref(), "stderr", &format!("{text}{cut}"));
+        match rid {
             Some(rid) => tracing::info!(
                 target: "shs::function",
                 function,

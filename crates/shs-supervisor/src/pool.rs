@@ -29,7 +29,8 @@ use tokio::sync::oneshot;
 
 use crate::Host;
 use crate::error::{InvokeError, fmt_duration};
-use crate::process::{CallError, Process};
+use crate::logs::LogRing;
+use crate::process::{CallError, CallMeta, Process};
 use crate::spec::FunctionSpec;
 
 /// Why a process could not be started.
@@ -121,6 +122,8 @@ pub struct PoolStatus {
     pub state: &'static str,
     /// Live processes.
     pub processes: usize,
+    /// Processes starting (spawned or about to be, not yet ready).
+    pub starting: usize,
     /// Requests waiting for a free process.
     pub queued: usize,
     /// Why the last start failed, while no process runs.
@@ -143,15 +146,17 @@ pub struct PoolStatus {
 pub(crate) struct Pool {
     spec: Arc<FunctionSpec>,
     host: Arc<Host>,
+    logs: Arc<LogRing>,
     me: Weak<Pool>,
     state: Mutex<State>,
 }
 
 impl Pool {
-    pub(crate) fn new(spec: Arc<FunctionSpec>, host: Arc<Host>) -> Arc<Pool> {
+    pub(crate) fn new(spec: Arc<FunctionSpec>, host: Arc<Host>, logs: Arc<LogRing>) -> Arc<Pool> {
         let pool = Arc::new_cyclic(|me| Pool {
             spec,
             host,
+            logs,
             me: me.clone(),
             state: Mutex::new(State::default()),
         });
@@ -407,6 +412,9 @@ impl Pool {
                     st.cold_start_total += took;
                     st.last_cold_start = Some(took);
                     tracing::info!(function = %self.spec.name, took_ms = took.as_secs_f64() * 1e3, "cold start");
+                    metrics::counter!("shs_cold_starts_total", "function" => self.spec.name.clone()).increment(1);
+                    metrics::histogram!("shs_cold_start_duration_seconds", "function" => self.spec.name.clone())
+                        .record(took.as_secs_f64());
                 }
                 self.dispatch(&mut st);
             }
@@ -428,10 +436,11 @@ impl Pool {
 
     async fn spawn_and_initialize(&self, cause: Causation) -> Result<Arc<Process>, StartFailure> {
         let spec = &self.spec;
-        let process = Process::spawn(spec, &self.host).map_err(|reason| StartFailure {
-            reason,
-            stderr: Vec::new(),
-        })?;
+        let process =
+            Process::spawn(spec, &self.host, &self.logs).map_err(|reason| StartFailure {
+                reason,
+                stderr: Vec::new(),
+            })?;
         self.state.lock().initializing.push(process.clone());
         let result = self.initialize(process.clone(), cause).await;
         self.state
@@ -456,7 +465,7 @@ impl Pool {
                 methods::INITIALIZE,
                 &params,
                 cause,
-                Arc::from("initialize"),
+                CallMeta::new("initialize", None),
                 None,
                 spec.start_timeout,
             )
@@ -650,6 +659,7 @@ impl Pool {
         PoolStatus {
             state,
             processes: live,
+            starting: st.starting,
             queued: st.waiters.iter().filter(|w| !w.tx.is_closed()).count(),
             error: failure.as_ref().map(|f| f.reason.clone()),
             stderr: failure.map(|f| f.stderr).unwrap_or_default(),

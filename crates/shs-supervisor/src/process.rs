@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use shs_bus::event::TRACEPARENT;
 use shs_bus::{Causation, Event, Origin};
 use shs_protocol::codec::{LineDecoder, OverLong};
 use shs_protocol::methods::{
@@ -34,6 +35,7 @@ use tokio_util::codec::FramedRead;
 use tracing::Instrument;
 
 use crate::Host;
+use crate::logs::LogRing;
 use crate::pipes::{LineCodec, ReadError, StderrTail, drain_stderr};
 use crate::pool::Slot;
 use crate::spec::{FunctionSpec, Limits, environment};
@@ -86,11 +88,30 @@ pub(crate) struct Death {
     pub(crate) stderr: Vec<String>,
 }
 
+/// What a call is about: the request it serves, for logs and for what it publishes.
+#[derive(Clone, Debug)]
+pub(crate) struct CallMeta {
+    /// `context.request_id`.
+    pub(crate) request_id: Arc<str>,
+    /// The W3C trace context, passed on to what the call publishes.
+    pub(crate) trace: Option<Arc<str>>,
+}
+
+impl CallMeta {
+    pub(crate) fn new(request_id: &str, trace: Option<&str>) -> CallMeta {
+        CallMeta {
+            request_id: Arc::from(request_id),
+            trace: trace.map(Arc::from),
+        }
+    }
+}
+
 /// A call waiting for its answer.
 struct Pending {
     tx: oneshot::Sender<Result<Box<RawValue>, CallError>>,
     cause: Causation,
     request_id: Arc<str>,
+    trace: Option<Arc<str>>,
     /// The pool slot the call occupies; released when the answer arrives or the process dies,
     /// whatever became of the caller.
     _slot: Option<Slot>,
@@ -117,6 +138,8 @@ pub(crate) struct Process {
     writer: mpsc::Sender<Outgoing>,
     calls: Mutex<Calls>,
     stderr_tail: StderrTail,
+    /// The function's log ring.
+    logs: Arc<LogRing>,
     /// Why the supervisor killed or stopped it, when it did.
     kill_reason: Mutex<Option<String>>,
     /// Set as soon as the process is known to be going (killed, stopping, stdout closed): the
@@ -233,7 +256,11 @@ pub(crate) fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
 
 impl Process {
     /// Starts a process for `spec`; it still has to be initialized.
-    pub(crate) fn spawn(spec: &FunctionSpec, host: &Arc<Host>) -> Result<Arc<Process>, String> {
+    pub(crate) fn spawn(
+        spec: &FunctionSpec,
+        host: &Arc<Host>,
+        logs: &Arc<LogRing>,
+    ) -> Result<Arc<Process>, String> {
         let _enter = host.handle.enter();
         let mut child = command(spec, host)
             .spawn()
@@ -259,6 +286,7 @@ impl Process {
                 death: None,
             }),
             stderr_tail: StderrTail::default(),
+            logs: logs.clone(),
             kill_reason: Mutex::new(None),
             doomed: AtomicBool::new(false),
             stderr_done: watch::channel(false).0,
@@ -277,6 +305,12 @@ impl Process {
         host.handle
             .spawn(wait_loop(pid, child, exit_tx).instrument(span));
         tracing::debug!(function = %spec.name, pid, "process started");
+        logs.push(
+            pid,
+            None,
+            "shs",
+            &format!("process {pid} started: {}", spec.command.join(" ")),
+        );
         Ok(process)
     }
 
@@ -319,7 +353,7 @@ impl Process {
         method: &str,
         params: &P,
         cause: Causation,
-        request_id: Arc<str>,
+        meta: CallMeta,
         slot: Option<Slot>,
         timeout: Duration,
     ) -> Result<Box<RawValue>, CallError> {
@@ -346,7 +380,8 @@ impl Process {
                 Pending {
                     tx,
                     cause,
-                    request_id,
+                    request_id: meta.request_id,
+                    trace: meta.trace,
                     _slot: slot,
                 },
             );
@@ -534,6 +569,12 @@ impl Process {
             },
         };
         tracing::debug!(function = %self.function, pid = self.pid, detail = %death.detail, "process ended");
+        self.logs.push(
+            self.pid,
+            None,
+            "shs",
+            &format!("process {} {}", self.pid, death.detail),
+        );
         self.fail_all(death);
     }
 
@@ -648,12 +689,18 @@ impl Process {
                 };
                 // An asynchronous publish waits for nobody downstream: it is detached.
                 let detached = id.is_none() || params.asynchronous;
-                let (cause, request_id) =
+                let (cause, request) =
                     self.cause_for_publish(params.request_id.as_deref(), detached);
-                let event = event.with_origin(Origin::Function {
+                let mut event = event.with_origin(Origin::Function {
                     function: self.function.to_string(),
-                    request_id: request_id.map(|r| r.to_string()),
+                    request_id: request.as_ref().map(|r| r.request_id.to_string()),
                 });
+                // The trace of the request goes on with what it publishes.
+                if let Some(trace) = request.and_then(|r| r.trace) {
+                    event = event
+                        .with_extension(TRACEPARENT, serde_json::Value::from(&*trace))
+                        .unwrap_or_else(|e| unreachable!("traceparent is a valid extension: {e}"));
+                }
                 // Bound the publishes served at once: a function that floods them waits.
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
@@ -785,12 +832,12 @@ impl Process {
 
     /// The causation of a publish this process makes: that of the call it names by
     /// `request_id`, else that of its only call in flight, else all of them merged.
-    /// Also returns the request id of the call it is attributed to, when there is one.
+    /// Also returns what the call it is attributed to is about, when there is one.
     fn cause_for_publish(
         &self,
         request_id: Option<&str>,
         detached: bool,
-    ) -> (Causation, Option<Arc<str>>) {
+    ) -> (Causation, Option<CallMeta>) {
         let calls = self.calls.lock();
         let named =
             request_id.and_then(|rid| calls.pending.iter().find(|(_, p)| &*p.request_id == rid));
@@ -798,7 +845,13 @@ impl Process {
             .then(|| calls.pending.iter().next())
             .flatten();
         let (cause, request_id) = match named.or(only) {
-            Some((id, call)) => (call.cause.caused_by(*id), Some(call.request_id.clone())),
+            Some((id, call)) => (
+                call.cause.caused_by(*id),
+                Some(CallMeta {
+                    request_id: call.request_id.clone(),
+                    trace: call.trace.clone(),
+                }),
+            ),
             None if calls.pending.is_empty() => (Causation::root(), None),
             None => (
                 Causation::merged(calls.pending.iter().map(|(id, call)| (&call.cause, *id))),
@@ -820,6 +873,7 @@ impl Process {
             &self.function,
             self.pid,
             self.stderr_tail.clone(),
+            &self.logs,
             move || {
                 // With one request in flight, its lines are that request's; with none, a line
                 // read right after an answer is most likely that request's last word.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
@@ -15,9 +15,11 @@ use tokio::sync::watch;
 
 use crate::error::{ErrorKind, InvokeError, SpecError, StartError};
 use crate::exec::ExecRunner;
+use crate::logs::{LogLine, LogRing};
 use crate::pool::{Pool, PoolStatus};
-use crate::process::CallError;
+use crate::process::{CallError, CallMeta};
 use crate::spec::{self, Defaults, Found, FunctionSpec, Mode};
+use crate::stats::{FunctionStats, Stats};
 use crate::watch::{FolderWatch, follow};
 use crate::{Config, Host};
 
@@ -58,6 +60,10 @@ enum Kind {
 struct Function {
     found: Found,
     kind: Kind,
+    /// Its recent log lines (kept across redeployments).
+    logs: Arc<LogRing>,
+    /// What it has done (kept across redeployments).
+    stats: Arc<Stats>,
 }
 
 impl Function {
@@ -304,7 +310,11 @@ impl Supervisor {
                     .as_ref()
                     .and_then(|o| o.spec())
                     .map(|s| s.subscribe.clone());
-                let function = Arc::new(self.build(now));
+                let logs = old.as_ref().map_or_else(Arc::default, |o| o.logs.clone());
+                let stats = old
+                    .as_ref()
+                    .map_or_else(|| Arc::new(Stats::new(&name)), |o| o.stats.clone());
+                let function = Arc::new(self.build(now, logs, stats));
                 // Subscriptions from function.toml are in force before the process starts;
                 // those a redeploy no longer lists are dropped.
                 let new_subscriptions = function
@@ -370,19 +380,52 @@ impl Supervisor {
         }
     }
 
-    fn build(&self, found: Found) -> Function {
+    fn build(&self, found: Found, logs: Arc<LogRing>, stats: Arc<Stats>) -> Function {
         let host = &self.inner.host;
         let kind = match &found {
             Found::Function(spec) => {
                 let spec = Arc::new((**spec).clone());
                 match spec.mode {
-                    Mode::Rpc => Kind::Rpc(Pool::new(spec, host.clone())),
-                    Mode::Exec => Kind::Exec(ExecRunner::new(spec, host.clone())),
+                    Mode::Rpc => Kind::Rpc(Pool::new(spec, host.clone(), logs.clone())),
+                    Mode::Exec => Kind::Exec(ExecRunner::new(spec, host.clone(), logs.clone())),
                 }
             }
-            Found::Broken { error, .. } => Kind::Broken(error.to_string()),
+            Found::Broken { error, .. } => {
+                logs.push(0, None, "shs", &format!("cannot be run: {error}"));
+                Kind::Broken(error.to_string())
+            }
         };
-        Function { found, kind }
+        Function {
+            found,
+            kind,
+            logs,
+            stats,
+        }
+    }
+
+    /// What function `name` has done.
+    pub fn stats(&self, name: &str) -> Result<FunctionStats, InvokeError> {
+        let function = self.lookup(name)?;
+        let cold_starts = match &function.kind {
+            Kind::Rpc(pool) => pool.status().cold_starts,
+            _ => 0,
+        };
+        Ok(function.stats.summary(cold_starts))
+    }
+
+    /// The recent log lines of function `name`: the last `tail`, or those after number
+    /// `after` (at most `tail`).
+    pub fn logs(
+        &self,
+        name: &str,
+        tail: usize,
+        after: Option<u64>,
+    ) -> Result<Vec<LogLine>, InvokeError> {
+        let function = self.lookup(name)?;
+        Ok(match after {
+            Some(seq) => function.logs.after(seq, tail),
+            None => function.logs.tail(tail),
+        })
     }
 
     fn lookup(&self, name: &str) -> Result<Arc<Function>, InvokeError> {
@@ -433,15 +476,34 @@ impl Supervisor {
             .collect()
     }
 
-    /// Runs function `name` on `input` (any JSON). `request_id` goes to the function in
-    /// `context.request_id`.
+    /// Runs function `name` on `input` (any JSON). `request_id` and `trace` (a W3C
+    /// `traceparent`) go to the function in `context`.
     pub async fn invoke(
         &self,
         name: &str,
         input: Box<RawValue>,
         request_id: &str,
+        trace: Option<&str>,
     ) -> Result<Output, InvokeError> {
         let function = self.lookup(name)?;
+        let began = Instant::now();
+        let result = self
+            .run_invoke(&function, name, input, request_id, trace)
+            .await;
+        function
+            .stats
+            .record(false, began.elapsed(), result.as_ref().map(drop));
+        result
+    }
+
+    async fn run_invoke(
+        &self,
+        function: &Function,
+        name: &str,
+        input: Box<RawValue>,
+        request_id: &str,
+        trace: Option<&str>,
+    ) -> Result<Output, InvokeError> {
         match &function.kind {
             Kind::Rpc(pool) => {
                 let cause = Causation::root();
@@ -453,6 +515,7 @@ impl Supervisor {
                     context: Context {
                         request_id,
                         function: name,
+                        traceparent: trace,
                     },
                 };
                 let timeout = pool.spec().timeout;
@@ -461,7 +524,7 @@ impl Supervisor {
                         methods::INVOKE,
                         &params,
                         cause,
-                        Arc::from(request_id),
+                        CallMeta::new(request_id, trace),
                         Some(slot),
                         timeout,
                     )
@@ -470,7 +533,7 @@ impl Supervisor {
                     .map_err(|e| call_error(name, e, timeout))
             }
             Kind::Exec(runner) => runner
-                .run(input.get().as_bytes(), request_id)
+                .run(input.get().as_bytes(), request_id, trace)
                 .await
                 .map(Output::Raw),
             Kind::Broken(reason) => Err(InvokeError::Broken {
@@ -488,7 +551,23 @@ impl Supervisor {
         cause: Causation,
     ) -> Result<(), InvokeError> {
         let function = self.lookup(name)?;
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let began = Instant::now();
+        let result = self.run_delivery(&function, name, event, cause).await;
+        function
+            .stats
+            .record(true, began.elapsed(), result.as_ref().copied());
+        result
+    }
+
+    async fn run_delivery(
+        &self,
+        function: &Function,
+        name: &str,
+        event: &SharedEvent,
+        cause: Causation,
+    ) -> Result<(), InvokeError> {
+        let request_id = delivery_request_id();
+        let trace = event.traceparent.as_deref();
         match &function.kind {
             Kind::Rpc(pool) => {
                 let slot = pool.acquire(&cause).await?;
@@ -498,6 +577,7 @@ impl Supervisor {
                     context: Context {
                         request_id: request_id.as_str(),
                         function: name,
+                        traceparent: trace,
                     },
                 };
                 let timeout = pool.spec().timeout;
@@ -506,7 +586,7 @@ impl Supervisor {
                         methods::EVENT,
                         &params,
                         cause,
-                        Arc::from(request_id.as_str()),
+                        CallMeta::new(&request_id, trace),
                         Some(slot),
                         timeout,
                     )
@@ -517,7 +597,7 @@ impl Supervisor {
             Kind::Exec(runner) => {
                 let mut input = event.json().get().as_bytes().to_vec();
                 input.push(b'\n');
-                runner.run(&input, &request_id).await.map(drop)
+                runner.run(&input, &request_id, trace).await.map(drop)
             }
             Kind::Broken(reason) => Err(InvokeError::Broken {
                 function: name.to_owned(),
@@ -540,6 +620,16 @@ impl Supervisor {
         futures::future::join_all(all.iter().map(|f| f.retire("removed", drain))).await;
         tracing::info!("every function process has stopped");
     }
+}
+
+/// A request id for an event delivery: unique per supervisor run, without asking the OS for
+/// randomness each time.
+fn delivery_request_id() -> String {
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u128() as u64);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:016x}{n:016x}")
 }
 
 fn call_error(function: &str, error: CallError, timeout: Duration) -> InvokeError {

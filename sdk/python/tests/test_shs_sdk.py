@@ -449,5 +449,21 @@ class Concurrency(unittest.TestCase):
         self.assertEqual({sup.read()["id"], sup.read()["id"]}, {2, 3})
 
 
+class EventTest(unittest.TestCase):
+    def test_every_attribute_is_kept(self):
+        delivered = {"id": "e1", "type": "t", "source": "/s", "time": "2026-01-01T00:00:00Z",
+                     "payload": {"n": 1}, "specversion": "1.0", "shshops": 2, "shscause": "e0",
+                     "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+        event = shs_sdk.Event.from_dict(delivered)
+        self.assertEqual(event.payload, {"n": 1})
+        self.assertEqual(event["shshops"], 2)
+        self.assertEqual(event.get("shscause"), "e0")
+        self.assertEqual(event.get("missing", "x"), "x")
+        self.assertEqual(event.attributes["specversion"], "1.0")
+        self.assertEqual(event.to_dict(), delivered)
+        with self.assertRaises(KeyError):
+            event["missing"]
+
+
 if __name__ == "__main__":
     unittest.main()

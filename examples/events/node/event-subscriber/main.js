@@ -2,240 +2,41 @@
 /*
  * event-subscriber: subscribe to events and remember the ones that arrive.
  *
- * At start-up, before it answers `initialize`, this function sends one
- * `subscribe` request per event type (user.created and process.completed) and
- * waits for each answer, so the subscriptions are in force before the first
- * event. It is the first of the two ways to subscribe; process-step2 shows the
- * other (listing the types in the answer to `initialize`).
+ * Subscribes to user.created and process.completed by declaring one handler for
+ * both: the SDK subscribes to the types of its event handlers at start-up, before
+ * it answers `initialize`, so the subscriptions are in force before the first
+ * event. (process-step3 subscribes explicitly, in a setup hook.)
  *
- * On each event: logs one line to stderr, keeps the event in memory (the last
- * 100) and answers {"ok": true}.
+ * On each event: logs one line, keeps the event in memory (the last 100) and
+ * answers {"ok": true}.
  *
  * Invoke it (POST /run/event-subscriber, any body) to see what arrived:
  *     {"received": [{"id": "...", "type": "user.created", "source": "...",
  *                    "time": "...", "payload": {...}}, ...]}
  * oldest first. The memory is this process's: it is empty again after a restart.
  *
- * Deploy: mkdir -p functions/event-subscriber && cp main.js functions/event-subscriber/
- * Runs as `node main.js` in its folder; no dependencies, Node 18+.
+ * Deploy, from the repository root (the SDK first: the function starts as soon
+ * as its main.js appears):
+ *     mkdir -p functions/event-subscriber/node_modules/shs-sdk
+ *     cp sdk/node/package.json sdk/node/index.js functions/event-subscriber/node_modules/shs-sdk/
+ *     cp examples/events/node/event-subscriber/main.js functions/event-subscriber/
  */
 
 'use strict';
 
-const readline = require('node:readline');
+const shs = require('shs-sdk');
 
-// ---------------------------------------------------------------------------
-// Protocol plumbing: the same in every example, copy it as it is.
-//
-// stdout carries protocol messages only: one JSON object per line. Anything
-// else you want to say goes to stderr with log(), which shs captures line by
-// line as this function's log. (console.log() writes to stdout, so do not use
-// it for logging here.)
-// ---------------------------------------------------------------------------
-
-const FUNCTION_ERROR = -32000; // the usual code for "the function itself failed"
-const INVALID_PARAMS = -32602;
-const METHOD_NOT_FOUND = -32601;
-
-/** A JSON-RPC error: one the supervisor answered us, or one we answer it. */
-class RpcError extends Error {
-  constructor(code, message, data) {
-    super(message);
-    this.code = code;
-    this.data = data;
-  }
-}
-
-/** The supervisor closed our stdin: it wants us to exit. */
-class StdinClosed extends Error {}
-
-/** Write one line to the function's log (stderr). */
-function log(message) {
-  process.stderr.write(`${message}\n`);
-}
-
-/** Write one protocol message to stdout, as one line. */
-function send(message) {
-  const line = JSON.stringify(message); // throws before writing anything
-  process.stdout.write(`${line}\n`);
-}
-
-// stdin, one line at a time: `await lines.next()` gives the next line.
-const stdin = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
-const lines = stdin[Symbol.asyncIterator]();
-
-/** Read the next JSON object from stdin. Throws StdinClosed at the end. */
-async function readMessage() {
-  for (;;) {
-    const { value, done } = await lines.next();
-    if (done) throw new StdinClosed('stdin closed');
-    if (!value.trim()) continue;
-    let message;
-    try {
-      message = JSON.parse(value);
-    } catch (err) {
-      log(`ignoring a line that is not JSON: ${err.message}`);
-      continue;
-    }
-    if (message !== null && typeof message === 'object' && !Array.isArray(message)) return message;
-    log('ignoring a line that is not a JSON object');
-  }
-}
-
-let nextId = 0;
-// Requests from the supervisor that arrived while we were waiting for the
-// answer to one of ours. With the default concurrency of 1 this never happens
-// (the supervisor then sends us nothing but answers); with `concurrency = N` it
-// can, and the main loop handles them once the current request is done.
-const pending = [];
-
-/**
- * Send a request to the supervisor and wait for its answer.
- * Resolves to the answer's `result`, or throws RpcError with its `error`.
- */
-async function call(method, params) {
-  nextId += 1;
-  const id = nextId;
-  send({ jsonrpc: '2.0', id, method, params });
-  for (;;) {
-    const message = await readMessage();
-    if ('method' in message) {
-      log(`${message.method} request arrived while waiting for ${method}; handling it later`);
-      pending.push(message);
-    } else if (message.id === id && 'error' in message) {
-      const error = message.error !== null && typeof message.error === 'object' ? message.error : {};
-      // Thrown as this function's own failure, keeping the original error in
-      // `data`, so that a handler that lets it through answers
-      // "publish failed: ..." rather than the supervisor's error code.
-      throw new RpcError(FUNCTION_ERROR, `${method} failed: ${error.message ?? 'unknown error'}`, { error });
-    } else if (message.id === id && 'result' in message) {
-      return message.result;
-    } else {
-      log(`ignoring an answer nobody is waiting for: ${JSON.stringify(message)}`);
-    }
-  }
-}
-
-/**
- * Publish an event and wait until every subscriber has answered.
- * Resolves to {published: true, event_id, delivered, errors: [{function, message}, ...]}.
- * (Sending the same message without an `id` would be fire-and-forget.)
- */
-function publish(type, payload) {
-  return call('publish', { type, payload });
-}
-
-/** Subscribe this function to an event type; resolves to {subscribed: true, type}. */
-function subscribe(type) {
-  return call('subscribe', { type });
-}
-
-/**
- * Answer the supervisor's requests with `handlers` until stdin closes.
- * `handlers` maps a method name ('initialize', 'invoke', 'event') to an
- * (async) function that takes the request's params and returns the result.
- * An exception in a handler becomes an error answer; the process goes on.
- */
-async function serve(handlers) {
-  for (;;) {
-    const message = pending.length > 0 ? pending.shift() : await readMessage();
-    const { method } = message;
-    if (typeof method !== 'string') {
-      log(`ignoring a message that is not a request: ${JSON.stringify(message)}`);
-      continue;
-    }
-    const isRequest = 'id' in message; // no id: a notification, never answered
-    const handler = Object.prototype.hasOwnProperty.call(handlers, method) ? handlers[method] : undefined;
-    if (handler === undefined) {
-      if (isRequest) {
-        send({ jsonrpc: '2.0', id: message.id,
-               error: { code: METHOD_NOT_FOUND, message: `method not found: ${method}` } });
-      } else {
-        log(`ignoring notification ${method}`);
-      }
-      continue;
-    }
-    const params = message.params !== null && typeof message.params === 'object' && !Array.isArray(message.params)
-      ? message.params
-      : {};
-    const reply = { jsonrpc: '2.0', id: message.id };
-    try {
-      const result = await handler(params);
-      reply.result = result === undefined ? null : result; // JSON has no undefined
-    } catch (err) {
-      if (err instanceof StdinClosed) throw err;
-      if (err instanceof RpcError) {
-        reply.error = { code: err.code, message: err.message };
-        if (err.data !== undefined) reply.error.data = err.data;
-      } else { // a bug or bad input: answer an error, keep running
-        log(err instanceof Error ? err.stack : String(err));
-        reply.error = {
-          code: FUNCTION_ERROR,
-          message: `${method} failed: ${err instanceof Error ? err.message : String(err)}`,
-          data: { exception: err instanceof Error ? err.name : typeof err },
-        };
-      }
-    }
-    if (!isRequest) continue;
-    try {
-      send(reply);
-    } catch (err) { // the result cannot be written as JSON (a BigInt, a cycle, ...)
-      log(`${method} returned a result that is not JSON: ${err.message}`);
-      send({ jsonrpc: '2.0', id: message.id,
-             error: { code: FUNCTION_ERROR, message: `${method} failed: its result is not JSON: ${err.message}` } });
-    }
-  }
-}
-
-/** serve() until the supervisor closes stdin, then exit 0. */
-function run(handlers) {
-  serve(handlers)
-    .catch((err) => {
-      if (err instanceof StdinClosed) return; // the normal way out
-      log(err instanceof Error ? err.stack : String(err));
-      process.exitCode = 1;
-    })
-    // Nothing is left for the event loop: node exits on its own, after stdout
-    // has drained, with code 0 (unless set to 1 just above).
-    .finally(() => stdin.close());
-}
-
-// ---------------------------------------------------------------------------
-// The function itself.
-// ---------------------------------------------------------------------------
-
-const SUBSCRIBE_TO = ['user.created', 'process.completed'];
 const KEEP = 100;
-
 const received = []; // the last KEEP events, oldest first
 
-/**
- * Subscribe before answering: the supervisor answers these requests while it
- * waits for ours, and sends no event before we have answered.
- */
-async function onInitialize() {
-  for (const type of SUBSCRIBE_TO) {
-    const answer = await subscribe(type);
-    log(`subscribed to ${answer.type ?? type}`);
-  }
-  return {};
-}
-
-/** One event: {"event": {"id", "type", "source", "time", "payload"}, ...}. */
-function onEvent(params) {
-  const { event } = params;
-  if (event === null || typeof event !== 'object' || Array.isArray(event)) {
-    throw new RpcError(INVALID_PARAMS, 'params.event must be an object');
-  }
+shs.on(['user.created', 'process.completed'], (event, ctx) => {
   received.push(event);
   if (received.length > KEEP) received.shift();
-  log(`received ${event.type} ${event.id} from ${event.source}: ${JSON.stringify(event.payload)}`);
+  ctx.log(`received ${event.type} ${event.id} from ${event.source}: ${JSON.stringify(event.payload)}`);
   return { ok: true };
-}
+});
 
-/** POST /run/event-subscriber: what arrived so far, oldest first. */
-function onInvoke() {
-  return { received };
-}
+// POST /run/event-subscriber: what arrived so far, oldest first.
+shs.invoke(() => ({ received }));
 
-run({ initialize: onInitialize, event: onEvent, invoke: onInvoke });
+shs.run();

@@ -15,207 +15,27 @@ Input: {"order": ...}; without an "order" key, the whole input is the order.
 Output: {"step": 1, "publish": <the supervisor's answer to publish>}. Because
 publishing is synchronous, this answer comes after the whole chain has run.
 
-Deploy: mkdir -p functions/process-step1 && cp main.py functions/process-step1/
-Runs as `python3 main.py` in its folder; standard library only, Python 3.8+.
+Deploy, from the repository root (shs_sdk.py first: the function starts as soon
+as its main.py appears):
+    mkdir -p functions/process-step1
+    cp sdk/python/shs_sdk.py examples/events/python/process-step1/main.py functions/process-step1/
 """
 
-import json
-import sys
-import traceback
-from collections import deque
-
-# ---------------------------------------------------------------------------
-# Protocol plumbing: the same in every example, copy it as it is.
-#
-# stdout carries protocol messages only: one JSON object per line, flushed at
-# once. Anything else you want to say goes to stderr with log(), which shs
-# captures line by line as this function's log. (print() writes to stdout, so
-# do not use it for logging here.)
-# ---------------------------------------------------------------------------
-
-FUNCTION_ERROR = -32000  # the usual code for "the function itself failed"
-INVALID_PARAMS = -32602
-METHOD_NOT_FOUND = -32601
-
-
-class RpcError(Exception):
-    """A JSON-RPC error: one the supervisor answered us, or one we answer it."""
-
-    def __init__(self, code, message, data=None):
-        Exception.__init__(self, message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-
-class StdinClosed(Exception):
-    """The supervisor closed our stdin: it wants us to exit."""
-
-
-def log(message):
-    """Write one line to the function's log (stderr)."""
-    sys.stderr.write(str(message) + "\n")
-    sys.stderr.flush()
-
-
-def send(message):
-    """Write one protocol message to stdout, as one line, and flush it."""
-    line = json.dumps(message, allow_nan=False)  # raises before writing anything
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def read_message():
-    """Read the next JSON object from stdin. Raises StdinClosed at the end."""
-    while True:
-        line = sys.stdin.buffer.readline()
-        if not line:
-            raise StdinClosed()
-        if not line.strip():
-            continue
-        try:
-            message = json.loads(line.decode("utf-8"))
-        except ValueError as exc:  # not JSON, or not UTF-8
-            log(f"ignoring a line that is not JSON: {exc}")
-            continue
-        if isinstance(message, dict):
-            return message
-        log("ignoring a line that is not a JSON object")
-
-
-_next_id = 0
-# Requests from the supervisor that arrived while we were waiting for the
-# answer to one of ours. With the default concurrency of 1 this never happens
-# (the supervisor then sends us nothing but answers); with `concurrency = N` it
-# can, and the main loop handles them once the current request is done.
-_pending = deque()
-
-
-def call(method, params):
-    """Send a request to the supervisor and wait for its answer.
-
-    Returns the answer's `result`, or raises RpcError with its `error`.
-    """
-    global _next_id
-    _next_id += 1
-    request_id = _next_id
-    send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-    while True:
-        message = read_message()
-        if "method" in message:
-            log(f"{message['method']} request arrived while waiting for {method}; handling it later")
-            _pending.append(message)
-        elif message.get("id") == request_id and "error" in message:
-            error = message["error"] if isinstance(message["error"], dict) else {}
-            # Re-raised as this function's own failure, keeping the original
-            # error in `data`, so that a handler that lets it through answers
-            # "publish failed: ..." rather than the supervisor's error code.
-            raise RpcError(FUNCTION_ERROR, f"{method} failed: {error.get('message', 'unknown error')}",
-                           {"error": error})
-        elif message.get("id") == request_id and "result" in message:
-            return message["result"]
-        else:
-            log(f"ignoring an answer nobody is waiting for: {json.dumps(message)}")
-
-
-def publish(event_type, payload):
-    """Publish an event and wait until every subscriber has answered.
-
-    Returns {"published": true, "event_id": str, "delivered": int,
-    "errors": [{"function": str, "message": str}, ...]}.
-    (Sending the same message without an "id" would be fire-and-forget.)
-    """
-    return call("publish", {"type": event_type, "payload": payload})
-
-
-def subscribe(event_type):
-    """Subscribe this function to an event type; returns {"subscribed": true, "type": str}."""
-    return call("subscribe", {"type": event_type})
-
-
-def serve(handlers):
-    """Answer the supervisor's requests with `handlers` until stdin closes.
-
-    `handlers` maps a method name ("initialize", "invoke", "event") to a
-    function that takes the request's params and returns the result. An
-    exception in a handler becomes an error answer; the process goes on.
-    """
-    while True:
-        message = _pending.popleft() if _pending else read_message()
-        method = message.get("method")
-        if not isinstance(method, str):
-            log(f"ignoring a message that is not a request: {json.dumps(message)}")
-            continue
-        is_request = "id" in message  # no id: a notification, never answered
-        handler = handlers.get(method)
-        if handler is None:
-            if is_request:
-                send({"jsonrpc": "2.0", "id": message["id"],
-                      "error": {"code": METHOD_NOT_FOUND, "message": f"method not found: {method}"}})
-            else:
-                log(f"ignoring notification {method}")
-            continue
-        params = message.get("params")
-        if not isinstance(params, dict):
-            params = {}
-        try:
-            answer = {"result": handler(params)}
-        except StdinClosed:
-            raise
-        except RpcError as exc:
-            error = {"code": exc.code, "message": exc.message}
-            if exc.data is not None:
-                error["data"] = exc.data
-            answer = {"error": error}
-        except Exception as exc:  # a bug or bad input: answer an error, keep running
-            log(traceback.format_exc().rstrip())
-            answer = {"error": {"code": FUNCTION_ERROR, "message": f"{method} failed: {exc}",
-                                "data": {"exception": type(exc).__name__}}}
-        if not is_request:
-            continue
-        reply = {"jsonrpc": "2.0", "id": message["id"]}
-        reply.update(answer)
-        try:
-            send(reply)
-        except (TypeError, ValueError) as exc:  # the result cannot be written as JSON
-            log(f"{method} returned a result that is not JSON: {exc}")
-            send({"jsonrpc": "2.0", "id": message["id"],
-                  "error": {"code": FUNCTION_ERROR, "message": f"{method} failed: its result is not JSON: {exc}"}})
-
-
-def run(handlers):
-    """serve() until the supervisor closes stdin, then exit 0."""
-    try:
-        serve(handlers)
-    except (StdinClosed, KeyboardInterrupt):
-        pass
-    sys.exit(0)
-
-
-# ---------------------------------------------------------------------------
-# The function itself.
-# ---------------------------------------------------------------------------
+import shs_sdk
 
 PUBLISHES = "process.step1.completed"
 
-
-def on_initialize(params):
-    """First request from the supervisor. Step 1 subscribes to nothing: it is
-    started by an invoke."""
-    log(f"{params.get('function')} ready (protocol {params.get('protocol')})")
-    return {}
+app = shs_sdk.Function()  # subscribes to nothing: an invoke starts it
 
 
-def on_invoke(params):
+@app.invoke
+def step1(input, ctx):
     """POST /run/process-step1: do step 1, then tell the next step."""
-    data = params.get("input")
-    order = data["order"] if isinstance(data, dict) and "order" in data else data
+    order = input["order"] if isinstance(input, dict) and "order" in input else input
     # ... the real work of step 1 would go here ...
-    payload = {"order": order, "steps": ["step1"]}
-    result = publish(PUBLISHES, payload)
-    log(f"published {PUBLISHES} as {result.get('event_id')}: delivered to {result.get('delivered')}")
+    result = ctx.publish(PUBLISHES, {"order": order, "steps": ["step1"]})
+    ctx.log(f"published {PUBLISHES} as {result['event_id']}: delivered to {result['delivered']}")
     return {"step": 1, "publish": result}
 
 
-if __name__ == "__main__":
-    run({"initialize": on_initialize, "invoke": on_invoke})
+app.run()
