@@ -17,6 +17,9 @@ use crate::cli::{InvokeArgs, ListArgs, LogsArgs, PublishArgs, ServerArgs};
 /// How often `shs logs -f` asks for new lines.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 
+/// The most lines `shs logs -f` asks for at a time.
+const FOLLOW_PAGE: usize = 1000;
+
 /// The largest answer read, in bytes (well above the server's own limits).
 const MAX_ANSWER: u64 = 1 << 30;
 
@@ -31,6 +34,8 @@ struct Client {
 struct Reply {
     status: u16,
     content_type: String,
+    /// `Retry-After`, as sent.
+    retry_after: Option<String>,
     body: Vec<u8>,
 }
 
@@ -83,9 +88,15 @@ impl Client {
             .timeout_connect(Some(Duration::from_secs(10)))
             .user_agent(format!("shs/{}", env!("CARGO_PKG_VERSION")))
             .build();
+        // The server takes several keys separated by commas in SHS_API_KEY; send the first.
+        let api_key = server
+            .api_key
+            .as_deref()
+            .and_then(|keys| keys.split(',').map(str::trim).find(|k| !k.is_empty()))
+            .map(str::to_owned);
         Ok(Client {
             base,
-            api_key: server.api_key.clone().filter(|k| !k.is_empty()),
+            api_key,
             agent: config.into(),
         })
     }
@@ -120,12 +131,15 @@ impl Client {
     ) -> anyhow::Result<Reply> {
         let mut response = response.map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        let retry_after = header("retry-after");
         let body = response
             .body_mut()
             .with_config()
@@ -135,6 +149,7 @@ impl Client {
         Ok(Reply {
             status,
             content_type,
+            retry_after,
             body,
         })
     }
@@ -189,6 +204,9 @@ impl Client {
             }
         }
         text.push_str(&details(error));
+        if let Some(after) = &reply.retry_after {
+            text.push_str(&format!("\n  retry after: {after} s"));
+        }
         anyhow!(text)
     }
 }
@@ -482,7 +500,8 @@ pub(crate) fn subscriptions(args: &ListArgs) -> anyhow::Result<()> {
     out(table(&["TYPE", "FUNCTION"], &rows).as_bytes())
 }
 
-/// One log line as printed: `TIME [PID REQUEST_ID] MESSAGE`.
+/// One log line as printed: `TIME [PID REQUEST_ID] MESSAGE`, with `shs: ` before what the
+/// supervisor says about the function (its processes starting and ending).
 fn log_line(line: &Value) -> String {
     let mut text = cell(&line["time"]);
     text.push_str(" [");
@@ -492,6 +511,9 @@ fn log_line(line: &Value) -> String {
         text.push_str(request_id);
     }
     text.push_str("] ");
+    if line["stream"] == "shs" {
+        text.push_str("shs: ");
+    }
     text.push_str(&cell(&line["message"]));
     text.push('\n');
     text
@@ -529,9 +551,17 @@ pub(crate) fn logs(args: &LogsArgs) -> anyhow::Result<()> {
     if !args.follow {
         return Ok(());
     }
+    let mut behind = false;
     loop {
-        std::thread::sleep(FOLLOW_EVERY);
-        let lines = fetch(format!("after={}", last_seq.unwrap_or(0)))?;
+        // Right away while catching up with a burst, else every FOLLOW_EVERY.
+        if !behind {
+            std::thread::sleep(FOLLOW_EVERY);
+        }
+        let lines = fetch(format!(
+            "after={}&tail={FOLLOW_PAGE}",
+            last_seq.unwrap_or(0)
+        ))?;
+        behind = lines.len() >= FOLLOW_PAGE;
         let text: String = lines
             .iter()
             .filter(|l| l["seq"].as_u64() > last_seq)
@@ -606,5 +636,8 @@ mod tests {
         assert_eq!(log_line(&line), "T [12 r] hi\n");
         let line = json!({"seq": 4, "time": "T", "pid": 12, "request_id": null, "message": "x"});
         assert_eq!(log_line(&line), "T [12] x\n");
+        let line = json!({"seq": 5, "time": "T", "pid": 12, "request_id": null, "stream": "shs",
+                          "message": "process started"});
+        assert_eq!(log_line(&line), "T [12] shs: process started\n");
     }
 }

@@ -1,15 +1,14 @@
 //! The client commands of the `shs` binary against a real running server: `invoke` (JSON from
 //! the argument, a file and stdin; bad JSON; unknown and failing functions), `publish` (waiting
-//! and `--async`), `list`, `subscriptions`, `logs` (and `-f`); the same commands with the
-//! server down and with a server that wants an API key; and `shs new` in each language,
+//! and `--async`), `list`, `subscriptions`, `logs` (and `-f`), with and without the API key
+//! the server wants; the same commands with the server down; and `shs new` in each language,
 //! written straight into the functions folder of a running server, deployed, invoked, sent
 //! an event, and its own unit test run.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -355,75 +354,95 @@ fn with_the_server_down_every_command_says_how_to_reach_it() {
     shs("http://127.0.0.1:1", &["list", "--url", bare]).fails_with(&expected);
 }
 
-/// A stand-in server that answers every request with 401, and records the requests' headers.
-fn refusing_server() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { break };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut head = String::new();
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = n.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            record.lock().expect("lock").push(head);
-            let body = r#"{"error":{"message":"missing or wrong API key"}}"#;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\n\
-                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    (url, seen)
-}
-
-#[test]
-fn a_server_that_wants_an_api_key_gets_it_or_says_so() {
-    let (url, seen) = refusing_server();
+#[tokio::test]
+async fn a_server_that_wants_an_api_key_gets_it_or_says_so() {
+    let mut server = ServerBuilder::new()
+        .fixture("echo")
+        .args(&["--api-key", "k-one,k-two"])
+        .start()
+        .await;
+    server.wait_ready().await;
+    let url = server.url.clone();
     shs(&url, &["list"])
         .fails_with("shs: the server wants an API key: set --api-key or SHS_API_KEY");
-    let run = shs_in(
-        &url,
-        &["invoke", "hello", "{}"],
-        &[("SHS_API_KEY", "s3cret")],
-        "",
-    );
-    run.fails_with("shs: the server refused the API key: check --api-key or SHS_API_KEY");
-    shs(&url, &["publish", "a.b", "--api-key", "other"]).fails_with("refused the API key");
-    let seen = seen.lock().expect("lock").clone();
-    assert_eq!(seen.len(), 3, "{seen:?}");
+    shs(&url, &["invoke", "echo", "{}", "--api-key", "wrong"])
+        .fails_with("shs: the server refused the API key: check --api-key or SHS_API_KEY");
+    // Sent as Authorization: Bearer, from the flag or from SHS_API_KEY; of several keys
+    // separated by commas (as the server takes them in SHS_API_KEY), the first.
+    let out = shs(&url, &["invoke", "echo", "1", "--api-key", "k-two"]).json();
+    assert_eq!(out["input"], 1);
+    for key in ["k-one", "k-one,k-two"] {
+        let out = shs_in(&url, &["publish", "a.b"], &[("SHS_API_KEY", key)], "")
+            .ok()
+            .to_owned();
+        assert!(out.contains(" published: "), "{out}");
+    }
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn logs_print_the_last_lines_and_follow_new_ones() {
+    let mut server = ServerBuilder::new().fixture("echo").start().await;
+    server.wait_ready().await;
+    let url = server.url.clone();
+    for n in 0..3 {
+        shs(&url, &["invoke", "echo", &n.to_string()]).json();
+    }
+    // Each invoke logged "echo got a request", with its pid and request id.
+    let wrote = |out: &str| out.matches("] echo got a request\n").count();
+    let out = shs(&url, &["logs", "echo"]).ok().to_owned();
+    assert_eq!(wrote(&out), 3, "{out}");
+    let pid = server.pids_of("echo")[0];
+    let line = out
+        .lines()
+        .find(|l| l.ends_with("] echo got a request"))
+        .expect("a line");
+    assert!(line.contains(&format!(" [{pid} ")), "{line}");
+    assert!(line.starts_with("20"), "starts with its time: {line}");
+    let out = shs(&url, &["logs", "echo", "--tail", "1"]).ok().to_owned();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert_eq!(wrote(&out), 1, "{out}");
+    assert_eq!(shs(&url, &["logs", "echo", "--tail", "0"]).ok(), "");
+
+    // -f: only what comes from now on (with --tail 0), as it comes, until stopped.
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_shs"))
+        .args(["logs", "echo", "-f", "--tail", "0", "--url", &url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shs logs -f");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    shs(&url, &["invoke", "echo", "{}"]).json();
+    let line = rx
+        .recv_timeout(PATIENCE)
+        .expect("shs logs -f printed the new line");
+    assert!(line.ends_with("] echo got a request"), "{line}");
+    shs(&url, &["invoke", "echo", "{}"]).json();
+    let line = rx.recv_timeout(PATIENCE).expect("and the next one");
+    assert!(line.ends_with("] echo got a request"), "{line}");
+    assert!(rx.try_recv().is_err(), "nothing twice");
     assert!(
-        !seen[0].to_ascii_lowercase().contains("authorization"),
-        "{seen:?}"
+        follow.try_wait().expect("try_wait").is_none(),
+        "-f keeps following"
     );
-    assert!(
-        seen[1].starts_with("POST /run/hello HTTP/1.1\r\n"),
-        "{seen:?}"
-    );
-    assert!(
-        seen[1].contains("authorization: Bearer s3cret\r\n"),
-        "{seen:?}"
-    );
-    assert!(seen[2].starts_with("POST /events HTTP/1.1\r\n"), "{seen:?}");
-    assert!(
-        seen[2].contains("authorization: Bearer other\r\n"),
-        "{seen:?}"
-    );
+    follow.kill().expect("stop shs logs -f");
+    let _ = follow.wait();
+
+    // An unknown function.
+    shs(&url, &["logs", "nope"])
+        .fails_with("no function named \"nope\" (`shs list` shows the functions deployed)");
+    server.stop_and_check();
 }
 
 /// Runs a program in a folder and asserts it succeeds.
