@@ -16,7 +16,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the supervisor and its HTTP API on a folder of functions.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create a new function from a template, ready to deploy (Python, Node, Rust or sh).
     New(NewArgs),
     /// Invoke a function on a running server (`POST /run/NAME`) and print its result.

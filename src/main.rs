@@ -28,7 +28,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let done = match cli::Cli::parse().command {
-        cli::Command::Serve(args) => return serve_command(args),
+        cli::Command::Serve(args) => return serve_command(*args),
         cli::Command::New(args) => new::run(&args),
         cli::Command::Invoke(args) => client::invoke(&args),
         cli::Command::Publish(args) => client::publish(&args),
