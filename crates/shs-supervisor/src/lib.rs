@@ -46,6 +46,7 @@ mod pool;
 mod process;
 pub mod spec;
 pub mod stats;
+mod stdin;
 mod supervisor;
 mod watch;
 

@@ -1,7 +1,8 @@
 //! One rpc-mode function process and the tasks that own its pipes.
 //!
 //! A [`Process`] is shared (`Arc`) by the pool and by every call in flight. Four tasks own its
-//! resources: the writer (stdin: lines from a bounded queue, written and flushed in batches),
+//! resources: the stdin flusher (lines are written by the caller itself when the pipe takes
+//! them, and only wait in a backlog when it is full; see [`crate::stdin`]),
 //! the reader (stdout: answers matched to calls by id, requests from the function served), the
 //! stderr logger, and the waiter (the `Child`, reaped when it exits). Whoever kills the process
 //! signals its whole process group; the reader, when stdout ends, fails every call still in
@@ -28,9 +29,8 @@ use shs_protocol::methods::{
     error_code,
 };
 use shs_protocol::{Id, Message, ParseError, Response, RpcError, write_request, write_response};
-use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio_util::codec::FramedRead;
 use tracing::Instrument;
 
@@ -39,6 +39,7 @@ use crate::logs::LogRing;
 use crate::pipes::{LineCodec, ReadError, StderrTail, drain_stderr};
 use crate::pool::Slot;
 use crate::spec::{FunctionSpec, Limits, environment};
+use crate::stdin::StdinWriter;
 
 /// Counts the supervisor's requests.
 static CALLS: AtomicU64 = AtomicU64::new(1);
@@ -55,8 +56,6 @@ fn next_call_id() -> u64 {
 /// Numbers for processes, for logs and the pool.
 static NEXT_PROCESS_ID: AtomicU64 = AtomicU64::new(1);
 
-/// How many lines the writer queue holds before callers wait.
-const WRITE_QUEUE: usize = 1024;
 /// How many of a process's own requests (publish) may be served at once.
 const MAX_FUNCTION_REQUESTS: usize = 256;
 /// How long after an answer a stderr line is still taken to belong to that request.
@@ -117,12 +116,6 @@ struct Pending {
     _slot: Option<Slot>,
 }
 
-enum Outgoing {
-    Line(Vec<u8>),
-    /// Close stdin: the function should finish what it has and exit.
-    Close,
-}
-
 struct Calls {
     pending: HashMap<u64, Pending>,
     /// Set once the process is dead: no call is accepted after that.
@@ -135,7 +128,7 @@ pub(crate) struct Process {
     pid: u32,
     function: Arc<str>,
     host: Arc<Host>,
-    writer: mpsc::Sender<Outgoing>,
+    stdin: Arc<StdinWriter>,
     calls: Mutex<Calls>,
     stderr_tail: StderrTail,
     /// The function's log ring.
@@ -272,7 +265,13 @@ impl Process {
             signal_group(pid, Signal::SIGKILL);
             return Err("the process's pipes could not be set up".to_owned());
         };
-        let (writer, queue) = mpsc::channel(WRITE_QUEUE);
+        let stdin = match StdinWriter::new(stdin) {
+            Ok(stdin) => stdin,
+            Err(e) => {
+                signal_group(pid, Signal::SIGKILL);
+                return Err(format!("the process's stdin could not be set up: {e}"));
+            }
+        };
         let (exit_tx, exit) = watch::channel(None);
         let (dead_tx, dead) = watch::channel(false);
         let process = Arc::new(Process {
@@ -280,7 +279,7 @@ impl Process {
             pid,
             function: Arc::from(spec.name.as_str()),
             host: host.clone(),
-            writer,
+            stdin: stdin.clone(),
             calls: Mutex::new(Calls {
                 pending: HashMap::new(),
                 death: None,
@@ -297,7 +296,7 @@ impl Process {
         });
         let span = tracing::info_span!("process", function = %spec.name, pid);
         host.handle
-            .spawn(write_loop(process.clone(), stdin, queue).instrument(span.clone()));
+            .spawn(flush_stdin(process.clone(), stdin).instrument(span.clone()));
         host.handle
             .spawn(process.clone().read_loop(stdout).instrument(span.clone()));
         host.handle
@@ -395,22 +394,9 @@ impl Process {
             deadline,
             timeout,
         };
-        // Queue the line: at once when there is room, else waiting (within the timeout).
-        let queued = match self.writer.try_send(Outgoing::Line(line)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(line)) => {
-                matches!(
-                    tokio::time::timeout_at(deadline, self.writer.send(line)).await,
-                    Ok(Ok(()))
-                )
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        };
-        if !queued && tokio::time::Instant::now() >= deadline {
-            return Err(guard.timed_out());
-        }
-        // Not queued before the deadline means the writer is gone: the process is dying, and
-        // the reader will fail this call with the reason.
+        // Written by this thread, now, unless the pipe is full (then it waits in order). A pipe
+        // that takes nothing means the process is dying: the reader fails this call with why.
+        let _ = self.stdin.write(&line);
         guard.sent = true;
         let Some(rx) = guard.rx.as_mut() else {
             return Err(CallError::Timeout);
@@ -475,7 +461,7 @@ impl Process {
             let mut kill_reason = self.kill_reason.lock();
             kill_reason.get_or_insert_with(|| reason.to_owned());
         }
-        let _ = self.writer.try_send(Outgoing::Close);
+        self.stdin.close();
         let mut exit = self.exit.clone();
         if tokio::time::timeout(grace, exit.wait_for(Option::is_some))
             .await
@@ -506,8 +492,8 @@ impl Process {
     }
 
     async fn send(&self, line: Vec<u8>) {
-        // The writer being gone means the process is dying; the answer has nobody to go to.
-        let _ = self.writer.send(Outgoing::Line(line)).await;
+        // A pipe that takes nothing means the process is dying; the answer has nobody to go to.
+        let _ = self.stdin.write_waiting(&line).await;
     }
 
     async fn read_loop(self: Arc<Self>, stdout: ChildStdout) {
@@ -945,29 +931,11 @@ impl Drop for CallGuard {
     }
 }
 
-async fn write_loop(process: Arc<Process>, stdin: ChildStdin, mut queue: mpsc::Receiver<Outgoing>) {
-    let mut stdin = BufWriter::with_capacity(64 * 1024, stdin);
-    'outer: while let Some(first) = queue.recv().await {
-        let mut next = Some(first);
-        while let Some(item) = next.take() {
-            match item {
-                Outgoing::Line(line) => {
-                    if let Err(e) = stdin.write_all(&line).await {
-                        broken_stdin(&process, &e).await;
-                        break 'outer;
-                    }
-                }
-                Outgoing::Close => break 'outer,
-            }
-            next = queue.try_recv().ok();
-        }
-        if let Err(e) = stdin.flush().await {
-            broken_stdin(&process, &e).await;
-            break;
-        }
+/// Empties the stdin backlog; a pipe that breaks is looked into.
+async fn flush_stdin(process: Arc<Process>, stdin: Arc<StdinWriter>) {
+    if let Some(e) = stdin.flush_loop().await {
+        broken_stdin(&process, &e).await;
     }
-    let _ = stdin.flush().await;
-    // Dropping stdin closes it: the function sees end of input.
 }
 
 /// stdin cannot be written: the process has exited (its exit says why) or closed its stdin

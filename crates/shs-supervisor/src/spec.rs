@@ -522,6 +522,20 @@ fn build_spec(
         shs_bus::validate_pattern(pattern).map_err(|e| invalid(format!("`subscribe`: {e}")))?;
     }
     let env = manifest.env.unwrap_or_default();
+    // A bare program name is looked up in PATH once, now: spawning a process by its full path
+    // lets the OS use posix_spawn instead of fork, which matters for a process per request.
+    // (Not for a function run as another user: the child searches PATH as that user.)
+    let mut command = command;
+    if !command[0].contains('/') && run_as.is_none() {
+        let path = env
+            .get("PATH")
+            .cloned()
+            .or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_owned());
+        if let Some(found) = find_program(&command[0], &path) {
+            command[0] = found.to_string_lossy().into_owned();
+        }
+    }
     for key in env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
             return Err(invalid(format!(
@@ -557,6 +571,17 @@ fn at_least_one(value: Option<u64>, key: &str) -> Result<Option<u64>, String> {
         Some(0) => Err(format!("`{key}` must be at least 1")),
         other => Ok(other),
     }
+}
+
+/// The first executable file named `program` in the folders of `path`.
+fn find_program(program: &str, path: &str) -> Option<PathBuf> {
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .find_map(|dir| {
+            let candidate = Path::new(dir).join(program);
+            let meta = fs::metadata(&candidate).ok()?;
+            (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(candidate)
+        })
 }
 
 /// Looks up `user` (and `group`) to run as; `None` when neither is set. Switching user needs
@@ -669,19 +694,36 @@ mod tests {
     fn conventional_entries_in_order() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("f");
+        // The interpreter is looked up in PATH once, at deploy.
+        let program = |spec: &FunctionSpec| {
+            assert!(
+                spec.command[0].starts_with('/'),
+                "a full path: {:?}",
+                spec.command
+            );
+            let name = Path::new(&spec.command[0])
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            (name, spec.command[1..].to_vec())
+        };
         write(&dir, "main.sh", "echo");
+        let spec = spec_of(read_function("f", &dir, &defaults()));
         assert_eq!(
-            spec_of(read_function("f", &dir, &defaults())).command,
-            ["sh", "main.sh"]
+            program(&spec),
+            (Some("sh".into()), vec!["main.sh".to_owned()])
         );
         write(&dir, "main.js", "");
+        let spec = spec_of(read_function("f", &dir, &defaults()));
         assert_eq!(
-            spec_of(read_function("f", &dir, &defaults())).command,
-            ["node", "main.js"]
+            program(&spec),
+            (Some("node".into()), vec!["main.js".to_owned()])
         );
         write(&dir, "main.py", "");
         let spec = spec_of(read_function("f", &dir, &defaults()));
-        assert_eq!(spec.command, ["python3", "main.py"]);
+        assert_eq!(
+            program(&spec),
+            (Some("python3".into()), vec!["main.py".to_owned()])
+        );
         assert_eq!(spec.mode, Mode::Rpc);
         assert_eq!(spec.timeout, Duration::from_secs(30));
         assert_eq!((spec.instances, spec.concurrency, spec.queue), (4, 1, 64));
@@ -744,7 +786,11 @@ queue = 0
         write(&dir, "main.py", "");
         write(&dir, "function.toml", "timeout = 1\n");
         let spec = spec_of(read_function("f", &dir, &defaults()));
-        assert_eq!(spec.command, ["python3", "main.py"]);
+        assert!(
+            spec.command[0].ends_with("python3") && spec.command[1] == "main.py",
+            "{:?}",
+            spec.command
+        );
         assert_eq!(spec.timeout, Duration::from_secs(1));
     }
 
