@@ -78,9 +78,14 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("shs-supervisor")
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(args));
-    // Every function process is stopped by now; do not let a stuck blocking task hold the exit.
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    // Under an actix System, so that each HTTP worker builds its app in the runtime it serves
+    // from, and handles the pipes of the processes it calls.
+    let system = shs_http::system(runtime);
+    let result = system.block_on(serve(args));
+    // Every function process is stopped by now, and the store flushed. Dropping the runtime
+    // would wait, with no deadline, for any blocking task still running; the process is about
+    // to exit, so leave that to the OS.
+    std::mem::forget(system);
     result
 }
 
@@ -97,6 +102,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot read the bound address")?;
     let url = format!("http://{addr}");
 
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let mut config = Config::new(&args.functions_dir);
     config.timeout = Duration::from_secs_f64(args.timeout);
     config.instances = args.instances as usize;
@@ -115,6 +123,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         processes: args.limit_processes,
     };
 
+    // The HTTP workers handle the processes' pipes.
+    config.io_threads = workers.max(1);
     config.max_attempts = args.max_attempts;
     config.retry_backoff = Duration::from_secs_f64(args.retry_backoff);
 
@@ -136,9 +146,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })?;
 
     let grace = Duration::from_secs_f64(args.shutdown_grace);
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let access = AccessConfig {
         api_keys: args
             .api_keys
@@ -173,7 +180,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot start the HTTP server")?;
     let handle = http.server.handle();
     let lifecycle = http.lifecycle;
-    let mut running = tokio::spawn(http.server);
+    // On this thread, under the actix System (see `run`): the workers start from here.
+    let mut running = tokio::task::spawn_local(http.server);
     tracing::info!(
         functions_dir = %args.functions_dir.display(),
         workers,
@@ -187,10 +195,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     // One grace period for everything: requests in flight first, then the functions.
     let deadline = tokio::time::Instant::now() + grace;
+    if stopped_early.is_none() {
+        // Stop accepting, let in-flight requests finish (up to the grace period).
+        lifecycle.drain(&handle, grace).await;
+    }
+    // The functions, before the HTTP workers: the workers handle their pipes.
+    supervisor
+        .shutdown(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await;
     let server_result = match stopped_early {
         None => {
-            // Stop accepting, let in-flight requests finish (up to the grace period).
-            lifecycle.shutdown(&handle, grace).await;
+            handle.stop(false).await;
             let _ = running.await;
             Ok(())
         }
@@ -198,9 +213,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(Ok(Err(e))) => Err(anyhow::Error::from(e).context("the HTTP server failed")),
         Some(Err(e)) => Err(anyhow::Error::from(e).context("the HTTP server task failed")),
     };
-    supervisor
-        .shutdown(deadline.saturating_duration_since(tokio::time::Instant::now()))
-        .await;
     bus.flush().await;
     server_result?;
     tracing::info!("stopped");

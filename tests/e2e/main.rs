@@ -9,6 +9,7 @@
 
 mod harness;
 
+mod affinity;
 mod cli;
 mod cli_client;
 mod deploy;

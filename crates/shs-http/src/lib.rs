@@ -98,6 +98,7 @@ pub fn server(
     });
     let cors_origins = config.cors_origins.clone();
     let server = actix_web::HttpServer::new(move || {
+        attach_worker(&state.supervisor);
         actix_web::App::new()
             .app_data(web::Data::new(state.clone()))
             .app_data(guard.clone())
@@ -114,6 +115,25 @@ pub fn server(
     .listen(listener)?
     .run();
     Ok(HttpServer { server, lifecycle })
+}
+
+/// An actix `System` on `runtime` (run the server's future with its `block_on`): how
+/// [`server`] should be started for its workers to handle function processes' pipes.
+pub fn system(runtime: tokio::runtime::Runtime) -> actix_web::rt::SystemRunner {
+    actix_web::rt::System::with_tokio_rt(|| runtime)
+}
+
+/// Attaches an actix worker to handle function processes' pipes (see
+/// [`Supervisor::attach_io_thread`]). Under an actix `System`, each worker builds its app on its
+/// own thread, in the current-thread runtime it then serves from; started from a plain tokio
+/// runtime instead, actix builds the apps in that runtime, so workers are not attached (and
+/// processes' pipes stay with the supervisor's runtime).
+fn attach_worker(supervisor: &Supervisor) {
+    let own_runtime = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+    if own_runtime && actix_web::rt::System::try_current().is_some() {
+        supervisor.attach_io_thread();
+    }
 }
 
 /// CORS for the origins given (`*` for any). Only installed when some are given, so by default

@@ -1,5 +1,6 @@
 //! Graceful shutdown of the HTTP side: stop accepting, let requests in flight finish (up to a
-//! grace period), refuse new ones on connections that stay open, then close everything.
+//! grace period), refuse new ones on connections that stay open, then (once the caller has
+//! stopped what the workers still serve) close everything.
 //!
 //! actix's own graceful stop waits for idle keep-alive connections to time out; counting the
 //! requests in flight lets shs stop as soon as the last one is answered.
@@ -57,17 +58,25 @@ impl Lifecycle {
         tokio::time::timeout(grace, wait).await.is_ok()
     }
 
-    /// Stops the server: no new connections, 503 for new requests on open ones, up to `grace`
-    /// for those in flight, then every connection closed.
-    pub async fn shutdown(&self, handle: &ServerHandle, grace: Duration) {
+    /// Drains the server: no new connections, 503 for new requests on open ones, and up to
+    /// `grace` for those in flight. Returns whether they all finished. The workers keep
+    /// running (they may handle function processes' pipes) until [`ServerHandle::stop`].
+    pub async fn drain(&self, handle: &ServerHandle, grace: Duration) -> bool {
         self.draining.store(true, Ordering::Release);
         handle.pause().await;
-        if !self.drained(grace).await {
+        let drained = self.drained(grace).await;
+        if !drained {
             tracing::warn!(
                 in_flight = self.in_flight(),
-                "requests still in flight after the grace period; closing their connections"
+                "requests still in flight after the grace period"
             );
         }
+        drained
+    }
+
+    /// Drains the server (see [`Lifecycle::drain`]), then closes every connection.
+    pub async fn shutdown(&self, handle: &ServerHandle, grace: Duration) {
+        self.drain(handle, grace).await;
         handle.stop(false).await;
     }
 }

@@ -16,10 +16,13 @@
 //! removed ones retired. An rpc function is started as soon as it is deployed, so that the
 //! subscriptions its start-up code makes are in force before the first event.
 //!
-//! Each rpc process is an actor made of four tasks: a writer that owns stdin, a reader that
-//! owns stdout, a stderr logger, and a waiter that owns the child and reaps it. Callers hold
-//! `Arc`s to it; a call registers a pending entry (with the pool slot it occupies) under a
-//! supervisor-wide call id, queues its line, and waits for the reader to hand it the answer.
+//! Each rpc process is an actor made of four tasks: a flusher for what waits to go into
+//! stdin, a reader that owns stdout, a stderr logger, and a waiter that owns the child and
+//! reaps it. Callers hold `Arc`s to it; a call registers a pending entry (with the pool slot
+//! it occupies) under a supervisor-wide call id, writes its line, and waits for the reader to
+//! hand it the answer. The flusher and the reader run on the process's I/O home: an attached
+//! thread ([`Supervisor::attach_io_thread`], e.g. an HTTP worker), whose requests then prefer
+//! that process, or the supervisor's runtime.
 //! When the process dies, the reader fails every pending call with what happened, and the pool
 //! drops the process; the next request starts a fresh one.
 //!
@@ -40,6 +43,7 @@ use shs_bus::Bus;
 
 pub mod error;
 mod exec;
+mod io;
 pub mod logs;
 mod pipes;
 mod pool;
@@ -90,6 +94,10 @@ pub struct Config {
     pub max_attempts: u32,
     /// First retry wait of an asynchronous delivery, where the function does not set its own.
     pub retry_backoff: Duration,
+    /// How many threads are going to attach with [`Supervisor::attach_io_thread`] (e.g. the
+    /// HTTP workers). In its first seconds, the supervisor waits for them before it starts
+    /// processes, so that the first processes are spread over them too.
+    pub io_threads: usize,
 }
 
 impl Config {
@@ -110,6 +118,7 @@ impl Config {
             limits: spec::Limits::default(),
             max_attempts: 5,
             retry_backoff: Duration::from_secs(1),
+            io_threads: 0,
         }
     }
 }
@@ -118,6 +127,9 @@ impl Config {
 pub(crate) struct Host {
     pub(crate) config: Config,
     pub(crate) bus: Arc<dyn Bus>,
-    /// The runtime that owns every process task, whichever thread a request came in on.
+    /// The runtime that owns the processes' reapers, stderr readers and timers, and their
+    /// stdin and stdout when no thread is attached.
     pub(crate) handle: tokio::runtime::Handle,
+    /// The threads attached to handle processes' stdin and stdout.
+    pub(crate) io: io::IoThreads,
 }

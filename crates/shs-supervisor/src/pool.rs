@@ -186,7 +186,7 @@ impl Pool {
             }
             st.starting += 1;
         }
-        self.arc().start_one(Causation::root(), false).await
+        self.arc().start_one(Causation::root(), false, None).await
     }
 
     /// Takes a slot, starting a process or waiting in line as needed.
@@ -231,8 +231,10 @@ impl Pool {
                 // waits for its start too. With no process at all, it is a cold start.
                 let cause = cause.clone();
                 let cold = live == 0;
+                // Handled on this request's thread, if it is an attached one.
+                let thread = self.host.io.current();
                 self.host.handle.spawn(async move {
-                    let _ = pool.start_one(cause, cold).await;
+                    let _ = pool.start_one(cause, cold, thread).await;
                 });
             } else if coming == 0 && waits_on_itself(&st, cause) {
                 return Err(InvokeError::Cycle {
@@ -313,14 +315,20 @@ impl Pool {
         }
     }
 
-    /// A free slot on a ready process, least busy first.
+    /// A free slot on a ready process: least busy first, but one handled on the caller's
+    /// thread unless it is half its concurrency busier than another.
     fn take_free(&self, st: &mut State) -> Option<Slot> {
         let concurrency = self.spec.concurrency;
+        let here = self.host.io.current();
+        let elsewhere = concurrency / 2;
         let entry = st
             .procs
             .iter_mut()
             .filter(|e| e.busy < concurrency && !e.process.is_doomed())
-            .min_by_key(|e| e.busy)?;
+            .min_by_key(|e| {
+                let away = here.is_none() || e.process.io_thread() != here;
+                e.busy + if away { elsewhere } else { 0 }
+            })?;
         entry.busy += 1;
         entry.took = true;
         Some(Slot {
@@ -379,9 +387,14 @@ impl Pool {
     }
 
     /// Spawns and initializes one process (the caller has counted it in `starting`).
-    async fn start_one(self: Arc<Self>, cause: Causation, cold: bool) -> Result<(), StartFailure> {
+    async fn start_one(
+        self: Arc<Self>,
+        cause: Causation,
+        cold: bool,
+        thread: Option<usize>,
+    ) -> Result<(), StartFailure> {
         let began = Instant::now();
-        let result = self.spawn_and_initialize(cause).await;
+        let result = self.spawn_and_initialize(cause, thread).await;
         let process = match result {
             Ok(process) => process,
             Err(failure) => {
@@ -434,10 +447,26 @@ impl Pool {
         Ok(())
     }
 
-    async fn spawn_and_initialize(&self, cause: Causation) -> Result<Arc<Process>, StartFailure> {
+    async fn spawn_and_initialize(
+        &self,
+        cause: Causation,
+        thread: Option<usize>,
+    ) -> Result<Arc<Process>, StartFailure> {
         let spec = &self.spec;
+        self.host.io.settled().await;
+        let home = {
+            let st = self.state.lock();
+            let on = |t: usize| {
+                let procs = st.procs.iter().map(|e| &e.process);
+                procs
+                    .chain(&st.initializing)
+                    .filter(|p| !p.is_doomed() && p.io_thread() == Some(t))
+                    .count()
+            };
+            self.host.io.home(thread, on, &self.host.handle)
+        };
         let process =
-            Process::spawn(spec, &self.host, &self.logs).map_err(|reason| StartFailure {
+            Process::spawn(spec, &self.host, &self.logs, home).map_err(|reason| StartFailure {
                 reason,
                 stderr: Vec::new(),
             })?;
@@ -583,7 +612,7 @@ impl Pool {
             st.starting += 1;
             let pool = self.arc();
             self.host.handle.spawn(async move {
-                let _ = pool.start_one(Causation::root(), false).await;
+                let _ = pool.start_one(Causation::root(), false, None).await;
             });
         }
     }
@@ -628,7 +657,7 @@ impl Pool {
                 st.starting += 1;
                 let pool = self.arc();
                 self.host.handle.spawn(async move {
-                    let _ = pool.start_one(Causation::root(), false).await;
+                    let _ = pool.start_one(Causation::root(), false, None).await;
                 });
             }
         }

@@ -29,12 +29,14 @@ use shs_protocol::methods::{
     error_code,
 };
 use shs_protocol::{Id, Message, ParseError, Response, RpcError, write_request, write_response};
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::net::unix::pipe;
+use tokio::process::{Child, ChildStderr, Command};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio_util::codec::FramedRead;
 use tracing::Instrument;
 
 use crate::Host;
+use crate::io::IoHome;
 use crate::logs::LogRing;
 use crate::pipes::{LineCodec, ReadError, StderrTail, drain_stderr};
 use crate::pool::Slot;
@@ -128,6 +130,8 @@ pub(crate) struct Process {
     pid: u32,
     function: Arc<str>,
     host: Arc<Host>,
+    /// The attached thread whose runtime handles its stdin and stdout, if one does.
+    io_thread: Option<usize>,
     stdin: Arc<StdinWriter>,
     calls: Mutex<Calls>,
     stderr_tail: StderrTail,
@@ -248,11 +252,13 @@ pub(crate) fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
 }
 
 impl Process {
-    /// Starts a process for `spec`; it still has to be initialized.
+    /// Starts a process for `spec`, its stdin and stdout handled on `home`; it still has to be
+    /// initialized.
     pub(crate) fn spawn(
         spec: &FunctionSpec,
         host: &Arc<Host>,
         logs: &Arc<LogRing>,
+        home: IoHome,
     ) -> Result<Arc<Process>, String> {
         let _enter = host.handle.enter();
         let mut child = command(spec, host)
@@ -265,11 +271,21 @@ impl Process {
             signal_group(pid, Signal::SIGKILL);
             return Err("the process's pipes could not be set up".to_owned());
         };
-        let stdin = match StdinWriter::new(stdin) {
-            Ok(stdin) => stdin,
+        // The child's reaper and stderr stay with the supervisor's runtime; stdin and stdout
+        // move to the runtime of the process's home.
+        let pipes = (|| {
+            let (stdin, stdout) = (stdin.into_owned_fd()?, stdout.into_owned_fd()?);
+            let _home = home.handle.enter();
+            Ok::<_, std::io::Error>((
+                StdinWriter::new(stdin)?,
+                pipe::Receiver::from_owned_fd(stdout)?,
+            ))
+        })();
+        let (stdin, stdout) = match pipes {
+            Ok(pipes) => pipes,
             Err(e) => {
                 signal_group(pid, Signal::SIGKILL);
-                return Err(format!("the process's stdin could not be set up: {e}"));
+                return Err(format!("the process's pipes could not be set up: {e}"));
             }
         };
         let (exit_tx, exit) = watch::channel(None);
@@ -279,6 +295,7 @@ impl Process {
             pid,
             function: Arc::from(spec.name.as_str()),
             host: host.clone(),
+            io_thread: home.thread,
             stdin: stdin.clone(),
             calls: Mutex::new(Calls {
                 pending: HashMap::new(),
@@ -295,10 +312,15 @@ impl Process {
             dead_tx,
         });
         let span = tracing::info_span!("process", function = %spec.name, pid);
-        host.handle
+        home.handle
             .spawn(flush_stdin(process.clone(), stdin).instrument(span.clone()));
-        host.handle
-            .spawn(process.clone().read_loop(stdout).instrument(span.clone()));
+        let reader = ReaderGuard(Some(process.clone()));
+        home.handle.spawn(
+            process
+                .clone()
+                .read_loop(stdout, reader)
+                .instrument(span.clone()),
+        );
         host.handle
             .spawn(process.clone().stderr_loop(stderr).instrument(span.clone()));
         host.handle
@@ -321,6 +343,11 @@ impl Process {
     /// The OS process id (also its process group id).
     pub(crate) fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The attached thread that handles its pipes, if one does.
+    pub(crate) fn io_thread(&self) -> Option<usize> {
+        self.io_thread
     }
 
     /// Whether the process is gone or going: it must get no new request.
@@ -396,7 +423,8 @@ impl Process {
         };
         // Written by this thread, now, unless the pipe is full (then it waits in order). A pipe
         // that takes nothing means the process is dying: the reader fails this call with why.
-        let _ = self.stdin.write(&line);
+        let batch = self.io_thread.is_some() && self.host.io.current() == self.io_thread;
+        let _ = self.stdin.write(&line, batch);
         guard.sent = true;
         let Some(rx) = guard.rx.as_mut() else {
             return Err(CallError::Timeout);
@@ -496,7 +524,7 @@ impl Process {
         let _ = self.stdin.write_waiting(&line).await;
     }
 
-    async fn read_loop(self: Arc<Self>, stdout: ChildStdout) {
+    async fn read_loop(self: Arc<Self>, stdout: pipe::Receiver, mut guard: ReaderGuard) {
         let decoder = LineDecoder::new(self.host.config.max_line, OverLong::Error);
         let mut lines = FramedRead::with_capacity(stdout, LineCodec(decoder), 64 * 1024);
         let permits = Arc::new(Semaphore::new(MAX_FUNCTION_REQUESTS));
@@ -554,6 +582,7 @@ impl Process {
                 stderr: self.stderr_tail(),
             },
         };
+        guard.0 = None;
         tracing::debug!(function = %self.function, pid = self.pid, detail = %death.detail, "process ended");
         self.logs.push(
             self.pid,
@@ -692,8 +721,10 @@ impl Process {
                     return;
                 };
                 let process = self.clone();
+                // On the reader's runtime: a delivery to a process handled on the same thread
+                // goes and comes back without leaving it.
                 if params.asynchronous {
-                    self.host.handle.spawn(
+                    tokio::spawn(
                         async move {
                             let stored = process.host.bus.publish_async(event, cause).await;
                             let outcome = stored.map_err(|e| {
@@ -731,7 +762,7 @@ impl Process {
                     );
                     return;
                 }
-                self.host.handle.spawn(
+                tokio::spawn(
                     async move {
                         let result = process.host.bus.publish(event, cause).await;
                         match id {
@@ -878,6 +909,24 @@ impl Process {
         )
         .await;
         self.stderr_done.send_replace(true);
+    }
+}
+
+/// Stands for a process's reader: if the reader is dropped before it has seen the process
+/// end (the runtime it ran on shut down), nobody would read the answers, so the process is
+/// terminated and its calls failed at once.
+struct ReaderGuard(Option<Arc<Process>>);
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        let Some(process) = self.0.take() else { return };
+        let reason = "the thread that read its output stopped".to_owned();
+        process.terminate(reason.clone());
+        process.fail_all(Death {
+            detail: format!("was stopped ({reason})"),
+            protocol: false,
+            stderr: process.stderr_tail(),
+        });
     }
 }
 

@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use parking_lot::Mutex;
+use std::os::fd::OwnedFd;
+
 use tokio::net::unix::pipe;
-use tokio::process::ChildStdin;
 use tokio::sync::Notify;
 
 /// Above this many bytes waiting, the function's own requests wait before they are answered.
@@ -42,8 +43,8 @@ pub(crate) struct StdinWriter {
 
 impl StdinWriter {
     /// Takes over a child's stdin; must be called in the runtime that will run the flusher.
-    pub(crate) fn new(stdin: ChildStdin) -> io::Result<Arc<StdinWriter>> {
-        let sender = pipe::Sender::from_owned_fd(stdin.into_owned_fd()?)?;
+    pub(crate) fn new(stdin: OwnedFd) -> io::Result<Arc<StdinWriter>> {
+        let sender = pipe::Sender::from_owned_fd(stdin)?;
         Ok(Arc::new(StdinWriter {
             state: Mutex::new(State {
                 pipe: Some(Arc::new(sender)),
@@ -57,7 +58,11 @@ impl StdinWriter {
     }
 
     /// Writes `line` now if the pipe takes it, else queues it behind what waits. Never waits.
-    pub(crate) fn write(&self, line: &[u8]) -> Result<(), Broken> {
+    ///
+    /// With `batch`, the line is queued for the flusher even when the pipe would take it: a
+    /// caller on the flusher's own thread lets the lines of every request that thread handles
+    /// in one turn go down in one write (one wake-up of the function instead of one per line).
+    pub(crate) fn write(&self, line: &[u8], batch: bool) -> Result<(), Broken> {
         let mut state = self.state.lock();
         if let Some(kind) = state.broken {
             return Err(Broken(kind));
@@ -67,6 +72,12 @@ impl StdinWriter {
         };
         if !state.backlog.is_empty() {
             state.backlog.extend_from_slice(line);
+            return Ok(());
+        }
+        if batch {
+            state.backlog.extend_from_slice(line);
+            drop(state);
+            self.work.notify_one();
             return Ok(());
         }
         match pipe.try_write(line) {
@@ -105,7 +116,7 @@ impl StdinWriter {
             }
             drained.await;
         }
-        self.write(line)
+        self.write(line, false)
     }
 
     /// Closes the pipe once what waits has been written: the function sees the end of input.

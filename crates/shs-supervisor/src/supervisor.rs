@@ -215,10 +215,12 @@ impl Supervisor {
             retry_backoff: config.retry_backoff,
         };
         let watch_folder = config.watch;
+        let io = crate::io::IoThreads::new(config.io_threads);
         let host = Arc::new(Host {
             config,
             bus: bus.clone(),
             handle: tokio::runtime::Handle::current(),
+            io,
         });
         let inner = Arc::new_cyclic(|me: &Weak<Inner>| Inner {
             host,
@@ -248,6 +250,15 @@ impl Supervisor {
             *supervisor.inner.watch.lock() = Some(follower);
         }
         Ok(supervisor)
+    }
+
+    /// Attaches the calling thread to handle function processes' pipes. Call it on each thread
+    /// that serves requests from a current-thread runtime (an actix-web worker), in that
+    /// runtime. A process's stdin and stdout are then handled on one attached thread, and a
+    /// request prefers a process handled on its own thread: its answer comes back without a
+    /// hand-off between threads. Returns false (and changes nothing) outside a runtime.
+    pub fn attach_io_thread(&self) -> bool {
+        self.inner.host.io.attach_current()
     }
 
     /// The bus the supervisor serves functions with.
