@@ -18,6 +18,7 @@ mod exec;
 mod faults;
 mod load;
 mod nats;
+mod openapi;
 mod ops;
 mod protocol;
 mod run;
