@@ -65,6 +65,8 @@ class Scenario:
     connections: int
     expect: str | None = None  # the body every answer must have (checked once before load)
     setup: str = ""  # the function settings, for the report
+    prefer: str = ""  # a Prefer header (respond-async: asynchronous publishing)
+    delivered_by: str = ""  # a function whose deliveries are counted after the load
 
 
 @dataclass
@@ -87,6 +89,8 @@ CAT_TOML = {"mode": "exec", "command": ["cat"], "instances": 64}
 # The same with the program's full path (see "What limits it" in BENCHMARKS.md).
 CAT_PATH_TOML = {"mode": "exec", "command": [shutil.which("cat") or "/bin/cat"], "instances": 64}
 SUB_TOML = {"instances": 2, "concurrency": 16, "queue": 256}
+# The subscriber of asynchronous events: deliveries of one type may overlap (ordered = false).
+ASYNC_SUB_TOML = {"instances": 2, "concurrency": 16, "queue": 256, "ordered": False}
 PUBLISHER_TOML = {"instances": 8, "concurrency": 1, "queue": 256}
 COLD_TOML = {"instances": 1, "min_instances": 0, "idle_timeout": 0.2}
 IDLE_PY_TOML = {"min_instances": 0, "idle_timeout": 0.2}
@@ -133,6 +137,13 @@ SCENARIOS = [
              event_body("bench.ten"), 32, None, describe(SUB_TOML)),
     Scenario("pub-32", "shs invoke that publishes (1 subscriber), 32 conns", "shs",
              "/run/publisher", BODY, 32, BODY, describe(PUBLISHER_TOML)),
+    Scenario("async-32", "shs POST /events async (embedded store), 1 subscriber, 32 conns",
+             "shs", "/events", event_body("bench.async"), 32, None,
+             describe(ASYNC_SUB_TOML) + "; `Prefer: respond-async`", "respond-async", "async-sub"),
+    Scenario("nats-async-32", "shs POST /events async (NATS JetStream), 1 subscriber, 32 conns",
+             "shs-nats", "/events", event_body("bench.async"), 32, None,
+             describe(ASYNC_SUB_TOML) + "; `Prefer: respond-async`; `--bus nats://`",
+             "respond-async", "async-sub"),
 ]
 SCENARIO = {s.key: s for s in SCENARIOS}
 
@@ -164,12 +175,18 @@ NOTES_MARKER = "<!-- Written by hand below this line; scripts/bench keeps it whe
 DEFAULT_NOTES = "\n## What limits it\n\n(Observations and profiles go here.)\n"
 
 # Scenarios of the issue that cannot be measured yet.
-PENDING = [
-    ("asynchronous publishing, embedded store: events/s accepted durably, 32 conns",
-     ">= 20,000 events/s", "not yet implemented (issue 4)"),
-    ("asynchronous publishing, embedded store: events/s delivered end to end, 1 subscriber",
-     ">= 10,000 events/s", "not yet implemented (issue 4)"),
-    ("asynchronous publishing on NATS JetStream", "", "not yet implemented (issue 4)"),
+PENDING: list = []
+
+# Absolute throughputs with a target (events/s; the issue gives these as rates, not ratios).
+THROUGHPUTS = [
+    ("async-32", "accepted", "asynchronous publishing, embedded store: events/s accepted durably, "
+     "32 conns", ">= 20,000 events/s", lambda v: v >= 20_000),
+    ("async-32", "delivered", "asynchronous publishing, embedded store: events/s delivered end to "
+     "end, 1 subscriber", ">= 10,000 events/s", lambda v: v >= 10_000),
+    ("nats-async-32", "accepted", "asynchronous publishing, NATS JetStream: events/s accepted "
+     "durably, 32 conns", "", None),
+    ("nats-async-32", "delivered", "asynchronous publishing, NATS JetStream: events/s delivered end "
+     "to end, 1 subscriber", "", None),
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -216,11 +233,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def request(method: str, url: str, body: str | None = None, timeout: float = 10):
+def request(method: str, url: str, body: str | None = None, timeout: float = 10,
+            headers: dict | None = None):
     """(status, body) of one request; never raises on an HTTP error status."""
     data = body.encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read().decode()
@@ -366,6 +384,8 @@ def write_functions(root: Path) -> None:
     write_function(root / "publisher", {"command": [echo_fn, "--publish", "bench.pub"],
                                         **PUBLISHER_TOML})
     write_function(root / "cold", {"command": [echo_fn], **COLD_TOML})
+    write_function(root / "async-sub", {"command": [echo_fn], "subscribe": ["bench.async"],
+                                        **ASYNC_SUB_TOML})
 
 
 def write_idle_functions(root: Path) -> None:
@@ -403,6 +423,8 @@ WRK_LUA = '''\
 wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY") or "{}"
 wrk.headers["Content-Type"] = "application/json"
+local prefer = os.getenv("BENCH_PREFER")
+if prefer and prefer ~= "" then wrk.headers["Prefer"] = prefer end
 
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
@@ -445,6 +467,8 @@ class Results:
     rss_load: list = field(default_factory=list)  # peak VmRSS KiB per round, during rs-32
     rss_idle100: list = field(default_factory=list)  # VmRSS KiB samples
     commands: list = field(default_factory=list)  # (kind: "server" or "load", name, command)
+    # scenario key -> {"accepted": [events/s per round], "delivered": [events/s per round]}
+    throughput: dict = field(default_factory=dict)
 
 
 def wrk_cmd(wrk: str, lua: Path, scenario: Scenario, url: str, seconds: float) -> list[str]:
@@ -453,9 +477,9 @@ def wrk_cmd(wrk: str, lua: Path, scenario: Scenario, url: str, seconds: float) -
             "-s", str(lua), url + scenario.path]
 
 
-def run_wrk(cmd: list[str], body: str, log_file) -> Sample:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
-                                                                   "BENCH_BODY": body})
+def run_wrk(cmd: list[str], body: str, log_file, prefer: str = "") -> Sample:
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+                          env={**os.environ, "BENCH_BODY": body, "BENCH_PREFER": prefer})
     log_file.write("$ " + shlex.join(cmd) + "\n" + proc.stdout + proc.stderr + "\n")
     log_file.flush()
     if proc.returncode != 0:
@@ -498,7 +522,13 @@ class RssSampler:
 
 def verify(servers: dict, scenario: Scenario) -> None:
     """One request before the load: the status and the answer must be right."""
-    status, body = request("POST", servers[scenario.server].url + scenario.path, scenario.body)
+    headers = {"Prefer": scenario.prefer} if scenario.prefer else None
+    status, body = request("POST", servers[scenario.server].url + scenario.path, scenario.body,
+                           headers=headers)
+    if scenario.prefer:
+        if status != 202:
+            raise SystemExit(f"[bench] {scenario.key}: unexpected answer {status} {body[:500]}")
+        return
     ok = status == 200
     if ok and scenario.expect is not None:
         ok = json.loads(body) == json.loads(scenario.expect)
@@ -574,6 +604,38 @@ def idle_rss(args, work: Path, results: Results) -> None:
     shs.proc.wait(timeout=30)
 
 
+def deliveries(server: Server, function: str) -> int:
+    status, body = request("GET", f"{server.url}/metrics/{function}")
+    if status != 200:
+        raise SystemExit(f"[bench] GET /metrics/{function}: {status} {body[:300]}")
+    return json.loads(body)["metrics"]["deliveries"]
+
+
+def nats_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 4222), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def delete_nats_streams(namespace: str) -> None:
+    """Deletes the streams the NATS scenario made (speaking the NATS protocol directly)."""
+    upper = namespace.upper()
+    try:
+        with socket.create_connection(("127.0.0.1", 4222), timeout=5) as sock:
+            f = sock.makefile("rwb")
+            f.readline()
+            f.write(b'CONNECT {"verbose":false}\r\n')
+            for suffix in ("EVENTS", "DEAD", "SUBSCRIPTIONS", "ATTEMPTS"):
+                f.write(f"PUB $JS.API.STREAM.DELETE.{upper}_{suffix} 0\r\n\r\n".encode())
+            f.write(b"PING\r\n")
+            f.flush()
+            f.readline()
+    except OSError as e:
+        log(f"could not delete the NATS streams of {namespace}: {e}")
+
+
 def measure(args, wrk: str) -> tuple[Results, dict]:
     work = Path(tempfile.mkdtemp(prefix="shs-bench-"))
     atexit.register(shutil.rmtree, work, True)
@@ -591,8 +653,21 @@ def measure(args, wrk: str) -> tuple[Results, dict]:
         "spawn": [str(RELEASE / "bench-spawn"), "--listen", "127.0.0.1:{port}",
                   "--workers", workers],
         "shs": [str(RELEASE / "shs"), "serve", "--functions-dir", str(fns),
-                "--listen", "127.0.0.1:{port}", "--workers", workers, "--no-watch"],
+                "--listen", "127.0.0.1:{port}", "--workers", workers, "--no-watch",
+                "--data-dir", str(work / "data")],
     }
+    if nats_available():
+        namespace = f"bench{os.getpid()}"
+        nats_fns = work / "nats-functions"
+        write_function(nats_fns / "async-sub", {"command": [str(RELEASE / "bench-echo-fn")],
+                                                "subscribe": ["bench.async"], **ASYNC_SUB_TOML})
+        commands["shs-nats"] = [str(RELEASE / "shs"), "serve", "--functions-dir", str(nats_fns),
+                                "--listen", "127.0.0.1:{port}", "--workers", workers,
+                                "--no-watch", "--data-dir", str(work / "nats-data"),
+                                "--bus", "nats://127.0.0.1:4222", "--bus-namespace", namespace]
+        atexit.register(delete_nats_streams, namespace)
+    else:
+        log("no NATS server on 127.0.0.1:4222: the JetStream scenario is skipped")
     servers = {name: start(name, cmd, work) for name, cmd in commands.items()}
     for name, cmd in commands.items():
         results.commands.append(("server", name, shlex.join(cmd).replace(str(work), "$WORK")))
@@ -603,7 +678,11 @@ def measure(args, wrk: str) -> tuple[Results, dict]:
     broken = {n: r for n, r in functions(shs).items() if r["state"] == "failed"}
     if broken:
         raise SystemExit(f"[bench] functions failed to start: {json.dumps(broken)[:2000]}")
-    for scenario in SCENARIOS:
+    scenarios = [s for s in SCENARIOS if s.server in servers]
+    for scenario in scenarios:
+        if scenario.server == "shs-nats":
+            wait_until("shs on NATS to be ready",
+                       lambda: request("GET", servers["shs-nats"].url + "/ready")[0] == 200)
         wait_until(f"{scenario.server} to answer",
                    lambda s=scenario: verify(servers, s) is None, timeout=20)
     log("every scenario answers correctly; measuring")
@@ -613,12 +692,12 @@ def measure(args, wrk: str) -> tuple[Results, dict]:
         results.samples[key] = []
     for r in range(args.rounds):
         log(f"round {r + 1} of {args.rounds}")
-        for scenario in SCENARIOS:
+        for scenario in scenarios:
             server = servers[scenario.server]
             check_alive(server)
             if args.warmup > 0:
                 run_wrk(wrk_cmd(wrk, lua, scenario, server.url, args.warmup), scenario.body,
-                        wrk_log)
+                        wrk_log, scenario.prefer)
             cmd = wrk_cmd(wrk, lua, scenario, server.url, args.duration)
             if r == 0:
                 results.commands.append(("load", scenario.key, f"BENCH_BODY='{scenario.body}' "
@@ -627,8 +706,25 @@ def measure(args, wrk: str) -> tuple[Results, dict]:
                 with RssSampler(shs.proc.pid) as sampler:
                     sample = run_wrk(cmd, scenario.body, wrk_log)
                 results.rss_load.append(sampler.peak)
+            elif scenario.delivered_by:
+                # Asynchronous: events accepted during the load, then delivered end to end
+                # (from the start of the load to the last delivery).
+                fn = scenario.delivered_by
+                before = deliveries(server, fn)
+                started = time.perf_counter()
+                sample = run_wrk(cmd, scenario.body, wrk_log, scenario.prefer)
+                wait_until(f"{fn} to take every accepted event",
+                           lambda: deliveries(server, fn) >= before + sample.requests,
+                           timeout=300, every=0.05)
+                took = time.perf_counter() - started
+                rates = results.throughput.setdefault(scenario.key, {"accepted": [],
+                                                                     "delivered": []})
+                rates["accepted"].append(sample.rps)
+                rates["delivered"].append(sample.requests / took)
+                log(f"  {scenario.key:9} delivered end to end: {sample.requests / took:10.0f} "
+                    "events/s")
             else:
-                sample = run_wrk(cmd, scenario.body, wrk_log)
+                sample = run_wrk(cmd, scenario.body, wrk_log, scenario.prefer)
             results.samples[scenario.key].append(sample)
             flag = f"  ERRORS: {sample.errors}" if sample.errors else ""
             log(f"  {scenario.key:9} {sample.rps:10.0f} req/s  p50 {sample.p50:7.3f} ms  "
@@ -720,6 +816,12 @@ def write_report(args, machine: dict, results: Results, plot_ok: bool) -> str:
     load = [k / 1024 for k in results.rss_load]
     w(f"| supervisor RSS under load (peak during Rust echo, 32 conns): < 64 MiB | "
       f"{med_range(load, '.1f')} MiB | {verdict(bool(load) and max(load) < 64)} |")
+    for key, kind, title, target, check in THROUGHPUTS:
+        if check is None:
+            continue
+        values = results.throughput.get(key, {}).get(kind, [])
+        ok = bool(values) and check(statistics.median(values))
+        w(f"| {title}: {target} | {med_range(values, ',.0f')} events/s | {verdict(ok)} |")
     for title, target, status in PENDING:
         w(f"| {title}{': ' + target if target else ''} | {status} | — |")
     w("")
@@ -737,6 +839,20 @@ def write_report(args, machine: dict, results: Results, plot_ok: bool) -> str:
         w(f"| {s.title} | {med_range([x.rps for x in samples], ',.0f')} | "
           f"{med_range([x.p50 for x in samples], '.3f')} | "
           f"{med_range([x.p99 for x in samples], '.3f')} | {err} | {s.setup} |")
+    w("")
+    w("## Asynchronous publishing\n")
+    w("`POST /events` with `Prefer: respond-async` under wrk (32 connections): **accepted** is "
+      "the rate of 202 answers (each one after the event and its pending delivery were "
+      "committed); **delivered** is the number of events accepted in the run divided by the time "
+      "from the start of the load until the subscriber (the Rust echo function) had taken the "
+      "last of them, read from `GET /metrics/async-sub`.\n")
+    w("| figure | events/s: median (min–max) | target | result |")
+    w("|---|---|---|---|")
+    for key, kind, title, target, check in THROUGHPUTS:
+        values = results.throughput.get(key, {}).get(kind, [])
+        result = verdict(check(statistics.median(values))) if check and values else "—"
+        shown = med_range(values, ',.0f') if values else "not measured (no NATS server)"
+        w(f"| {title} | {shown} | {target or '—'} | {result} |")
     w("")
     w("## Ratios (same round)\n")
     w("| ratio | median (min–max) | target | result |")
@@ -808,6 +924,8 @@ def plot(results: Results, tool: str, path: Path) -> bool:
     rows = []
     for s in SCENARIOS:
         samples = results.samples[s.key]
+        if not samples:
+            continue
         rows.append((s.key, [statistics.median(getattr(x, p) for x in samples)
                              for p in ("p50", "p75", "p90", "p99")]))
     if tool == "matplotlib":

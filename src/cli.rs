@@ -16,7 +16,138 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the supervisor and its HTTP API on a folder of functions.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Create a new function from a template, ready to deploy (Python, Node, Rust or sh).
+    New(NewArgs),
+    /// Invoke a function on a running server (`POST /run/NAME`) and print its result.
+    Invoke(InvokeArgs),
+    /// Publish an event on a running server (`POST /events`).
+    Publish(PublishArgs),
+    /// List the functions a running server has deployed (`GET /functions`).
+    List(ListArgs),
+    /// List the subscriptions of a running server (`GET /subscriptions`).
+    Subscriptions(ListArgs),
+    /// Print a function's recent log lines, and follow them with -f.
+    Logs(LogsArgs),
+}
+
+/// The language of a new function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Lang {
+    /// `main.py` on the Python SDK, with a unittest test.
+    Python,
+    /// `main.js` on the Node SDK, with a node:test test.
+    Node,
+    /// A Cargo project on the Rust SDK, with a unit test; build it with `cargo build --release`.
+    Rust,
+    /// `main.sh`, the protocol by hand in POSIX sh.
+    Sh,
+}
+
+/// `shs new`.
+#[derive(Debug, Args)]
+pub(crate) struct NewArgs {
+    /// The function's name: 1 to 64 letters, digits, `_` or `-`.
+    pub(crate) name: String,
+
+    /// The language to write it in.
+    #[arg(long, value_enum)]
+    pub(crate) lang: Lang,
+
+    /// The functions folder to create it in (as a sub-folder NAME).
+    #[arg(long, default_value = "functions", value_name = "DIR")]
+    pub(crate) dir: PathBuf,
+
+    /// Rust only: the `shs-sdk` crate the new project depends on [default: the one in the shs
+    /// checkout this binary was built from].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) sdk_path: Option<PathBuf>,
+}
+
+/// Where the server is, for the commands that talk to one.
+#[derive(Debug, Args)]
+pub(crate) struct ServerArgs {
+    /// The server's base URL.
+    #[arg(
+        long,
+        env = "SHS_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    pub(crate) url: String,
+
+    /// The API key, sent as `Authorization: Bearer KEY`, for a server started with one.
+    #[arg(long, env = "SHS_API_KEY", value_name = "KEY", hide_env_values = true)]
+    pub(crate) api_key: Option<String>,
+}
+
+/// `shs invoke`.
+#[derive(Debug, Args)]
+pub(crate) struct InvokeArgs {
+    /// The function to invoke.
+    pub(crate) name: String,
+
+    /// The input: JSON text, `@FILE` to read it from a file, or `-` to read it from stdin
+    /// [default: {}].
+    #[arg(value_name = "JSON | @FILE | -")]
+    pub(crate) input: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+}
+
+/// `shs publish`.
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    /// The event type, e.g. `user.created`.
+    #[arg(value_name = "TYPE")]
+    pub(crate) event_type: String,
+
+    /// The payload: JSON text, `@FILE` to read it from a file, or `-` to read it from stdin
+    /// [default: null].
+    #[arg(value_name = "JSON | @FILE | -")]
+    pub(crate) payload: Option<String>,
+
+    /// Answer as soon as the event is stored, and deliver it in the background (with retries
+    /// and dead letters) instead of waiting for the subscribers.
+    #[arg(long = "async")]
+    pub(crate) asynchronous: bool,
+
+    /// Print the server's answer as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+}
+
+/// `shs list` and `shs subscriptions`.
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Print the server's answer as JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+}
+
+/// `shs logs`.
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    /// The function whose log to print.
+    pub(crate) name: String,
+
+    /// Keep printing new lines as they come (every 500 ms), until Ctrl-C.
+    #[arg(short, long)]
+    pub(crate) follow: bool,
+
+    /// How many of the latest lines to print first [default: the server's].
+    #[arg(long, value_name = "N")]
+    pub(crate) tail: Option<usize>,
+
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
 }
 
 /// How the event store commits.

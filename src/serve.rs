@@ -118,6 +118,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_attempts = args.max_attempts;
     config.retry_backoff = Duration::from_secs_f64(args.retry_backoff);
 
+    // Before the bus, which may create the data folder: a wrong folder changes nothing.
+    std::fs::read_dir(&args.functions_dir).with_context(|| {
+        format!(
+            "cannot serve the functions folder {} (--functions-dir)",
+            args.functions_dir.display()
+        )
+    })?;
     let bus = open_bus(&args).await?;
     let supervisor = Supervisor::start(config, bus.clone())
         .await

@@ -6,9 +6,13 @@ use serde_json::{Value, json};
 
 use crate::harness::ServerBuilder;
 
+/// Runs `shs` in a fresh temporary folder, so that its defaults (`./functions`, `./data`) leave
+/// nothing behind.
 fn shs(args: &[&str]) -> std::process::Output {
+    let cwd = tempfile::tempdir().expect("temp dir");
     Command::new(env!("CARGO_BIN_EXE_shs"))
         .args(args)
+        .current_dir(cwd.path())
         .env_remove("RUST_LOG")
         .output()
         .expect("run shs")

@@ -428,6 +428,10 @@ async fn cloudevents_round_trip_in_binary_and_structured_mode() {
                 ("ce-time", "2026-03-04T05:06:07Z"),
                 ("ce-subject", "kitchen"),
                 ("ce-tenant", "acme"),
+                (
+                    "ce-dataschema",
+                    "https://example.com/schemas/temperature.json",
+                ),
                 ("content-type", "application/json"),
             ],
         )
@@ -437,7 +441,8 @@ async fn cloudevents_round_trip_in_binary_and_structured_mode() {
     let structured = json!({
         "specversion": "1.0", "id": "str-1", "source": "/sensors/hall", "type": "com.example.ce",
         "time": "2026-03-04T05:06:08Z", "datacontenttype": "application/json",
-        "data": {"temperature": 19}, "tenant": "acme"
+        "data": {"temperature": 19}, "tenant": "acme",
+        "dataschema": "https://example.com/schemas/hall.json"
     });
     let answer = server
         .request(
@@ -473,7 +478,11 @@ async fn cloudevents_round_trip_in_binary_and_structured_mode() {
     assert_eq!(first["subject"], "kitchen");
     assert_eq!(first["tenant"], "acme");
     assert_eq!(first["shshops"], 0);
-    for key in ["subject", "tenant", "shshops"] {
+    assert_eq!(
+        first["dataschema"],
+        "https://example.com/schemas/temperature.json"
+    );
+    for key in ["subject", "tenant", "shshops", "dataschema"] {
         first.as_object_mut().map(|o| o.remove(key));
     }
     assert_eq!(
@@ -487,7 +496,11 @@ async fn cloudevents_round_trip_in_binary_and_structured_mode() {
     );
     let mut second = events[1].clone();
     assert_eq!(second["tenant"], "acme");
-    for key in ["tenant", "shshops"] {
+    assert_eq!(
+        second["dataschema"],
+        "https://example.com/schemas/hall.json"
+    );
+    for key in ["tenant", "shshops", "dataschema"] {
         second.as_object_mut().map(|o| o.remove(key));
     }
     assert_eq!(
@@ -543,5 +556,58 @@ async fn cloudevents_round_trip_in_binary_and_structured_mode() {
             answer.message()
         );
     }
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn an_event_is_unique_by_id_and_source() {
+    let mut server = recorder(ServerBuilder::new(), "rec", "sensor.read", "")
+        .start()
+        .await;
+    server.wait_ready().await;
+    let send = |id: &'static str, source: &'static str, n: u32| {
+        let server = &server;
+        async move {
+            let answer = server
+                .request(
+                    reqwest::Method::POST,
+                    "/events",
+                    Some(json!({"n": n}).to_string()),
+                    &[
+                        ("ce-specversion", "1.0"),
+                        ("ce-type", "sensor.read"),
+                        ("ce-id", id),
+                        ("ce-source", source),
+                        ("content-type", "application/json"),
+                        ("prefer", "respond-async"),
+                    ],
+                )
+                .await;
+            assert_eq!(answer.status, 202, "{answer:?}");
+            assert_eq!(answer.body["event_id"], id);
+        }
+    };
+    send("r-1", "/sensors/a", 1).await;
+    // A publisher retrying the same event: accepted again, delivered once.
+    send("r-1", "/sensors/a", 2).await;
+    // The same id from another source is another event.
+    send("r-1", "/sensors/b", 3).await;
+    send("r-2", "/sensors/a", 4).await;
+    assert!(
+        poll(|| async { recorded(&server, "rec").len() >= 3 }).await,
+        "delivered: {:?}",
+        recorded(&server, "rec")
+    );
+    // Whatever was still in flight has had its chance once `r-2` (published last) arrived.
+    assert!(poll(|| async { recorded(&server, "rec").iter().any(|e| e["id"] == "r-2") }).await);
+    let got: Vec<Value> = recorded(&server, "rec")
+        .into_iter()
+        .map(|e| e["payload"]["n"].clone())
+        .collect();
+    assert_eq!(got, vec![json!(1), json!(3), json!(4)]);
+    // The history by id shows the latest of the two.
+    let info = server.get("/events/r-1").await;
+    assert_eq!(info.status, 200, "{info:?}");
+    assert_eq!(info.body["event"]["source"], "/sensors/b");
     server.stop_and_check();
 }

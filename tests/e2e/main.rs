@@ -10,6 +10,7 @@
 mod harness;
 
 mod cli;
+mod cli_client;
 mod deploy;
 mod durable;
 mod events;

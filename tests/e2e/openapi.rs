@@ -684,6 +684,7 @@ async fn every_route_answers_as_the_document_says() {
     let structured = json!({
         "specversion": "1.0", "type": "walk.structured", "source": "/walk", "id": "walk-ce-1",
         "time": "2026-03-04T05:06:07Z", "subject": "s", "datacontenttype": "application/json",
+        "dataschema": "https://example.com/walk.json",
         "tenant": "acme", "data": {"n": 2}
     });
     w.expect(
@@ -705,6 +706,7 @@ async fn every_route_answers_as_the_document_says() {
             ("ce-id", "walk-bin-1"),
             ("ce-source", "/walk"),
             ("ce-tenant", "acme"),
+            ("ce-dataschema", "https://example.com/walk.json"),
             ("content-type", "application/json"),
         ],
     )

@@ -346,6 +346,7 @@ async fn cors_is_off_by_default_and_answers_the_origins_it_is_given() {
         )
         .await;
     assert!(answer.header("access-control-allow-origin").is_none());
+    assert!(answer.header("vary").is_none(), "{answer:?}");
     server.stop_and_check();
 
     let mut server = ServerBuilder::new()

@@ -54,6 +54,9 @@ pub struct RetryPolicy {
     pub ordered: bool,
     /// Deliveries in flight at once to the function.
     pub max_in_flight: usize,
+    /// The function's timeout (a delivery may take twice that: waiting for a process, then
+    /// the call).
+    pub timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -64,6 +67,7 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_secs(300),
             ordered: true,
             max_in_flight: 4,
+            timeout: Duration::from_secs(30),
         }
     }
 }

@@ -72,6 +72,7 @@ pub struct Event {
     pub(crate) payload: Box<RawValue>,
     pub(crate) content_type: String,
     pub(crate) subject: Option<String>,
+    pub(crate) dataschema: Option<String>,
     pub(crate) extensions: Vec<(String, serde_json::Value)>,
     pub(crate) hops: u32,
     pub(crate) cause: Option<String>,
@@ -126,6 +127,7 @@ impl Event {
             payload: payload.unwrap_or_else(null),
             content_type: JSON.to_owned(),
             subject: None,
+            dataschema: None,
             extensions: Vec::new(),
             hops: 0,
             cause: None,
@@ -155,6 +157,12 @@ impl Event {
     /// Sets the content type of the payload (CloudEvents `datacontenttype`).
     pub fn with_content_type(mut self, content_type: String) -> Event {
         self.content_type = content_type;
+        self
+    }
+
+    /// Sets the CloudEvents `dataschema`.
+    pub fn with_dataschema(mut self, dataschema: String) -> Event {
+        self.dataschema = Some(dataschema);
         self
     }
 
@@ -227,6 +235,7 @@ impl Event {
             specversion: SPEC_VERSION,
             datacontenttype: &self.content_type,
             subject: self.subject.as_deref(),
+            dataschema: self.dataschema.as_deref(),
             shshops: self.hops,
             shscause: self.cause.as_deref(),
             extensions: Extensions(&self.extensions),
@@ -240,6 +249,7 @@ impl Event {
         Arc::new(SharedEvent {
             id: self.id,
             event_type: self.event_type,
+            source: self.source,
             traceparent,
             hops: self.hops,
             cause: self.cause,
@@ -262,6 +272,8 @@ struct Wire<'a> {
     datacontenttype: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dataschema: Option<&'a str>,
     shshops: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     shscause: Option<&'a str>,
@@ -292,6 +304,8 @@ pub struct SharedEvent {
     pub id: String,
     /// The event's type.
     pub event_type: String,
+    /// Who published it (the CloudEvents `source`).
+    pub source: String,
     /// How many deliveries led to its publication.
     pub hops: u32,
     /// The id of the event whose delivery published it.
@@ -328,17 +342,21 @@ impl SharedEvent {
         origin: Origin,
         json: Box<RawValue>,
     ) -> SharedEvent {
-        let traceparent =
-            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json.get())
-                .ok()
-                .and_then(|o| {
-                    o.get(TRACEPARENT)
-                        .and_then(|v| v.as_str())
-                        .map(str::to_owned)
-                });
+        let object =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json.get()).ok();
+        let attribute = |name: &str| {
+            object
+                .as_ref()
+                .and_then(|o| o.get(name))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        let traceparent = attribute(TRACEPARENT);
+        let source = attribute("source").unwrap_or_default();
         SharedEvent {
             id,
             event_type,
+            source,
             hops,
             cause,
             origin,

@@ -163,7 +163,12 @@ pub trait Bus: Send + Sync + 'static {
     /// An event with its deliveries and lineage, if the bus remembers it.
     fn event(&self, id: &str) -> BoxFuture<'_, Result<Option<EventInfo>, BusError>>;
 
-    /// Makes sure everything accepted is on disk; called at shutdown.
+    /// Stops starting asynchronous deliveries (those in flight finish); called first at
+    /// shutdown, so that nothing is delivered to functions that are stopping. What was not
+    /// delivered stays pending, for after the restart (or for another supervisor).
+    fn quiesce(&self);
+
+    /// Makes sure everything accepted is on disk; called last at shutdown.
     fn flush(&self) -> BoxFuture<'_, ()>;
 }
 

@@ -340,6 +340,12 @@ impl Bus for LocalBus {
         Box::pin(async move { Ok(self.store("event history")?.event(&id).await?) })
     }
 
+    fn quiesce(&self) {
+        if let Some(lanes) = &self.lanes {
+            lanes.quiesce();
+        }
+    }
+
     fn flush(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             if let Some(store) = &self.store {

@@ -40,6 +40,8 @@ struct Lane {
 /// The lanes of every function with asynchronous deliveries.
 pub(crate) struct Lanes {
     store: Arc<Store>,
+    /// Set at shutdown: no delivery is started any more.
+    quiet: std::sync::atomic::AtomicBool,
     deliverer: OnceLock<Weak<dyn Deliver>>,
     lanes: Mutex<HashMap<Arc<str>, Arc<Lane>>>,
     me: Weak<Lanes>,
@@ -49,6 +51,7 @@ impl Lanes {
     pub(crate) fn new(store: Arc<Store>) -> Arc<Lanes> {
         Arc::new_cyclic(|me| Lanes {
             store,
+            quiet: std::sync::atomic::AtomicBool::new(false),
             deliverer: OnceLock::new(),
             lanes: Mutex::new(HashMap::new()),
             me: me.clone(),
@@ -57,6 +60,14 @@ impl Lanes {
 
     pub(crate) fn attach(&self, deliverer: Weak<dyn Deliver>) {
         let _ = self.deliverer.set(deliverer);
+    }
+
+    /// Starts no more deliveries; what is pending stays on disk.
+    pub(crate) fn quiesce(&self) {
+        self.quiet.store(true, std::sync::atomic::Ordering::Release);
+        for lane in self.lanes.lock().values() {
+            lane.wake.notify_one();
+        }
     }
 
     /// Tells the lane of `function` that new deliveries are on disk; starts it if needed.
@@ -102,6 +113,17 @@ async fn run(lanes: Weak<Lanes>, lane: Arc<Lane>) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     loop {
         let Some(this) = lanes.upgrade() else { return };
+        if this.quiet.load(std::sync::atomic::Ordering::Acquire) {
+            drop(this);
+            // Shutting down: record the deliveries in flight, then stop.
+            while !in_flight.is_empty() {
+                match done_rx.recv().await {
+                    Some(done) => apply(&mut window, &mut in_flight, done),
+                    None => break,
+                }
+            }
+            return;
+        }
         let Some(deliverer) = this.deliverer.get().and_then(Weak::upgrade) else {
             // Not attached yet (or shutting down): wait to be woken.
             drop(this);

@@ -46,6 +46,18 @@ pub enum StoreError {
     /// A write could not be applied.
     #[error("the event store could not save it: {0}")]
     Write(String),
+    /// The database was written by a build of shs with another schema.
+    #[error(
+        "the event store {} has schema version {found}, this shs uses version {SCHEMA_VERSION}; \
+         move it aside (or point --data-dir elsewhere) to start afresh",
+        path.display()
+    )]
+    Schema {
+        /// The database file.
+        path: PathBuf,
+        /// The version it carries.
+        found: i64,
+    },
 }
 
 /// How hard a commit works to be durable.
@@ -238,18 +250,24 @@ pub fn rfc3339_ms(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// The version of [`SCHEMA`], kept in SQLite's `user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
+    id TEXT NOT NULL,
+    source TEXT NOT NULL,
     type TEXT NOT NULL,
     hops INTEGER NOT NULL,
     cause TEXT,
     origin TEXT NOT NULL,
     mode TEXT NOT NULL,
     object TEXT NOT NULL,
-    created_ms INTEGER NOT NULL
+    created_ms INTEGER NOT NULL,
+    UNIQUE (id, source)
 );
+CREATE INDEX IF NOT EXISTS events_id ON events(id);
 CREATE INDEX IF NOT EXISTS events_cause ON events(cause);
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -279,6 +297,25 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 );
 ";
 
+/// Creates the schema in a new database, and refuses one written with another schema.
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+        [],
+        |r| r.get(0),
+    )?;
+    if found == SCHEMA_VERSION || (found == 0 && tables == 0) {
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        return Ok(());
+    }
+    Err(StoreError::Schema {
+        path: path.to_owned(),
+        found,
+    })
+}
+
 fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -304,7 +341,7 @@ impl Store {
         })?;
         let path = folder.join("shs.db");
         let writer = open(&path, durability)?;
-        writer.execute_batch(SCHEMA)?;
+        migrate(&writer, &path)?;
         let reader = open(&path, durability)?;
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         std::thread::Builder::new()
@@ -554,7 +591,7 @@ impl Store {
         self.read(move |c| {
             let row = c
                 .query_row(
-                    "SELECT seq, object, mode, origin, cause FROM events WHERE id = ?1",
+                    "SELECT seq, object, mode, origin, cause FROM events WHERE id = ?1 ORDER BY seq DESC LIMIT 1",
                     params![id],
                     |r| {
                         Ok((
@@ -711,12 +748,22 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
         } => {
             let origin = serde_json::to_string(&event.origin).unwrap_or_else(|_| "{}".to_owned());
             let inserted = tx.execute(
-                "INSERT OR IGNORE INTO events (id, type, hops, cause, origin, mode, object, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![event.id, event.event_type, event.hops, event.cause, origin, mode, event.json().get(), now],
+                "INSERT OR IGNORE INTO events (id, source, type, hops, cause, origin, mode, object, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    event.id,
+                    event.source,
+                    event.event_type,
+                    event.hops,
+                    event.cause,
+                    origin,
+                    mode,
+                    event.json().get(),
+                    now
+                ],
             )?;
             if inserted == 0 {
-                // The same event id again: accepted once, delivered once.
+                // The same event (id and source) again: accepted once, delivered once.
                 return Ok(Found::default());
             }
             let seq = tx.last_insert_rowid();

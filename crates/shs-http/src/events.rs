@@ -50,6 +50,7 @@ struct Attributes {
     time: Option<String>,
     subject: Option<String>,
     content_type: Option<String>,
+    dataschema: Option<String>,
     extensions: Vec<(String, Value)>,
     payload: Option<Box<RawValue>>,
 }
@@ -108,6 +109,7 @@ fn from_json(body: &[u8]) -> Result<Attributes, HttpResponse> {
         attributes.id = string_member(&members, "id")?;
         attributes.time = string_member(&members, "time")?;
         attributes.content_type = string_member(&members, "datacontenttype")?;
+        attributes.dataschema = string_member(&members, "dataschema")?;
     }
     attributes.payload = members
         .remove("payload")
@@ -159,6 +161,13 @@ fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<Attributes, HttpRespo
             "source" => attributes.source = Some(value),
             "time" => attributes.time = Some(value),
             "subject" => attributes.subject = Some(value),
+            "dataschema" => attributes.dataschema = Some(value),
+            // Binary mode carries it in Content-Type; take the header only without one.
+            "datacontenttype" => {
+                if attributes.content_type.is_none() {
+                    attributes.content_type = Some(value);
+                }
+            }
             other => attributes
                 .extensions
                 .push((other.to_owned(), Value::String(value))),
@@ -167,7 +176,8 @@ fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<Attributes, HttpRespo
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .map(str::to_owned)
+        .or(attributes.content_type.take());
     let is_json = content_type
         .as_deref()
         .is_none_or(|t| t.starts_with("application/json") || t.contains("+json"));
@@ -209,6 +219,9 @@ fn event_of(attributes: Attributes, request_id: Option<String>) -> Result<Event,
     }
     if let Some(content_type) = attributes.content_type {
         event = event.with_content_type(content_type);
+    }
+    if let Some(dataschema) = attributes.dataschema {
+        event = event.with_dataschema(dataschema);
     }
     for (name, value) in attributes.extensions {
         if name != HOPS_ATTRIBUTE && name != CAUSE_ATTRIBUTE {
@@ -343,7 +356,10 @@ pub(crate) async fn event(path: web::Path<String>, state: web::Data<AppState>) -
         Ok(Some(info)) => HttpResponse::Ok().json(info),
         Ok(None) => error_response(
             StatusCode::NOT_FOUND,
-            format!("no event {id:?} (events are kept for --event-retention after they settle)"),
+            format!(
+                "no event {id:?} (an event is kept for --event-retention after it was accepted, \
+                 longer while a delivery is pending or dead)"
+            ),
             Map::new(),
         ),
         Err(e) => bus_error(&e),

@@ -104,7 +104,10 @@ pub fn server(
             .app_data(web::Data::new(state.clone()))
             .app_data(guard.clone())
             .wrap(actix_web::middleware::from_fn(access::guard))
-            .wrap(cors(&cors_origins))
+            .wrap(actix_web::middleware::Condition::new(
+                !cors_origins.is_empty(),
+                cors(&cors_origins),
+            ))
             .configure(routes)
     })
     .workers(config.workers.max(1))
@@ -115,11 +118,9 @@ pub fn server(
     Ok(HttpServer { server, lifecycle })
 }
 
-/// CORS for the origins given (`*` for any); none given: no CORS headers at all.
+/// CORS for the origins given (`*` for any). Only installed when some are given, so by default
+/// no CORS headers (not even `Vary: Origin`) are sent.
 fn cors(origins: &[String]) -> actix_cors::Cors {
-    if origins.is_empty() {
-        return actix_cors::Cors::default().block_on_origin_mismatch(false);
-    }
     let mut cors = actix_cors::Cors::default()
         .allowed_methods(["GET", "POST", "DELETE", "OPTIONS"])
         .allow_any_header()
@@ -573,7 +574,7 @@ async fn function_logs(
     if let Err(e) = shs_supervisor::validate_name(name) {
         return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new());
     }
-    let tail = query.tail.unwrap_or(100).clamp(1, 10_000);
+    let tail = query.tail.unwrap_or(100).min(10_000);
     match state.supervisor.logs(name, tail, query.after) {
         Ok(lines) => HttpResponse::Ok().json(json!({"function": name, "lines": lines})),
         Err(error) => invoke_error_response(&error),

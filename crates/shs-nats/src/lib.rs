@@ -3,16 +3,17 @@
 //! This crate owns [`NatsBus`], a second implementation of [`shs_bus::Bus`]. Every supervisor
 //! started with `--bus nats://HOST:PORT` (and the same `--bus-namespace`) shares:
 //!
-//! - **The subscription table**, in the key-value bucket `<NS>_subscriptions` (key
-//!   `<function>.<hex of the pattern>`). Each supervisor watches the bucket and keeps a copy
-//!   of the table for matching.
+//! - **The subscription table**, in the stream `<NS>_SUBSCRIPTIONS`, which keeps the last
+//!   message of each subject `<ns>.subs.<function>.<hex of the pattern>` ("1" subscribed, "0"
+//!   not). Each supervisor reads it at start and follows it, keeping a copy of the table for
+//!   matching.
 //! - **Asynchronous events**, in the stream `<NS>_EVENTS` (subjects `<ns>.events.<type>`,
 //!   interest retention: an event stays until every consumer has acknowledged it). There is
 //!   one durable pull consumer per (function, pattern), named
 //!   `<ns>_<function>_<hash of the pattern>`, shared by every supervisor that runs the
 //!   function: JetStream hands each event to one of them. The event is acknowledged after the
 //!   function answers; an unacknowledged event (a supervisor that died) is redelivered after
-//!   the ack wait. A failed attempt is recorded (bucket `<NS>_attempts`) and negatively
+//!   the ack wait. A failed attempt is recorded (stream `<NS>_ATTEMPTS`) and negatively
 //!   acknowledged with a delay (exponential backoff with jitter); after the last attempt, or at
 //!   once when the failure cannot be fixed by retrying, it becomes a dead letter in the stream
 //!   `<NS>_DEAD` with the reason of every attempt. A function with several patterns matching
@@ -598,7 +599,12 @@ async fn consume(inner: Arc<Inner>, function: String, pattern: Option<String>) {
         durable_name: Some(name.clone()),
         filter_subject: filter,
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: inner.config.ack_wait,
+        // Long enough for the function's own timeout, twice (waiting for a process, then the
+        // call), before JetStream gives the event to another supervisor.
+        ack_wait: inner
+            .config
+            .ack_wait
+            .max(policy.timeout * 2 + Duration::from_secs(2)),
         deliver_policy: consumer::DeliverPolicy::New,
         max_ack_pending: if policy.ordered {
             1
@@ -703,7 +709,9 @@ async fn handle(
         .unwrap_or(1);
     let event = Arc::new(event);
     let cause = Causation::async_delivery(event.hops, &event.id);
-    let result = if event.hops >= inner.config.max_hops {
+    // A retry from the dead letters is delivered whatever its hop count (as on the embedded
+    // store): someone asked for it.
+    let result = if pattern.is_some() && event.hops >= inner.config.max_hops {
         Err(DeliveryError::permanent(
             LOOP_DETECTED,
             format!(
@@ -1004,7 +1012,12 @@ impl Bus for NatsBus {
                 return Ok(event.id.clone());
             }
             let mut headers = headers_of(&event);
-            headers.insert("Nats-Msg-Id", event.id.as_str());
+            // An event is unique by id and source (CloudEvents): the same pair again within
+            // the stream's duplicate window is stored once.
+            headers.insert(
+                "Nats-Msg-Id",
+                format!("{} {}", event.source, event.id).as_str(),
+            );
             let ack = inner
                 .js
                 .publish_with_headers(
@@ -1032,12 +1045,21 @@ impl Bus for NatsBus {
             if info.state.messages == 0 {
                 return Ok(letters);
             }
-            let prefix = match &filter.function {
-                Some(f) => inner.names.dead_subject(f),
-                None => format!("{}.dead.", inner.names.ns),
-            };
+            let exact = filter
+                .function
+                .as_ref()
+                .map(|f| inner.names.dead_subject(f));
+            let prefix = format!("{}.dead.", inner.names.ns);
             for seq in info.state.first_sequence..=info.state.last_sequence {
                 let Ok(message) = inner.dead.get_raw_message(seq).await else {
+                    continue;
+                };
+                let subject = message.subject.as_str();
+                let wanted = match &exact {
+                    Some(exact) => subject == exact,
+                    None => subject.starts_with(&prefix),
+                };
+                if !wanted {
                     continue;
                 };
                 if !message.subject.as_str().starts_with(&prefix) {
@@ -1118,6 +1140,17 @@ impl Bus for NatsBus {
 
     fn event(&self, _id: &str) -> BoxFuture<'_, Result<Option<EventInfo>, BusError>> {
         Box::pin(async { Err(BusError::Unsupported("event history on the NATS bus")) })
+    }
+
+    fn quiesce(&self) {
+        // Stop pulling: what this supervisor has not acknowledged goes to another one (or back
+        // to it after a restart) after the ack wait.
+        let local = std::mem::take(&mut *self.inner.local.lock());
+        for (_, entry) in local {
+            for task in entry.consumers.into_values() {
+                task.abort();
+            }
+        }
     }
 
     fn flush(&self) -> BoxFuture<'_, ()> {

@@ -528,6 +528,16 @@ impl Pool {
             "process could not start: {}",
             failure.reason
         );
+        self.logs.push(
+            0,
+            None,
+            "shs",
+            &format!(
+                "could not start: {} (next try in {})",
+                failure.reason,
+                fmt_duration(wait)
+            ),
+        );
         st.last_failure = Some(failure.clone());
         let live = st.procs.iter().filter(|e| !e.process.is_doomed()).count();
         if live == 0 && st.starting == 0 {

@@ -342,12 +342,14 @@ pub fn read_function(name: &str, dir: &Path, defaults: &Defaults) -> Option<Foun
         ..
     }) = &parsed
     {
-        files.extend(
-            command
-                .iter()
-                .map(|arg| dir.join(arg))
-                .filter(|path| path.starts_with(dir) && path.is_file()),
-        );
+        files.extend(command.iter().map(|arg| dir.join(arg)).filter(|path| {
+            // Only files of the function's own folder.
+            path.starts_with(dir)
+                && !path
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+                && path.is_file()
+        }));
     }
     let fingerprint = Fingerprint {
         manifest: manifest_text.clone(),

@@ -117,7 +117,7 @@ impl Deliver for Deliverer {
     ) -> BoxFuture<'static, Result<(), DeliveryError>> {
         let inner = self.0.upgrade();
         Box::pin(async move {
-            let Some(inner) = inner else {
+            let Some(inner) = inner.filter(|i| !i.stopping.load(Ordering::Acquire)) else {
                 return Err(DeliveryError::retryable(
                     503,
                     "the supervisor is shutting down",
@@ -141,6 +141,7 @@ impl Deliver for Deliverer {
                 max_attempts: spec.max_attempts,
                 backoff: spec.retry_backoff,
                 ordered: spec.ordered,
+                timeout: spec.timeout,
                 max_in_flight: match spec.mode {
                     Mode::Rpc => spec.instances * spec.concurrency,
                     Mode::Exec => spec.instances,
@@ -612,6 +613,8 @@ impl Supervisor {
         if self.inner.stopping.swap(true, Ordering::AcqRel) {
             return;
         }
+        // No new asynchronous deliveries to functions that are stopping: they wait on disk.
+        self.inner.host.bus.quiesce();
         drop(self.inner.watch.lock().take());
         let _wait_for_reconcile = self.inner.reconciling.lock().await;
         let all: Vec<Arc<Function>> = std::mem::take(&mut *self.inner.registry.write())
