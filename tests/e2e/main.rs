@@ -20,6 +20,7 @@ mod exec;
 mod faults;
 mod load;
 mod nats;
+mod openapi;
 mod ops;
 mod protocol;
 mod run;

@@ -14,7 +14,7 @@ use crate::harness::{Answer, Server, ServerBuilder, poll};
 const NATS: &str = "127.0.0.1:4222";
 
 /// Whether the NATS server is there; panics when it must be and is not.
-fn nats_available() -> bool {
+pub(crate) fn nats_available() -> bool {
     let up = std::net::TcpStream::connect_timeout(
         &NATS.parse().expect("address"),
         Duration::from_secs(1),
@@ -31,10 +31,10 @@ fn nats_available() -> bool {
 }
 
 /// A namespace of its own; its streams are deleted when dropped.
-struct Namespace(String);
+pub(crate) struct Namespace(String);
 
 impl Namespace {
-    fn new() -> Namespace {
+    pub(crate) fn new() -> Namespace {
         Namespace(format!("t{}", uuid_like()))
     }
 }
@@ -71,7 +71,7 @@ impl Drop for Namespace {
 }
 
 /// A supervisor on the shared bus, with `builder`'s functions.
-async fn node(builder: ServerBuilder, ns: &Namespace) -> Server {
+pub(crate) async fn node(builder: ServerBuilder, ns: &Namespace) -> Server {
     builder
         .args(&["--bus", &format!("nats://{NATS}"), "--bus-namespace", &ns.0])
         .start()

@@ -1,10 +1,12 @@
 //! The shs HTTP API.
 //!
-//! This crate owns the routes (`/run/{name}`, `/events`, `/functions`, `/subscriptions`,
-//! `/health`, `/ready`), reading request bodies within the size limit, and the map from
-//! supervisor errors to HTTP statuses ([`status_of`]). Every error answer has the body
-//! `{"error": {"message": str, ...}}`. It holds no process or bus logic of its own: it calls the
-//! [`Supervisor`] and the [`shs_bus::Bus`].
+//! This crate owns the routes ([`ROUTES`]: `/run/{name}`, `/events`, dead letters and event
+//! history, `/functions`, logs, `/subscriptions`, `/metrics`, `/health`, `/ready`, and
+//! `/openapi.json`, which serves [`OPENAPI`], the OpenAPI 3.1 description of all of them),
+//! reading request bodies within the size limit, and the map from supervisor errors to HTTP
+//! statuses ([`status_of`]). Every error answer has the body `{"error": {"message": str, ...}}`.
+//! It holds no process or bus logic of its own: it calls the [`Supervisor`] and the
+//! [`shs_bus::Bus`].
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -166,72 +168,87 @@ fn shutting_down() -> HttpResponse {
     response
 }
 
-/// Registers every route; the app must hold a `web::Data<AppState>`.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/health", Method::GET, web::get().to(health)))
-        .service(resource("/ready", Method::GET, web::get().to(ready)))
-        .service(resource("/run/{name}", Method::POST, web::post().to(run)))
-        .service(resource(
-            "/run/",
-            Method::POST,
-            web::post().to(run_without_name),
-        ))
-        .service(resource(
-            "/events",
-            Method::POST,
-            web::post().to(events::publish),
-        ))
-        .service(resource(
-            "/events/dead-letters",
-            Method::GET,
-            web::get().to(events::dead_letters),
-        ))
-        .service(resource(
-            "/events/dead-letters/{id}/retry",
-            Method::POST,
-            web::post().to(events::retry_dead_letter),
-        ))
-        .service(resource(
-            "/events/dead-letters/{id}",
-            Method::DELETE,
-            web::delete().to(events::delete_dead_letter),
-        ))
-        .service(resource(
-            "/events/{id}",
-            Method::GET,
-            web::get().to(events::event),
-        ))
-        .service(resource(
-            "/functions",
-            Method::GET,
-            web::get().to(functions),
-        ))
-        .service(resource("/metrics", Method::GET, web::get().to(metrics)))
-        .service(resource(
-            "/metrics/{name}",
-            Method::GET,
-            web::get().to(function_metrics),
-        ))
-        .service(resource(
-            "/functions/{name}/logs",
-            Method::GET,
-            web::get().to(function_logs),
-        ))
-        .service(resource(
-            "/subscriptions",
-            Method::GET,
-            web::get().to(subscriptions),
-        ))
-        .default_service(web::to(no_route));
+/// Declares the route table once: [`ROUTES`] (what the OpenAPI document must describe) and
+/// the handlers [`routes`] registers, in the same order.
+macro_rules! route_table {
+    ($($method:ident $path:literal => $handler:expr,)*) => {
+        /// Every route the server answers, as (method, path template), in the order they are
+        /// matched. `GET /openapi.json` describes exactly these (a test walks them on the real
+        /// server). Any other method on one of these paths is 405 with `Allow`; any other path
+        /// is 404.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        /// The handler of each of [`ROUTES`], in the same order.
+        fn handlers() -> Vec<actix_web::Route> {
+            vec![$(web::route().method(Method::$method).to($handler)),*]
+        }
+    };
 }
 
-fn resource(path: &str, method: Method, route: actix_web::Route) -> actix_web::Resource {
-    web::resource(path)
-        .route(route)
-        .default_service(web::to(move |req: HttpRequest| {
-            let allowed = method.clone();
-            async move { method_not_allowed(&req, &allowed) }
-        }))
+route_table! {
+    GET "/health" => health,
+    GET "/ready" => ready,
+    POST "/run/{name}" => run,
+    POST "/run/" => run_without_name,
+    POST "/events" => events::publish,
+    // Before `/events/{id}`, which would take `dead-letters` for an id.
+    GET "/events/dead-letters" => events::dead_letters,
+    POST "/events/dead-letters/{id}/retry" => events::retry_dead_letter,
+    DELETE "/events/dead-letters/{id}" => events::delete_dead_letter,
+    GET "/events/{id}" => events::event,
+    GET "/functions" => functions,
+    GET "/functions/{name}/logs" => function_logs,
+    GET "/subscriptions" => subscriptions,
+    GET "/metrics" => metrics,
+    GET "/metrics/{name}" => function_metrics,
+    GET "/openapi.json" => openapi,
+}
+
+/// The OpenAPI 3.1 description of this API, served at `GET /openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Registers every route of [`ROUTES`] (one resource per path, 405 with `Allow` for the
+/// other methods, 404 for any other path); the app must hold a `web::Data<AppState>`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    // A query that does not parse (e.g. `?tail=many`) is a 400 with the usual error body.
+    cfg.app_data(web::QueryConfig::default().error_handler(|error, _req| {
+        let response = error_response(
+            StatusCode::BAD_REQUEST,
+            format!("invalid query: {error}"),
+            Map::new(),
+        );
+        actix_web::error::InternalError::from_response(error, response).into()
+    }));
+    let mut by_path: Vec<(&str, Vec<Method>, Vec<actix_web::Route>)> = Vec::new();
+    for (&(method, path), route) in ROUTES.iter().zip(handlers()) {
+        let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+            continue;
+        };
+        match by_path.iter_mut().find(|(p, _, _)| *p == path) {
+            Some((_, methods, routes)) => {
+                methods.push(method);
+                routes.push(route);
+            }
+            None => by_path.push((path, vec![method], vec![route])),
+        }
+    }
+    for (path, methods, routes) in by_path {
+        let allowed: Arc<str> = methods
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+            .into();
+        let resource = routes
+            .into_iter()
+            .fold(web::resource(path), actix_web::Resource::route)
+            .default_service(web::to(move |req: HttpRequest| {
+                let allowed = allowed.clone();
+                async move { method_not_allowed(&req, &allowed) }
+            }));
+        cfg.service(resource);
+    }
+    cfg.default_service(web::to(no_route));
 }
 
 /// An error answer: `{"error": {"message": ..., <extra>}}`.
@@ -246,7 +263,7 @@ pub fn error_response(
     HttpResponse::build(status).json(json!({ "error": error }))
 }
 
-fn method_not_allowed(req: &HttpRequest, allowed: &Method) -> HttpResponse {
+fn method_not_allowed(req: &HttpRequest, allowed: &str) -> HttpResponse {
     let mut response = error_response(
         StatusCode::METHOD_NOT_ALLOWED,
         format!(
@@ -256,7 +273,7 @@ fn method_not_allowed(req: &HttpRequest, allowed: &Method) -> HttpResponse {
         ),
         Map::new(),
     );
-    if let Ok(value) = HeaderValue::from_str(allowed.as_str()) {
+    if let Ok(value) = HeaderValue::from_str(allowed) {
         response.headers_mut().insert(header::ALLOW, value);
     }
     response
@@ -268,6 +285,13 @@ async fn no_route(req: HttpRequest) -> HttpResponse {
         format!("no route for {} {}", req.method(), req.path()),
         Map::new(),
     )
+}
+
+/// `GET /openapi.json`: the OpenAPI document, as it is in the crate.
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
 }
 
 async fn health() -> HttpResponse {
@@ -401,8 +425,6 @@ pub(crate) fn parse_json_body(
     })
 }
 
-/// The request id from `X-Request-Id` when it is sensible (1 to 128 visible ASCII
-/// characters), else a new UUID.
 /// The request's id (set by the access guard) and trace context.
 pub(crate) fn request_meta(req: &HttpRequest) -> (String, Option<String>) {
     let extensions = req.extensions();
@@ -588,4 +610,55 @@ async fn subscriptions(state: web::Data<AppState>) -> HttpResponse {
         .map(|s| json!({"type": s.pattern, "function": s.function}))
         .collect();
     HttpResponse::Ok().json(json!({ "subscriptions": rows }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn document() -> Value {
+        serde_json::from_str(OPENAPI).expect("openapi.json is JSON")
+    }
+
+    #[test]
+    fn the_openapi_document_is_3_1_of_this_version() {
+        let doc = document();
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["info"]["title"], "shs");
+        assert_eq!(
+            doc["info"]["version"],
+            env!("CARGO_PKG_VERSION"),
+            "update info.version in crates/shs-http/openapi.json"
+        );
+    }
+
+    #[test]
+    fn the_openapi_document_describes_every_route_and_no_other() {
+        let doc = document();
+        let described: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .expect("path item")
+                    .keys()
+                    .filter(|k| {
+                        [
+                            "get", "post", "put", "delete", "patch", "head", "options", "trace",
+                        ]
+                        .contains(&k.as_str())
+                    })
+                    .map(move |m| (m.to_ascii_uppercase(), path.clone()))
+            })
+            .collect();
+        let routed: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        assert_eq!(described, routed);
+        assert_eq!(routed.len(), ROUTES.len(), "no route twice");
+    }
 }
