@@ -22,7 +22,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::event::{Origin, SharedEvent};
 
 /// How many writes the queue holds before writers wait.
-const WRITE_QUEUE: usize = 65_536;
+const WRITE_QUEUE: usize = 16_384;
+/// The history of a synchronous event is not recorded while this many writes wait: under a
+/// load the disk cannot follow, history gives way (and memory stays bounded) rather than the
+/// writes that matter.
+const HISTORY_BACKLOG: usize = 4_096;
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 4_096;
 
@@ -328,6 +332,7 @@ fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
     conn.busy_timeout(Duration::from_secs(5))?;
     Ok(conn)
 }
@@ -386,8 +391,15 @@ impl Store {
     }
 
     /// Records a synchronously published event and how each delivery ended, as history. Not
-    /// waited for; dropped when the write queue is full.
+    /// waited for; dropped (and counted in `shs_event_history_dropped_total`) while the store
+    /// is [`HISTORY_BACKLOG`] writes behind.
     pub fn record(&self, event: Arc<SharedEvent>, settled: Vec<(Arc<str>, &'static str, Attempt)>) {
+        let waiting = self.writes.max_capacity() - self.writes.capacity();
+        if waiting >= HISTORY_BACKLOG {
+            metrics::counter!("shs_event_history_dropped_total").increment(1);
+            tracing::debug!("event history not recorded: the store is {waiting} writes behind");
+            return;
+        }
         let write = Write::Accept {
             event,
             mode: "sync",
@@ -396,6 +408,7 @@ impl Store {
             done: None,
         };
         if self.writes.try_send(write).is_err() {
+            metrics::counter!("shs_event_history_dropped_total").increment(1);
             tracing::debug!("event history not recorded: the store's write queue is full");
         }
     }
@@ -678,9 +691,38 @@ fn write_loop(mut conn: Connection, mut queue: mpsc::Receiver<Write>) {
     }
 }
 
-/// Applies a batch in one transaction, each write in a savepoint of its own: a write that
-/// fails is undone alone and told so; the rest commit together.
+/// Runs one statement, parsed once per connection.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// Applies a batch in one transaction. Writes almost never fail, so the batch first goes in as
+/// it is; if one fails, the transaction is rolled back and the batch applied again with each
+/// write in a savepoint of its own, so that the failing write is undone alone and told so and
+/// the rest commit together.
 fn apply(conn: &mut Connection, batch: &[Write]) -> Vec<Result<Found, String>> {
+    match apply_all(conn, batch) {
+        Ok(found) => found.into_iter().map(Ok).collect(),
+        Err(e) => {
+            tracing::debug!("a batch of event store writes failed ({e}); applying them one by one");
+            apply_each(conn, batch)
+        }
+    }
+}
+
+/// Applies a batch in one transaction, all or nothing.
+fn apply_all(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<Vec<Found>> {
+    let tx = conn.transaction()?;
+    let found = batch
+        .iter()
+        .map(|write| apply_one(&tx, write))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    tx.commit()?;
+    Ok(found)
+}
+
+/// Applies a batch in one transaction, each write in a savepoint of its own.
+fn apply_each(conn: &mut Connection, batch: &[Write]) -> Vec<Result<Found, String>> {
     let all_failed = |e: &rusqlite::Error| {
         tracing::error!("event store transaction failed: {e}");
         batch.iter().map(|_| Err(e.to_string())).collect()
@@ -747,7 +789,8 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
             ..
         } => {
             let origin = serde_json::to_string(&event.origin).unwrap_or_else(|_| "{}".to_owned());
-            let inserted = tx.execute(
+            let inserted = exec(
+                tx,
                 "INSERT OR IGNORE INTO events (id, source, type, hops, cause, origin, mode, object, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
@@ -768,14 +811,16 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
             }
             let seq = tx.last_insert_rowid();
             for function in pending {
-                tx.execute(
+                exec(
+                tx,
                     "INSERT INTO deliveries (event_seq, function, state, attempts, next_ms, updated_ms)
                      VALUES (?1, ?2, 'pending', 0, 0, ?3)",
                     params![seq, function.as_ref(), now],
                 )?;
             }
             for (function, state, attempt) in settled {
-                tx.execute(
+                exec(
+                tx,
                     "INSERT INTO deliveries (event_seq, function, state, attempts, next_ms, updated_ms)
                      VALUES (?1, ?2, ?3, ?4, 0, ?5)",
                     params![seq, function.as_ref(), state, attempt.attempt, now],
@@ -793,7 +838,8 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
                 Outcome::Retry(a, next) => ("pending", a, *next),
                 Outcome::Dead(a) => ("dead", a, 0),
             };
-            let changed = tx.execute(
+            let changed = exec(
+                tx,
                 "UPDATE deliveries SET state = ?2, attempts = ?3, next_ms = ?4, updated_ms = ?5
                  WHERE id = ?1 AND state = 'pending'",
                 params![delivery, state, attempt.attempt, next_ms, now],
@@ -831,12 +877,14 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
             present,
         } => {
             if *present {
-                tx.execute(
+                exec(
+                    tx,
                     "INSERT OR IGNORE INTO subscriptions (function, pattern) VALUES (?1, ?2)",
                     params![function, pattern],
                 )?;
             } else {
-                tx.execute(
+                exec(
+                    tx,
                     "DELETE FROM subscriptions WHERE function = ?1 AND pattern = ?2",
                     params![function, pattern],
                 )?;
@@ -844,14 +892,16 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
             Ok(Found::default())
         }
         Write::ForgetFunction { function } => {
-            tx.execute(
+            exec(
+                tx,
                 "DELETE FROM subscriptions WHERE function = ?1",
                 params![function],
             )?;
             Ok(Found::default())
         }
         Write::Prune { before_ms } => {
-            tx.execute(
+            exec(
+                tx,
                 "DELETE FROM events WHERE created_ms < ?1 AND NOT EXISTS (
                      SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq AND d.state IN ('pending', 'dead'))",
                 params![before_ms],
@@ -865,7 +915,8 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
 /// Adds an attempt to a delivery's history, numbered after those it has (a revived dead letter
 /// keeps the attempts of its first life).
 fn insert_attempt(tx: &Connection, delivery: i64, attempt: &Attempt) -> rusqlite::Result<()> {
-    tx.execute(
+    exec(
+                tx,
         "INSERT INTO attempts (delivery, n, time, status, error)
          VALUES (?1, (SELECT COALESCE(MAX(n), 0) + 1 FROM attempts WHERE delivery = ?1), ?2, ?3, ?4)",
         params![delivery, attempt.time, attempt.status, attempt.error],
