@@ -26,6 +26,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc rather than the system allocator: the hot path allocates on an HTTP worker and
+/// frees on another thread (the store's writer, a process's reader), where glibc's arenas
+/// contend for their locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let done = match cli::Cli::parse().command {
         cli::Command::Serve(args) => return serve_command(*args),

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -29,6 +29,13 @@ const WRITE_QUEUE: usize = 16_384;
 const HISTORY_BACKLOG: usize = 4_096;
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 4_096;
+/// How long a batch that nobody waits for (history, subscriptions) gathers company before it
+/// is committed: each commit writes every page it touched to the WAL, so history written a few
+/// events at a time costs several times what it costs in batches. A write someone waits for
+/// ends the wait at once.
+const LINGER: Duration = Duration::from_millis(2);
+/// How often the writer looks for more writes while it lingers.
+const LINGER_STEP: Duration = Duration::from_micros(250);
 
 /// What the store could not do.
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +162,7 @@ pub struct DeadLetter {
 }
 
 /// One function's delivery of an event.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct DeliveryInfo {
     /// The subscribing function.
     pub function: String,
@@ -164,10 +171,10 @@ pub struct DeliveryInfo {
     /// The attempts so far.
     pub attempts: Vec<Attempt>,
     /// When the next attempt is due, while pending.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt: Option<String>,
     /// The dead letter's id, when it is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<String>,
 }
 
@@ -190,12 +197,17 @@ pub struct EventInfo {
 }
 
 enum Write {
+    /// An asynchronous event and its deliveries, as rows of their own.
     Accept {
         event: Arc<SharedEvent>,
-        mode: &'static str,
         pending: Vec<Arc<str>>,
         settled: Vec<(Arc<str>, &'static str, Attempt)>,
-        done: Option<oneshot::Sender<Result<(), StoreError>>>,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// A synchronous event's history: one row, its deliveries (all settled) inside it.
+    Record {
+        event: Arc<SharedEvent>,
+        settled: Vec<(Arc<str>, &'static str, Attempt)>,
     },
     Finish {
         delivery: i64,
@@ -224,6 +236,23 @@ enum Write {
     Flush {
         done: oneshot::Sender<()>,
     },
+}
+
+impl Write {
+    /// Whether someone waits for this write to be committed.
+    fn awaited(&self) -> bool {
+        match self {
+            Write::Record { .. }
+            | Write::Subscription { .. }
+            | Write::ForgetFunction { .. }
+            | Write::Prune { .. } => false,
+            Write::Accept { .. }
+            | Write::Finish { .. }
+            | Write::Revive { .. }
+            | Write::Delete { .. }
+            | Write::Flush { .. } => true,
+        }
+    }
 }
 
 /// The SQLite event store.
@@ -255,7 +284,7 @@ pub fn rfc3339_ms(ms: i64) -> String {
 }
 
 /// The version of [`SCHEMA`], kept in SQLite's `user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -269,9 +298,14 @@ CREATE TABLE IF NOT EXISTS events (
     mode TEXT NOT NULL,
     object TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
+    -- A synchronous event's deliveries, all settled when it is written: a JSON array of
+    -- DeliveryInfo (history costs one row per event). NULL for asynchronous events, whose
+    -- deliveries are rows of their own.
+    settled TEXT,
     UNIQUE (id, source)
 );
-CREATE INDEX IF NOT EXISTS events_id ON events(id);
+-- Lookups by id use the (id, source) index; an early version of schema 1 had its own.
+DROP INDEX IF EXISTS events_id;
 CREATE INDEX IF NOT EXISTS events_cause ON events(cause);
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -309,7 +343,12 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         [],
         |r| r.get(0),
     )?;
-    if found == SCHEMA_VERSION || (found == 0 && tables == 0) {
+    if found == 1 {
+        // Schema 1 kept a synchronous event's deliveries as rows; 2 adds the column that
+        // holds them in the event's row (old history stays readable as it is).
+        conn.execute_batch("ALTER TABLE events ADD COLUMN settled TEXT")?;
+    }
+    if found == SCHEMA_VERSION || found == 1 || (found == 0 && tables == 0) {
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         return Ok(());
@@ -380,10 +419,9 @@ impl Store {
         self.writes
             .send(Write::Accept {
                 event,
-                mode: "async",
                 pending,
                 settled,
-                done: Some(done),
+                done,
             })
             .await
             .map_err(|_| StoreError::Closed)?;
@@ -400,13 +438,7 @@ impl Store {
             tracing::debug!("event history not recorded: the store is {waiting} writes behind");
             return;
         }
-        let write = Write::Accept {
-            event,
-            mode: "sync",
-            pending: Vec::new(),
-            settled,
-            done: None,
-        };
+        let write = Write::Record { event, settled };
         if self.writes.try_send(write).is_err() {
             metrics::counter!("shs_event_history_dropped_total").increment(1);
             tracing::debug!("event history not recorded: the store's write queue is full");
@@ -598,13 +630,15 @@ impl Store {
         .await
     }
 
-    /// An event by id, with its deliveries and lineage.
+    /// An event by id, with its deliveries and lineage. Sees every write queued before it
+    /// (history included).
     pub async fn event(&self, id: &str) -> Result<Option<EventInfo>, StoreError> {
+        self.flush().await;
         let id = id.to_owned();
         self.read(move |c| {
             let row = c
                 .query_row(
-                    "SELECT seq, object, mode, origin, cause FROM events WHERE id = ?1 ORDER BY seq DESC LIMIT 1",
+                    "SELECT seq, object, mode, origin, cause, settled FROM events WHERE id = ?1 ORDER BY seq DESC LIMIT 1",
                     params![id],
                     |r| {
                         Ok((
@@ -613,11 +647,12 @@ impl Store {
                             r.get::<_, String>(2)?,
                             r.get::<_, String>(3)?,
                             r.get::<_, Option<String>>(4)?,
+                            r.get::<_, Option<String>>(5)?,
                         ))
                     },
                 )
                 .optional()?;
-            let Some((seq, object, mode, origin, cause)) = row else {
+            let Some((seq, object, mode, origin, cause, settled)) = row else {
                 return Ok(None);
             };
             let mut stmt = c.prepare("SELECT id FROM events WHERE cause = ?1 ORDER BY seq")?;
@@ -635,7 +670,10 @@ impl Store {
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut deliveries = Vec::new();
+            // A synchronous event's deliveries are in its row (schema 1 wrote them as rows).
+            let mut deliveries: Vec<DeliveryInfo> = settled
+                .and_then(|json| serde_json::from_str(&json).ok())
+                .unwrap_or_default();
             for (delivery, function, state, next_ms) in rows {
                 deliveries.push(DeliveryInfo {
                     attempts: attempts_of(c, delivery)?,
@@ -645,6 +683,7 @@ impl Store {
                     state,
                 });
             }
+            deliveries.sort_by(|a, b| a.function.cmp(&b.function));
             Ok(Some(EventInfo {
                 event: RawValue::from_string(object).unwrap_or_else(|_| crate::event::null()),
                 mode,
@@ -673,16 +712,28 @@ fn attempts_of(c: &Connection, delivery: i64) -> rusqlite::Result<Vec<Attempt>> 
     rows.collect()
 }
 
-/// The writer thread: applies everything queued in one transaction, then answers.
+/// The writer thread: applies everything queued in one transaction, then answers. A batch
+/// that nobody waits for lingers up to [`LINGER`] for more writes first.
 fn write_loop(mut conn: Connection, mut queue: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(256);
     while let Some(first) = queue.blocking_recv() {
+        let mut awaited = first.awaited();
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(write) => batch.push(write),
-                Err(_) => break,
+        let deadline = Instant::now() + LINGER;
+        loop {
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(write) => {
+                        awaited |= write.awaited();
+                        batch.push(write);
+                    }
+                    Err(_) => break,
+                }
             }
+            if awaited || batch.len() >= MAX_BATCH || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(LINGER_STEP);
         }
         let results = apply(&mut conn, &batch);
         for (write, result) in batch.drain(..).zip(results) {
@@ -752,10 +803,7 @@ fn apply_each(conn: &mut Connection, batch: &[Write]) -> Vec<Result<Found, Strin
 fn answer(write: Write, result: Result<Found, String>) {
     let result = result.map_err(StoreError::Write);
     match write {
-        Write::Accept {
-            done: Some(done), ..
-        }
-        | Write::Finish { done, .. } => {
+        Write::Accept { done, .. } | Write::Finish { done, .. } => {
             let _ = done.send(result.map(drop));
         }
         Write::Revive { done, .. } => {
@@ -783,36 +831,17 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
     match write {
         Write::Accept {
             event,
-            mode,
             pending,
             settled,
             ..
         } => {
-            let origin = serde_json::to_string(&event.origin).unwrap_or_else(|_| "{}".to_owned());
-            let inserted = exec(
-                tx,
-                "INSERT OR IGNORE INTO events (id, source, type, hops, cause, origin, mode, object, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    event.id,
-                    event.source,
-                    event.event_type,
-                    event.hops,
-                    event.cause,
-                    origin,
-                    mode,
-                    event.json().get(),
-                    now
-                ],
-            )?;
-            if inserted == 0 {
+            let Some(seq) = insert_event(tx, event, "async", None, now)? else {
                 // The same event (id and source) again: accepted once, delivered once.
                 return Ok(Found::default());
-            }
-            let seq = tx.last_insert_rowid();
+            };
             for function in pending {
                 exec(
-                tx,
+                    tx,
                     "INSERT INTO deliveries (event_seq, function, state, attempts, next_ms, updated_ms)
                      VALUES (?1, ?2, 'pending', 0, 0, ?3)",
                     params![seq, function.as_ref(), now],
@@ -820,7 +849,7 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
             }
             for (function, state, attempt) in settled {
                 exec(
-                tx,
+                    tx,
                     "INSERT INTO deliveries (event_seq, function, state, attempts, next_ms, updated_ms)
                      VALUES (?1, ?2, ?3, ?4, 0, ?5)",
                     params![seq, function.as_ref(), state, attempt.attempt, now],
@@ -828,6 +857,21 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
                 let delivery = tx.last_insert_rowid();
                 insert_attempt(tx, delivery, attempt)?;
             }
+            Ok(Found::default())
+        }
+        Write::Record { event, settled } => {
+            let settled: Vec<DeliveryInfo> = settled
+                .iter()
+                .map(|(function, state, attempt)| DeliveryInfo {
+                    function: function.to_string(),
+                    state: (*state).to_owned(),
+                    attempts: vec![attempt.clone()],
+                    next_attempt: None,
+                    dead_letter: None,
+                })
+                .collect();
+            let settled = serde_json::to_string(&settled).unwrap_or_else(|_| "[]".to_owned());
+            insert_event(tx, event, "sync", Some(&settled), now)?;
             Ok(Found::default())
         }
         Write::Finish {
@@ -912,14 +956,161 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
     }
 }
 
+/// Inserts an event; its `seq`, or `None` when it is there already (same id and source).
+fn insert_event(
+    tx: &Connection,
+    event: &SharedEvent,
+    mode: &str,
+    settled: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<Option<i64>> {
+    let origin = serde_json::to_string(&event.origin).unwrap_or_else(|_| "{}".to_owned());
+    let inserted = exec(
+        tx,
+        "INSERT OR IGNORE INTO events (id, source, type, hops, cause, origin, mode, object, created_ms, settled)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            event.id,
+            event.source,
+            event.event_type,
+            event.hops,
+            event.cause,
+            origin,
+            mode,
+            event.json().get(),
+            now,
+            settled
+        ],
+    )?;
+    Ok((inserted > 0).then(|| tx.last_insert_rowid()))
+}
+
 /// Adds an attempt to a delivery's history, numbered after those it has (a revived dead letter
 /// keeps the attempts of its first life).
 fn insert_attempt(tx: &Connection, delivery: i64, attempt: &Attempt) -> rusqlite::Result<()> {
     exec(
-                tx,
+        tx,
         "INSERT INTO attempts (delivery, n, time, status, error)
          VALUES (?1, (SELECT COALESCE(MAX(n), 0) + 1 FROM attempts WHERE delivery = ?1), ?2, ?3, ?4)",
         params![delivery, attempt.time, attempt.status, attempt.error],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str) -> Arc<SharedEvent> {
+        let json = format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"/test","type":"t.one","payload":{{"n":1}}}}"#
+        );
+        Arc::new(SharedEvent::from_stored(
+            id.to_owned(),
+            "t.one".to_owned(),
+            0,
+            None,
+            Origin::Http { request_id: None },
+            RawValue::from_string(json).expect("the test event is JSON"),
+        ))
+    }
+
+    fn attempt(status: u16, error: &str) -> Attempt {
+        Attempt {
+            attempt: 1,
+            time: "2026-11-27T10:00:00.000Z".to_owned(),
+            status,
+            error: error.to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_synchronous_event_is_read_back_with_its_deliveries() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), Durability::Normal).expect("store opens");
+        store.record(
+            event("e1"),
+            vec![
+                (
+                    "zeta".into(),
+                    "failed",
+                    attempt(502, "the function crashed"),
+                ),
+                ("alpha".into(), "delivered", attempt(200, "")),
+            ],
+        );
+        // No flush: reading an event sees every write queued before it.
+        let info = store
+            .event("e1")
+            .await
+            .expect("read")
+            .expect("the event is there");
+        assert_eq!(info.mode, "sync");
+        let functions: Vec<_> = info
+            .deliveries
+            .iter()
+            .map(|d| d.function.as_str())
+            .collect();
+        assert_eq!(functions, ["alpha", "zeta"]);
+        assert_eq!(info.deliveries[1].state, "failed");
+        assert_eq!(
+            info.deliveries[1].attempts,
+            [attempt(502, "the function crashed")]
+        );
+        assert!(info.deliveries[0].next_attempt.is_none());
+        assert!(store.event("e2").await.expect("read").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_schema_1_store_is_migrated_and_keeps_its_history() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("shs.db");
+        {
+            // A store as schema 1 wrote it: a synchronous event's delivery as rows.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(SCHEMA).expect("schema");
+            conn.execute_batch(
+                "ALTER TABLE events DROP COLUMN settled;
+                 PRAGMA user_version = 1;
+                 INSERT INTO events (id, source, type, hops, origin, mode, object, created_ms)
+                 VALUES ('old', '/test', 't.one', 0, '{}', 'sync', '{\"id\":\"old\"}', 0);
+                 INSERT INTO deliveries (event_seq, function, state, attempts, updated_ms)
+                 VALUES (1, 'alpha', 'delivered', 1, 0);
+                 INSERT INTO attempts (delivery, n, time, status, error)
+                 VALUES (1, 1, '2026-11-27T10:00:00.000Z', 200, '');",
+            )
+            .expect("a schema 1 store");
+        }
+        let store = Store::open(dir.path(), Durability::Normal).expect("schema 1 is migrated");
+        let old = store.event("old").await.expect("read").expect("old event");
+        assert_eq!(old.deliveries.len(), 1);
+        assert_eq!(old.deliveries[0].attempts, [attempt(200, "")]);
+        store.record(
+            event("new"),
+            vec![("alpha".into(), "delivered", attempt(200, ""))],
+        );
+        let new = store.event("new").await.expect("read").expect("new event");
+        assert_eq!(new.deliveries[0].function, "alpha");
+        drop(store);
+        let conn = Connection::open(&path).expect("open");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_store_of_an_unknown_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let conn = Connection::open(dir.path().join("shs.db")).expect("open");
+            conn.execute_batch(SCHEMA).expect("schema");
+            conn.pragma_update(None, "user_version", 99)
+                .expect("version");
+        }
+        match Store::open(dir.path(), Durability::Normal) {
+            Err(StoreError::Schema { found: 99, .. }) => {}
+            other => panic!("expected a schema error, got {:?}", other.map(|_| ())),
+        }
+    }
 }
