@@ -26,13 +26,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc rather than the system allocator: the hot path allocates on an HTTP worker and
-/// frees on another thread (the store's writer, a process's reader), where glibc's arenas
-/// contend for their locks. Built without transparent huge pages (`no_thp`): with them, its
-/// arenas fault in 2 MiB at a time and the idle supervisor's RSS more than doubles.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let done = match cli::Cli::parse().command {
         cli::Command::Serve(args) => return serve_command(*args),
