@@ -60,16 +60,32 @@ async fn open_bus(args: &ServeArgs) -> anyhow::Result<Arc<dyn Bus>> {
     )
 }
 
-/// Installs the Prometheus recorder that `GET /metrics` renders.
+/// How often the recorder folds the histogram samples recorded since into its buckets.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// Installs the Prometheus recorder that `GET /metrics` renders, and a thread for its upkeep:
+/// the recorder keeps every histogram sample until upkeep (or a scrape) folds it into the
+/// buckets, so without it memory would grow with each request on a server nobody scrapes.
 fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     const SECONDS: [f64; 15] = [
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     ];
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS)
         .context("cannot set up metrics")?
         .install_recorder()
-        .context("cannot set up metrics")
+        .context("cannot set up metrics")?;
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("shs-metrics".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(METRICS_UPKEEP);
+                upkeep.run_upkeep();
+            }
+        })
+        .context("cannot start the metrics upkeep thread")?;
+    Ok(handle)
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
