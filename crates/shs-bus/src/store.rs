@@ -335,7 +335,7 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 );
 ";
 
-/// Creates the schema in a new database, and refuses one written with another schema.
+/// Creates the schema in a new database, migrates one of schema 1, and refuses any other.
 fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let tables: i64 = conn.query_row(
@@ -343,20 +343,24 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         [],
         |r| r.get(0),
     )?;
+    let new = found == 0 && tables == 0;
+    if !(new || found == 1 || found == SCHEMA_VERSION) {
+        return Err(StoreError::Schema {
+            path: path.to_owned(),
+            found,
+        });
+    }
+    // One transaction: a crash midway leaves the store as it was, to be migrated again.
+    let tx = conn.unchecked_transaction()?;
     if found == 1 {
         // Schema 1 kept a synchronous event's deliveries as rows; 2 adds the column that
         // holds them in the event's row (old history stays readable as it is).
-        conn.execute_batch("ALTER TABLE events ADD COLUMN settled TEXT")?;
+        tx.execute_batch("ALTER TABLE events ADD COLUMN settled TEXT")?;
     }
-    if found == SCHEMA_VERSION || found == 1 || (found == 0 && tables == 0) {
-        conn.execute_batch(SCHEMA)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        return Ok(());
-    }
-    Err(StoreError::Schema {
-        path: path.to_owned(),
-        found,
-    })
+    tx.execute_batch(SCHEMA)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
 }
 
 fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
