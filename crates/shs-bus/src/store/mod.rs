@@ -1,0 +1,432 @@
+//! The embedded durable store: SQLite in WAL mode, in the data folder.
+//!
+//! It keeps every event published (asynchronous ones with a pending delivery per subscribing
+//! function; synchronous ones as history, with each delivery's outcome), every attempt with
+//! its status and error, the dead letters, and the dynamic subscriptions.
+//!
+//! One writer thread owns the write connection. Writes queue up on a channel, and the writer
+//! applies everything queued in one transaction (group commit), then answers the writes that
+//! wait for durability. So the cost of a disk flush is shared by every event accepted in the
+//! meantime. Reads go through a second connection (WAL lets them run beside the writer).
+//!
+//! This module holds the types and the [`Store`]'s writes; `schema` the tables and their
+//! migrations, `writer` the writer thread, `read` the queries.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use rusqlite::Connection;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::event::{Origin, SharedEvent};
+use schema::SCHEMA_VERSION;
+use writer::Write;
+
+mod read;
+mod schema;
+mod writer;
+
+/// How many writes the queue holds before writers wait.
+const WRITE_QUEUE: usize = 16_384;
+/// The history of a synchronous event is not recorded while this many writes wait: under a
+/// load the disk cannot follow, history gives way (and memory stays bounded) rather than the
+/// writes that matter.
+const HISTORY_BACKLOG: usize = 4_096;
+
+/// What the store could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("the event store failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The data folder could not be created.
+    #[error("cannot create the data folder {}: {source}", path.display())]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The writer thread is gone (the store was closed).
+    #[error("the event store is closed")]
+    Closed,
+    /// A write could not be applied.
+    #[error("the event store could not save it: {0}")]
+    Write(String),
+    /// The database was written by a build of shs with another schema.
+    #[error(
+        "the event store {} has schema version {found}, this shs uses version {SCHEMA_VERSION}; \
+         move it aside (or point --data-dir elsewhere) to start afresh",
+        path.display()
+    )]
+    Schema {
+        /// The database file.
+        path: PathBuf,
+        /// The version it carries.
+        found: i64,
+    },
+}
+
+/// How hard a commit works to be durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Flush to disk on every commit (`synchronous = FULL`): survives power loss.
+    #[default]
+    Full,
+    /// Leave flushing to the OS (`synchronous = NORMAL` in WAL mode): survives the process
+    /// being killed, not the machine losing power.
+    Normal,
+}
+
+/// One attempt to deliver an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Attempt {
+    /// 1 for the first attempt (a revived dead letter goes on counting).
+    pub attempt: u32,
+    /// When it ended, RFC 3339.
+    pub time: String,
+    /// The status the failure maps to (200 when it succeeded).
+    pub status: u16,
+    /// What went wrong (empty when it succeeded).
+    pub error: String,
+}
+
+/// A delivery waiting to be made.
+#[derive(Debug)]
+pub struct PendingDelivery {
+    /// The delivery's id.
+    pub id: i64,
+    /// The event's place in the store (deliveries are made in this order).
+    pub seq: i64,
+    /// The event's id.
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+    /// The event's hop count.
+    pub hops: u32,
+    /// The event whose delivery published this one.
+    pub cause: Option<String>,
+    /// Who published it.
+    pub origin: Origin,
+    /// The event object.
+    pub object: Box<RawValue>,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Not before this time (ms since the epoch).
+    pub next_ms: i64,
+}
+
+/// How a delivery attempt ended, as recorded.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// Delivered.
+    Delivered(Attempt),
+    /// Failed; tried again at `next_ms`.
+    Retry(Attempt, i64),
+    /// Failed for good: a dead letter.
+    Dead(Attempt),
+}
+
+/// Which dead letters to list.
+#[derive(Clone, Debug, Default)]
+pub struct DeadLetterFilter {
+    /// Only those of this function.
+    pub function: Option<String>,
+    /// Only those of this event type.
+    pub event_type: Option<String>,
+    /// At most this many (newest first).
+    pub limit: usize,
+}
+
+/// A delivery that failed for good, with everything needed to act on it.
+#[derive(Debug, Serialize)]
+pub struct DeadLetter {
+    /// The dead letter's id (use it to retry or delete).
+    pub id: String,
+    /// The subscribing function.
+    pub function: String,
+    /// The event's id.
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+    /// The event object.
+    pub event: Box<RawValue>,
+    /// Every attempt, with its status and error.
+    pub attempts: Vec<Attempt>,
+    /// When it became a dead letter.
+    pub dead_at: String,
+}
+
+/// One function's delivery of an event.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct DeliveryInfo {
+    /// The subscribing function.
+    pub function: String,
+    /// `pending`, `delivered`, `failed` (a synchronous delivery that failed) or `dead`.
+    pub state: String,
+    /// The attempts so far.
+    pub attempts: Vec<Attempt>,
+    /// When the next attempt is due, while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt: Option<String>,
+    /// The dead letter's id, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<String>,
+}
+
+/// An event, its deliveries and its lineage.
+#[derive(Debug, Serialize)]
+pub struct EventInfo {
+    /// The event object.
+    pub event: Box<RawValue>,
+    /// `sync` or `async`.
+    pub mode: String,
+    /// Who published it.
+    pub published_by: serde_json::Value,
+    /// The event whose delivery published it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caused_by: Option<String>,
+    /// The events published while it was being delivered.
+    pub caused: Vec<String>,
+    /// Each subscribing function's delivery.
+    pub deliveries: Vec<DeliveryInfo>,
+}
+
+/// The SQLite event store.
+pub struct Store {
+    writes: mpsc::Sender<Write>,
+    reader: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// RFC 3339 for milliseconds since the epoch.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl Store {
+    /// Opens (creating it if needed) the store `shs.db` in `folder`.
+    pub fn open(folder: &Path, durability: Durability) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(folder).map_err(|source| StoreError::Folder {
+            path: folder.to_owned(),
+            source,
+        })?;
+        let path = folder.join("shs.db");
+        let writer = schema::open(&path, durability)?;
+        schema::migrate(&writer, &path)?;
+        let reader = schema::open(&path, durability)?;
+        let (writes, queue) = mpsc::channel(WRITE_QUEUE);
+        std::thread::Builder::new()
+            .name("shs-store".into())
+            .spawn(move || writer::write_loop(writer, queue))
+            .map_err(|source| StoreError::Folder {
+                path: folder.to_owned(),
+                source,
+            })?;
+        Ok(Store {
+            writes,
+            reader: Arc::new(Mutex::new(reader)),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stores an asynchronously published event with a pending delivery for each function in
+    /// `pending` (and `settled` ones that are dead at once); resolves once it is on disk.
+    pub async fn accept(
+        &self,
+        event: Arc<SharedEvent>,
+        pending: Vec<Arc<str>>,
+        settled: Vec<(Arc<str>, &'static str, Attempt)>,
+    ) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.writes
+            .send(Write::Accept {
+                event,
+                pending,
+                settled,
+                done,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records a synchronously published event and how each delivery ended, as history. Not
+    /// waited for; dropped (and counted in `shs_event_history_dropped_total`) while the store
+    /// is [`HISTORY_BACKLOG`] writes behind.
+    pub fn record(&self, event: Arc<SharedEvent>, settled: Vec<(Arc<str>, &'static str, Attempt)>) {
+        let waiting = self.writes.max_capacity() - self.writes.capacity();
+        if waiting >= HISTORY_BACKLOG {
+            metrics::counter!("shs_event_history_dropped_total").increment(1);
+            tracing::debug!("event history not recorded: the store is {waiting} writes behind");
+            return;
+        }
+        let write = Write::Record { event, settled };
+        if self.writes.try_send(write).is_err() {
+            metrics::counter!("shs_event_history_dropped_total").increment(1);
+            tracing::debug!("event history not recorded: the store's write queue is full");
+        }
+    }
+
+    /// Records how a delivery attempt ended; resolves once it is on disk.
+    pub async fn finish(&self, delivery: i64, outcome: Outcome) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.writes
+            .send(Write::Finish {
+                delivery,
+                outcome,
+                done,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Makes a dead letter pending again, with a fresh count of attempts; returns its function,
+    /// or `None` when there is no such dead letter.
+    pub async fn revive(&self, delivery: i64) -> Result<Option<String>, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.writes
+            .send(Write::Revive { delivery, done })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Deletes a dead letter. False when there is no such dead letter.
+    pub async fn delete_dead(&self, delivery: i64) -> Result<bool, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.writes
+            .send(Write::Delete { delivery, done })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Remembers (or forgets) a subscription, so that it survives a restart.
+    pub fn save_subscription(&self, function: &str, pattern: &str, present: bool) {
+        let write = Write::Subscription {
+            function: function.to_owned(),
+            pattern: pattern.to_owned(),
+            present,
+        };
+        if self.writes.try_send(write).is_err() {
+            tracing::warn!(
+                function,
+                pattern,
+                "the store's write queue is full: subscription change not saved"
+            );
+        }
+    }
+
+    /// Forgets every subscription of a removed function.
+    pub fn forget_function(&self, function: &str) {
+        let _ = self.writes.try_send(Write::ForgetFunction {
+            function: function.to_owned(),
+        });
+    }
+
+    /// Deletes events older than `before_ms` whose deliveries are all settled (not pending,
+    /// not dead letters).
+    pub fn prune(&self, before_ms: i64) {
+        let _ = self.writes.try_send(Write::Prune { before_ms });
+    }
+
+    /// Resolves once everything written before has been committed.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.writes.send(Write::Flush { done }).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn event(id: &str) -> Arc<SharedEvent> {
+        let json = format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"/test","type":"t.one","payload":{{"n":1}}}}"#
+        );
+        Arc::new(SharedEvent::from_stored(
+            id.to_owned(),
+            "t.one".to_owned(),
+            0,
+            None,
+            Origin::Http { request_id: None },
+            RawValue::from_string(json).expect("the test event is JSON"),
+        ))
+    }
+
+    pub(super) fn attempt(status: u16, error: &str) -> Attempt {
+        Attempt {
+            attempt: 1,
+            time: "2026-11-27T10:00:00.000Z".to_owned(),
+            status,
+            error: error.to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_synchronous_event_is_read_back_with_its_deliveries() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), Durability::Normal).expect("store opens");
+        store.record(
+            event("e1"),
+            vec![
+                (
+                    "zeta".into(),
+                    "failed",
+                    attempt(502, "the function crashed"),
+                ),
+                ("alpha".into(), "delivered", attempt(200, "")),
+            ],
+        );
+        // No flush: reading an event sees every write queued before it.
+        let info = store
+            .event("e1")
+            .await
+            .expect("read")
+            .expect("the event is there");
+        assert_eq!(info.mode, "sync");
+        let functions: Vec<_> = info
+            .deliveries
+            .iter()
+            .map(|d| d.function.as_str())
+            .collect();
+        assert_eq!(functions, ["alpha", "zeta"]);
+        assert_eq!(info.deliveries[1].state, "failed");
+        assert_eq!(
+            info.deliveries[1].attempts,
+            [attempt(502, "the function crashed")]
+        );
+        assert!(info.deliveries[0].next_attempt.is_none());
+        assert!(store.event("e2").await.expect("read").is_none());
+    }
+}

@@ -1,0 +1,167 @@
+//! The store's tables, the version they carry (SQLite's `user_version`), the migration of
+//! older stores, and how each connection is opened.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::{Durability, StoreError};
+
+/// The version of [`SCHEMA`], kept in SQLite's `user_version`.
+pub(super) const SCHEMA_VERSION: i64 = 2;
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    type TEXT NOT NULL,
+    hops INTEGER NOT NULL,
+    cause TEXT,
+    origin TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    object TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    -- A synchronous event's deliveries, all settled when it is written: a JSON array of
+    -- DeliveryInfo (history costs one row per event). NULL for asynchronous events, whose
+    -- deliveries are rows of their own.
+    settled TEXT,
+    UNIQUE (id, source)
+);
+-- Lookups by id use the (id, source) index; an early version of schema 1 had its own.
+DROP INDEX IF EXISTS events_id;
+CREATE INDEX IF NOT EXISTS events_cause ON events(cause);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_seq INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
+    function TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_ms INTEGER NOT NULL DEFAULT 0,
+    updated_ms INTEGER NOT NULL,
+    UNIQUE (function, event_seq)
+);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(function, event_seq) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries(updated_ms) WHERE state = 'dead';
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_seq);
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery INTEGER NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+    n INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    PRIMARY KEY (delivery, n)
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    function TEXT NOT NULL,
+    pattern TEXT NOT NULL,
+    PRIMARY KEY (function, pattern)
+);
+";
+
+/// Creates the schema in a new database, migrates one of schema 1, and refuses any other.
+pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+        [],
+        |r| r.get(0),
+    )?;
+    let new = found == 0 && tables == 0;
+    if !(new || found == 1 || found == SCHEMA_VERSION) {
+        return Err(StoreError::Schema {
+            path: path.to_owned(),
+            found,
+        });
+    }
+    // One transaction: a crash midway leaves the store as it was, to be migrated again.
+    let tx = conn.unchecked_transaction()?;
+    if found == 1 {
+        // Schema 1 kept a synchronous event's deliveries as rows; 2 adds the column that
+        // holds them in the event's row (old history stays readable as it is).
+        tx.execute_batch("ALTER TABLE events ADD COLUMN settled TEXT")?;
+    }
+    tx.execute_batch(SCHEMA)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Opens a connection to the database at `path`, in WAL mode.
+pub(super) fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::store::tests::{attempt, event};
+
+    #[tokio::test]
+    async fn a_schema_1_store_is_migrated_and_keeps_its_history() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("shs.db");
+        {
+            // A store as schema 1 wrote it: a synchronous event's delivery as rows.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(SCHEMA).expect("schema");
+            conn.execute_batch(
+                "ALTER TABLE events DROP COLUMN settled;
+                 PRAGMA user_version = 1;
+                 INSERT INTO events (id, source, type, hops, origin, mode, object, created_ms)
+                 VALUES ('old', '/test', 't.one', 0, '{}', 'sync', '{\"id\":\"old\"}', 0);
+                 INSERT INTO deliveries (event_seq, function, state, attempts, updated_ms)
+                 VALUES (1, 'alpha', 'delivered', 1, 0);
+                 INSERT INTO attempts (delivery, n, time, status, error)
+                 VALUES (1, 1, '2026-11-27T10:00:00.000Z', 200, '');",
+            )
+            .expect("a schema 1 store");
+        }
+        let store = Store::open(dir.path(), Durability::Normal).expect("schema 1 is migrated");
+        let old = store.event("old").await.expect("read").expect("old event");
+        assert_eq!(old.deliveries.len(), 1);
+        assert_eq!(old.deliveries[0].attempts, [attempt(200, "")]);
+        store.record(
+            event("new"),
+            vec![("alpha".into(), "delivered", attempt(200, ""))],
+        );
+        let new = store.event("new").await.expect("read").expect("new event");
+        assert_eq!(new.deliveries[0].function, "alpha");
+        drop(store);
+        let conn = Connection::open(&path).expect("open");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_store_of_an_unknown_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let conn = Connection::open(dir.path().join("shs.db")).expect("open");
+            conn.execute_batch(SCHEMA).expect("schema");
+            conn.pragma_update(None, "user_version", 99)
+                .expect("version");
+        }
+        match Store::open(dir.path(), Durability::Normal) {
+            Err(StoreError::Schema { found: 99, .. }) => {}
+            other => panic!("expected a schema error, got {:?}", other.map(|_| ())),
+        }
+    }
+}
