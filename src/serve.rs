@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use shs_bus::{Bus, LocalBus, store};
+use shs_bus::{Bus, store};
 use std::num::NonZeroU32;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use shs_http::{AccessConfig, HttpConfig, RateLimit};
-use shs_nats::{NatsBus, NatsConfig};
+use shs_nats::NatsConfig;
 use shs_supervisor::spec::Limits;
 use shs_supervisor::{Config, Supervisor};
 use tokio::signal::unix::{SignalKind, signal};
@@ -19,7 +19,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cli::{Durability, ServeArgs};
 
 /// The event bus the flags ask for: the embedded store, or NATS JetStream.
-async fn open_bus(args: &ServeArgs) -> anyhow::Result<Arc<dyn Bus>> {
+async fn open_bus(args: &ServeArgs) -> anyhow::Result<Arc<Bus>> {
     if args.bus == "local" {
         let durability = match args.store_durability {
             Durability::Full => store::Durability::Full,
@@ -33,7 +33,7 @@ async fn open_bus(args: &ServeArgs) -> anyhow::Result<Arc<dyn Bus>> {
         })?;
         tracing::info!(path = %store.path().display(), "event store open");
         let retention = Duration::from_secs_f64(args.event_retention);
-        return Ok(Arc::new(LocalBus::with_store(
+        return Ok(Arc::new(Bus::with_store(
             args.max_hops,
             Arc::new(store),
             retention,
@@ -49,7 +49,7 @@ async fn open_bus(args: &ServeArgs) -> anyhow::Result<Arc<dyn Bus>> {
             ack_wait: timeout + Duration::from_secs(2),
             max_hops: args.max_hops,
         };
-        let bus = NatsBus::connect(config)
+        let bus = shs_nats::connect(config)
             .await
             .context("cannot use the NATS bus (--bus)")?;
         return Ok(Arc::new(bus));

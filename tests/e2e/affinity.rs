@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use shs_bus::LocalBus;
+use shs_bus::Bus;
 use shs_supervisor::{Config, Output, Supervisor};
 
 use crate::harness::{deploy_fixture, poll, write_file};
@@ -49,7 +49,7 @@ async fn a_process_handled_on_a_thread_that_stops_is_replaced() {
     config.watch = false;
     config.io_threads = 1;
     config.kill_grace = Duration::from_millis(500);
-    let supervisor = Supervisor::start(config, Arc::new(LocalBus::new(16)))
+    let supervisor = Supervisor::start(config, Arc::new(Bus::new(16)))
         .await
         .expect("start the supervisor");
 

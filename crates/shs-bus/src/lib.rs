@@ -10,15 +10,27 @@
 //!
 //! # Theory of operation
 //!
-//! A [`Bus`] is the interface; [`LocalBus`] is the implementation for one supervisor (a second
-//! backend, NATS JetStream, lives in `shs-nats`). Publishing comes in two modes:
+//! [`Bus`] is one concrete type over a [`Backend`] (transport and persistence): the embedded
+//! backend of this crate (one supervisor, events in the embedded store) or NATS JetStream (in
+//! `shs-nats`, shared by several supervisors). Every rule lives once, here, so both backends
+//! behave the same word for word:
+//!
+//! - the bus places each event in its causal context (`rules::place`), cuts a publish at the
+//!   hop limit with one message and status 508 (`rules::hop_cut`), and assembles what a
+//!   synchronous publish answers (`rules::publish_result`); a backend only sees placed events
+//!   that were not cut;
+//! - every asynchronous delivery attempt, on either backend, is made and settled by
+//!   [`settle::attempt`]: delivered, retried after the backoff with jitter, or a dead letter.
+//!
+//! Publishing comes in two modes:
 //!
 //! - **Synchronous** ([`Bus::publish`]): resolves once every subscriber has answered, failed or
 //!   timed out, and lists each failure, including those further down the chain of events the
 //!   publish caused.
 //! - **Asynchronous** ([`Bus::publish_async`]): resolves once the event and one pending
-//!   delivery per subscriber are on disk; the deliveries are then made by lanes, retried with
-//!   backoff, and end as dead letters when they keep failing.
+//!   delivery per subscriber are stored durably; the deliveries are then made by the backend
+//!   (lanes here, consumers on NATS), retried with backoff, and end as dead letters when they
+//!   keep failing.
 //!
 //! The table maps patterns to functions (see [`table`] for the wildcard rules); each matching
 //! function gets the event once, however many of its patterns match.
@@ -28,35 +40,38 @@
 //! deliverer), which event's delivery it runs in (for lineage), and where failures further
 //! down the chain are collected so that the first publisher sees them. A publish at
 //! `hops >= max_hops` is cut: it reaches nobody, and each would-be subscriber is reported (in
-//! `errors`, or as a dead letter).
+//! `errors`, or as a dead letter). Deliveries are never cut, so a retried dead letter is
+//! delivered whatever its hop count (what it publishes is cut in turn).
 
-use std::sync::Weak;
-
-use futures::future::BoxFuture;
-use shs_protocol::methods::PublishResult;
-
+mod backend;
+mod bus;
 mod causation;
 mod deliver;
 pub mod event;
 mod local;
 mod queue;
+mod rules;
+pub mod settle;
 pub mod store;
 pub mod table;
 
+pub use backend::{Backend, Core, Fanout, Publication};
+pub use bus::Bus;
 pub use causation::{Causation, Failures};
 pub use deliver::{Deliver, DeliveryError, RetryPolicy};
 pub use event::{Event, Origin, SharedEvent};
-pub use local::LocalBus;
-pub use store::{DeadLetter, DeadLetterFilter, EventInfo};
+pub use rules::LOOP_DETECTED;
+pub use settle::Settled;
+pub use store::{Attempt, DeadLetter, DeadLetterFilter, EventInfo};
 pub use table::{Subscription, SubscriptionTable, validate_pattern, validate_type};
 
 /// Counts a publish (`mode` is `sync` or `async`) for `GET /metrics`.
-pub fn count_published(mode: &'static str) {
+fn count_published(mode: &'static str) {
     metrics::counter!("shs_events_published_total", "mode" => mode).increment(1);
 }
 
 /// Counts a delivery outcome (`delivered`, `failed` or `dead_lettered`) for `GET /metrics`.
-pub fn count_delivery(function: &str, outcome: &'static str) {
+fn count_delivery(function: &str, outcome: &'static str) {
     metrics::counter!("shs_event_deliveries_total", "function" => function.to_owned(), "outcome" => outcome)
         .increment(1);
 }
@@ -102,74 +117,6 @@ impl BusError {
             BusError::InvalidType { .. } | BusError::InvalidAttribute { .. }
         )
     }
-}
-
-/// The event bus: the subscription table and publishing. A second backend implements this.
-pub trait Bus: Send + Sync + 'static {
-    /// Attaches whoever delivers events to functions. Called once, at start-up.
-    fn attach(&self, deliverer: Weak<dyn Deliver>);
-
-    /// Starts delivering what was left pending before a restart, and loads the subscriptions
-    /// saved then (for the functions in `known`, the ones deployed now). Called once the
-    /// deliverer knows its functions.
-    fn start(&self, known: Vec<String>) -> BoxFuture<'_, Result<(), BusError>>;
-
-    /// Subscribes `function` to `pattern`; `Ok(false)` when it was subscribed already.
-    fn subscribe(&self, function: &str, pattern: &str) -> Result<bool, BusError>;
-
-    /// Drops the subscription of `function` to `pattern`; returns whether there was one.
-    fn unsubscribe(&self, function: &str, pattern: &str) -> bool;
-
-    /// Drops every subscription of `function` (it was removed); returns its patterns.
-    fn remove_function(&self, function: &str) -> Vec<String>;
-
-    /// `function` is deployed on this node (called at each deployment): a distributed bus
-    /// starts taking its events here.
-    fn deployed(&self, function: &str) {
-        let _ = function;
-    }
-
-    /// Every subscription, sorted by pattern, then function.
-    fn subscriptions(&self) -> Vec<Subscription>;
-
-    /// The patterns `function` is subscribed to, sorted.
-    fn subscriptions_of(&self, function: &str) -> Vec<String>;
-
-    /// Publishes `event` synchronously: resolves once every subscriber has answered, failed or
-    /// timed out.
-    fn publish(&self, event: Event, cause: Causation) -> BoxFuture<'_, PublishResult>;
-
-    /// Publishes `event` asynchronously: resolves with its id once it is stored durably with
-    /// a pending delivery for each subscriber.
-    fn publish_async(
-        &self,
-        event: Event,
-        cause: Causation,
-    ) -> BoxFuture<'_, Result<String, BusError>>;
-
-    /// The dead letters that match `filter`, newest first.
-    fn dead_letters(
-        &self,
-        filter: DeadLetterFilter,
-    ) -> BoxFuture<'_, Result<Vec<DeadLetter>, BusError>>;
-
-    /// Delivers a dead letter again (with a fresh count of attempts). False when there is no
-    /// such dead letter.
-    fn retry_dead_letter(&self, id: &str) -> BoxFuture<'_, Result<bool, BusError>>;
-
-    /// Deletes a dead letter. False when there is no such dead letter.
-    fn delete_dead_letter(&self, id: &str) -> BoxFuture<'_, Result<bool, BusError>>;
-
-    /// An event with its deliveries and lineage, if the bus remembers it.
-    fn event(&self, id: &str) -> BoxFuture<'_, Result<Option<EventInfo>, BusError>>;
-
-    /// Stops starting asynchronous deliveries (those in flight finish); called first at
-    /// shutdown, so that nothing is delivered to functions that are stopping. What was not
-    /// delivered stays pending, for after the restart (or for another supervisor).
-    fn quiesce(&self);
-
-    /// Makes sure everything accepted is on disk; called last at shutdown.
-    fn flush(&self) -> BoxFuture<'_, ()>;
 }
 
 #[cfg(test)]

@@ -1,86 +1,56 @@
-//! The bus of one supervisor: the table in memory, the events in the embedded store.
+//! The embedded backend, for one supervisor: synchronous deliveries made in this process, and
+//! (with a [`Store`]) asynchronous events, history, dead letters and saved subscriptions in
+//! the embedded store, delivered by the [`Lanes`].
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, join_all};
-use parking_lot::RwLock;
-use shs_protocol::methods::{DeliveryFailure, PublishResult};
 
+use crate::BusError;
+use crate::backend::{Backend, Core, Fanout, Publication};
 use crate::causation::{Causation, FailureSink};
-use crate::deliver::{Deliver, DeliveryError};
-use crate::event::{Event, now};
+use crate::deliver::DeliveryError;
+use crate::event::now;
 use crate::queue::Lanes;
 use crate::store::{Attempt, DeadLetter, DeadLetterFilter, EventInfo, Store, now_ms};
-use crate::table::{Subscription, SubscriptionTable};
-use crate::{Bus, BusError, DEFAULT_MAX_HOPS};
 
-/// The status recorded for a delivery cut by the hop limit (HTTP's "Loop Detected").
-const LOOP_DETECTED: u16 = 508;
-
-/// The bus of one supervisor.
-pub struct LocalBus {
-    table: RwLock<SubscriptionTable>,
-    deliverer: OnceLock<Weak<dyn Deliver>>,
-    max_hops: u32,
+/// The backend of one supervisor.
+pub(crate) struct Embedded {
+    core: Arc<Core>,
     store: Option<Arc<Store>>,
     lanes: Option<Arc<Lanes>>,
     retention: Duration,
 }
 
-impl LocalBus {
-    /// A bus without a store: synchronous publishing only.
-    pub fn new(max_hops: u32) -> LocalBus {
-        LocalBus {
-            table: RwLock::new(SubscriptionTable::new()),
-            deliverer: OnceLock::new(),
-            max_hops,
+impl Embedded {
+    /// Without a store: synchronous publishing only.
+    pub(crate) fn new(core: Arc<Core>) -> Embedded {
+        Embedded {
+            core,
             store: None,
             lanes: None,
             retention: Duration::from_secs(24 * 3600),
         }
     }
 
-    /// A bus with the embedded store: asynchronous publishing, history, dead letters, and
-    /// subscriptions that survive a restart. Settled events older than `retention` are
-    /// deleted.
-    pub fn with_store(max_hops: u32, store: Arc<Store>, retention: Duration) -> LocalBus {
-        LocalBus {
-            lanes: Some(Lanes::new(store.clone())),
+    /// With the embedded store; settled events older than `retention` are deleted.
+    pub(crate) fn with_store(core: Arc<Core>, store: Arc<Store>, retention: Duration) -> Embedded {
+        Embedded {
+            lanes: Some(Lanes::new(store.clone(), core.clone())),
             store: Some(store),
             retention,
-            ..LocalBus::new(max_hops)
+            core,
         }
     }
 
     fn store(&self, what: &'static str) -> Result<&Arc<Store>, BusError> {
         self.store.as_ref().ok_or(BusError::Unsupported(what))
     }
-
-    /// Sets the hop count and cause of `event` from the context it is published in.
-    fn place(&self, mut event: Event, cause: &Causation) -> Event {
-        event.hops = event.hops.max(cause.hops());
-        if event.cause.is_none() {
-            event.cause = cause.event().map(str::to_owned);
-        }
-        event
-    }
-
-    fn cut_message(&self, event_type: &str) -> String {
-        format!(
-            "hop limit of {} reached: event {event_type:?} was not delivered (does a chain of events loop?)",
-            self.max_hops
-        )
-    }
 }
 
-impl Default for LocalBus {
-    fn default() -> Self {
-        LocalBus::new(DEFAULT_MAX_HOPS)
-    }
-}
-
-fn attempt(status: u16, error: String) -> Attempt {
+/// The record of a delivery settled at once (a synchronous one, or one cut by the hop limit).
+fn settled_attempt(status: u16, error: String) -> Attempt {
     Attempt {
         attempt: 1,
         time: now(),
@@ -89,30 +59,17 @@ fn attempt(status: u16, error: String) -> Attempt {
     }
 }
 
-impl Bus for LocalBus {
-    fn attach(&self, deliverer: Weak<dyn Deliver>) {
-        if let Some(lanes) = &self.lanes {
-            lanes.attach(deliverer.clone());
-        }
-        if self.deliverer.set(deliverer).is_err() {
-            tracing::warn!("a deliverer was attached to the bus twice; keeping the first");
-        }
-    }
-
+impl Backend for Embedded {
     fn start(&self, known: Vec<String>) -> BoxFuture<'_, Result<(), BusError>> {
         Box::pin(async move {
             let (Some(store), Some(lanes)) = (&self.store, &self.lanes) else {
                 return Ok(());
             };
-            let saved = store.subscriptions().await?;
-            {
-                let mut table = self.table.write();
-                for (function, pattern) in saved {
-                    if known.contains(&function) {
-                        let _ = table.insert(&function, &pattern);
-                    } else {
-                        store.save_subscription(&function, &pattern, false);
-                    }
+            for (function, pattern) in store.subscriptions().await? {
+                if known.contains(&function) {
+                    self.core.insert(&function, &pattern);
+                } else {
+                    store.save_subscription(&function, &pattern, false);
                 }
             }
             let pending = store.functions_with_pending().await?;
@@ -137,166 +94,79 @@ impl Bus for LocalBus {
         })
     }
 
-    fn subscribe(&self, function: &str, pattern: &str) -> Result<bool, BusError> {
-        let added = self.table.write().insert(function, pattern)?;
-        if added {
-            tracing::info!(function, pattern, "subscribed");
-            if let Some(store) = &self.store {
-                store.save_subscription(function, pattern, true);
-            }
+    fn subscription_changed(&self, function: &str, pattern: &str, present: bool) {
+        if let Some(store) = &self.store {
+            store.save_subscription(function, pattern, present);
         }
-        Ok(added)
     }
 
-    fn unsubscribe(&self, function: &str, pattern: &str) -> bool {
-        let removed = self.table.write().remove(function, pattern);
-        if removed {
-            tracing::info!(function, pattern, "unsubscribed");
-            if let Some(store) = &self.store {
-                store.save_subscription(function, pattern, false);
-            }
-        }
-        removed
-    }
-
-    fn remove_function(&self, function: &str) -> Vec<String> {
+    fn removed(&self, function: &str) -> bool {
         if let Some(store) = &self.store {
             store.forget_function(function);
         }
-        self.table.write().remove_function(function)
+        true
     }
 
-    fn subscriptions(&self) -> Vec<Subscription> {
-        self.table.read().all()
-    }
-
-    fn subscriptions_of(&self, function: &str) -> Vec<String> {
-        self.table.read().patterns_of(function)
-    }
-
-    fn publish(&self, event: Event, cause: Causation) -> BoxFuture<'_, PublishResult> {
-        let event = self.place(event, &cause);
-        let subscribers = self.table.read().matching(event.event_type());
-        let event = event.share();
+    fn deliver<'a>(
+        &'a self,
+        publication: &'a Publication,
+        cause: &'a Causation,
+    ) -> BoxFuture<'a, Fanout> {
+        let Publication { event, subscribers } = publication;
         Box::pin(async move {
-            let mut result = PublishResult {
-                published: true,
-                event_id: event.id.clone(),
-                delivered: 0,
-                errors: Vec::new(),
-                accepted: None,
-            };
-            tracing::debug!(
-                event_id = %event.id,
-                event_type = %event.event_type,
-                subscribers = subscribers.len(),
-                hops = event.hops,
-                "publishing"
-            );
-            let mut nested = Vec::new();
-            let outcomes: Vec<Result<(), DeliveryError>> =
-                if event.hops >= self.max_hops && !subscribers.is_empty() {
-                    tracing::warn!(
-                        event_id = %event.id,
-                        event_type = %event.event_type,
-                        max_hops = self.max_hops,
-                        "hop limit reached; event not delivered"
-                    );
-                    let message = self.cut_message(&event.event_type);
-                    subscribers
-                        .iter()
-                        .map(|_| Err(DeliveryError::permanent(LOOP_DETECTED, message.clone())))
-                        .collect()
-                } else if let Some(deliverer) = self.deliverer.get().and_then(Weak::upgrade) {
-                    let sink = FailureSink::default();
-                    let delivery_cause = cause.delivery(&event.id, event.hops, Some(sink.clone()));
-                    let outcomes = join_all(subscribers.iter().map(|function| {
-                        deliverer.deliver(function.clone(), event.clone(), delivery_cause.clone())
-                    }))
-                    .await;
-                    // Failures further down the chain this event started come after its own.
-                    nested = sink.take();
-                    outcomes
-                } else {
-                    subscribers
-                        .iter()
-                        .map(|_| {
-                            Err(DeliveryError::retryable(
-                                503,
-                                "the supervisor is shutting down",
-                            ))
-                        })
-                        .collect()
-                };
-            result.errors = subscribers
-                .iter()
-                .zip(&outcomes)
-                .filter_map(|(f, o)| {
-                    o.as_ref().err().map(|e| DeliveryFailure {
-                        function: f.to_string(),
-                        message: e.message.clone(),
-                    })
-                })
-                .collect();
-            result.errors.extend(nested);
-            result.delivered = outcomes.iter().filter(|o| o.is_ok()).count();
-            crate::count_published("sync");
-            for (function, outcome) in subscribers.iter().zip(&outcomes) {
-                crate::count_delivery(
-                    function,
-                    if outcome.is_ok() {
-                        "delivered"
-                    } else {
-                        "failed"
-                    },
-                );
+            let sink = FailureSink::default();
+            let delivery = cause.delivery(&event.id, event.hops, Some(sink.clone()));
+            let outcomes = join_all(subscribers.iter().map(|function| {
+                self.core
+                    .deliver(function.clone(), event.clone(), delivery.clone())
+            }))
+            .await;
+            Fanout {
+                outcomes,
+                nested: sink.take(),
             }
-            cause.report(&result.errors);
-            if let Some(store) = &self.store {
-                let settled = subscribers
-                    .iter()
-                    .zip(outcomes)
-                    .map(|(f, o)| match o {
-                        Ok(()) => (f.clone(), "delivered", attempt(200, String::new())),
-                        Err(e) => (f.clone(), "failed", attempt(e.status, e.message)),
-                    })
-                    .collect();
-                store.record(event, settled);
-            }
-            result
         })
     }
 
-    fn publish_async(
+    fn record(&self, publication: Publication, outcomes: Vec<Result<(), DeliveryError>>) {
+        let Some(store) = &self.store else { return };
+        let Publication { event, subscribers } = publication;
+        let settled = subscribers
+            .into_iter()
+            .zip(outcomes)
+            .map(|(function, outcome)| match outcome {
+                Ok(()) => (function, "delivered", settled_attempt(200, String::new())),
+                Err(e) => (function, "failed", settled_attempt(e.status, e.message)),
+            })
+            .collect();
+        store.record(event, settled);
+    }
+
+    fn accept(
         &self,
-        event: Event,
-        cause: Causation,
-    ) -> BoxFuture<'_, Result<String, BusError>> {
-        let event = self.place(event, &cause);
+        publication: Publication,
+        cut: Option<Attempt>,
+    ) -> BoxFuture<'_, Result<(), BusError>> {
+        let Publication { event, subscribers } = publication;
         Box::pin(async move {
             let store = self.store("asynchronous publishing")?;
-            let subscribers = self.table.read().matching(event.event_type());
-            let event = event.share();
-            let (pending, settled) = if event.hops >= self.max_hops {
-                let message = self.cut_message(&event.event_type);
-                let dead = subscribers
-                    .into_iter()
-                    .map(|f| (f, "dead", attempt(LOOP_DETECTED, message.clone())))
-                    .collect();
-                (Vec::new(), dead)
-            } else {
-                (subscribers, Vec::new())
+            let (pending, dead) = match cut {
+                Some(attempt) => {
+                    let dead = subscribers
+                        .into_iter()
+                        .map(|function| (function, "dead", attempt.clone()))
+                        .collect();
+                    (Vec::new(), dead)
+                }
+                None => (subscribers, Vec::new()),
             };
-            store
-                .accept(event.clone(), pending.clone(), settled)
-                .await?;
-            tracing::debug!(event_id = %event.id, event_type = %event.event_type, subscribers = pending.len(), "accepted");
+            store.accept(event, pending.clone(), dead).await?;
             if let Some(lanes) = &self.lanes {
                 for function in &pending {
                     lanes.wake(function);
                 }
             }
-            Ok(event.id.clone())
+            Ok(())
         })
     }
 
@@ -312,15 +182,13 @@ impl Bus for LocalBus {
         Box::pin(async move {
             let store = self.store("dead letters")?;
             let Some(id) = id else { return Ok(false) };
-            match store.revive(id).await? {
-                Some(function) => {
-                    if let Some(lanes) = &self.lanes {
-                        lanes.reload(&Arc::from(function));
-                    }
-                    Ok(true)
-                }
-                None => Ok(false),
+            let Some(function) = store.revive(id).await? else {
+                return Ok(false);
+            };
+            if let Some(lanes) = &self.lanes {
+                lanes.reload(&Arc::from(function));
             }
+            Ok(true)
         })
     }
 

@@ -3,25 +3,25 @@
 //! A lane holds a window of the function's pending deliveries (at most [`WINDOW`], oldest
 //! first; the rest waits on disk, so a slow subscriber costs disk, not memory) and delivers
 //! them: with `ordered` set (the default), one event of each type at a time, in the order they
-//! were stored; up to `max_in_flight` at once across types. A failed attempt is retried after
-//! an exponential backoff with jitter, up to `max_attempts`; then, or at once for a failure
-//! that no retry can fix, the delivery becomes a dead letter. Each outcome is on disk before
+//! were stored; up to `max_in_flight` at once across types. Each attempt is made and settled
+//! by [`crate::settle::attempt`] (the same for every backend: retried after an exponential
+//! backoff with jitter, up to `max_attempts`; then, or at once for a failure that no retry can
+//! fix, a dead letter); the lane records the outcome. Each outcome is on disk before
 //! the lane moves on, so a restart resumes exactly where it stopped (a delivery in flight at a
 //! crash is made again: at least once).
 //!
 //! Lanes are independent tasks: a slow or failing subscriber does not slow the others.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
-use crate::causation::Causation;
-use crate::deliver::{Deliver, DeliveryError};
-use crate::event::{SharedEvent, now};
-use crate::store::{Attempt, Outcome, PendingDelivery, Store, now_ms};
+use crate::backend::Core;
+use crate::settle::{Settled, attempt};
+use crate::store::{Outcome, PendingDelivery, Store, now_ms};
 
 /// Pending deliveries a lane keeps in memory.
 const WINDOW: usize = 256;
@@ -40,26 +40,23 @@ struct Lane {
 /// The lanes of every function with asynchronous deliveries.
 pub(crate) struct Lanes {
     store: Arc<Store>,
+    /// The bus's core, for the deliverer.
+    core: Arc<Core>,
     /// Set at shutdown: no delivery is started any more.
     quiet: std::sync::atomic::AtomicBool,
-    deliverer: OnceLock<Weak<dyn Deliver>>,
     lanes: Mutex<HashMap<Arc<str>, Arc<Lane>>>,
     me: Weak<Lanes>,
 }
 
 impl Lanes {
-    pub(crate) fn new(store: Arc<Store>) -> Arc<Lanes> {
+    pub(crate) fn new(store: Arc<Store>, core: Arc<Core>) -> Arc<Lanes> {
         Arc::new_cyclic(|me| Lanes {
             store,
+            core,
             quiet: std::sync::atomic::AtomicBool::new(false),
-            deliverer: OnceLock::new(),
             lanes: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
-    }
-
-    pub(crate) fn attach(&self, deliverer: Weak<dyn Deliver>) {
-        let _ = self.deliverer.set(deliverer);
     }
 
     /// Starts no more deliveries; what is pending stays on disk.
@@ -99,6 +96,7 @@ impl Lanes {
     }
 }
 
+/// How a delivery ended (`None`: the outcome could not be recorded), for the lane's window.
 struct Done {
     id: i64,
     outcome: Option<Outcome>,
@@ -124,7 +122,7 @@ async fn run(lanes: Weak<Lanes>, lane: Arc<Lane>) {
             }
             return;
         }
-        let Some(deliverer) = this.deliverer.get().and_then(Weak::upgrade) else {
+        let Some(deliverer) = this.core.deliverer() else {
             // Not attached yet (or shutting down): wait to be woken.
             drop(this);
             lane.wake.notified().await;
@@ -168,10 +166,10 @@ async fn run(lanes: Weak<Lanes>, lane: Arc<Lane>) {
         for delivery in window.values() {
             let busy = in_flight.contains_key(&delivery.id);
             if policy.ordered {
-                if blocked.contains(delivery.event_type.as_str()) {
+                if blocked.contains(delivery.event.event_type.as_str()) {
                     continue;
                 }
-                blocked.insert(&delivery.event_type);
+                blocked.insert(&delivery.event.event_type);
             }
             if busy {
                 continue;
@@ -190,17 +188,8 @@ async fn run(lanes: Weak<Lanes>, lane: Arc<Lane>) {
                 continue;
             };
             in_flight.insert(delivery.id, seq);
-            let event = Arc::new(SharedEvent::from_stored(
-                delivery.event_id.clone(),
-                delivery.event_type.clone(),
-                delivery.hops,
-                delivery.cause.clone(),
-                delivery.origin.clone(),
-                delivery.object.clone(),
-            ));
-            let cause =
-                Causation::at_hops(delivery.hops).delivery(&delivery.event_id, delivery.hops, None);
-            let attempt = delivery.attempts + 1;
+            let event = delivery.event.clone();
+            let number = delivery.attempts + 1;
             let (id, function, store, done) = (
                 delivery.id,
                 lane.function.clone(),
@@ -209,9 +198,9 @@ async fn run(lanes: Weak<Lanes>, lane: Arc<Lane>) {
             );
             let deliverer = deliverer.clone();
             tokio::spawn(async move {
-                let result = deliverer.deliver(function.clone(), event, cause).await;
-                let outcome = settle(&function, result, attempt, &policy);
-                let recorded = store.finish(id, clone_outcome(&outcome)).await;
+                let settled = attempt(&deliverer, &function, event, number, &policy).await;
+                let outcome = outcome_of(settled);
+                let recorded = store.finish(id, outcome.clone()).await;
                 if let Err(e) = &recorded {
                     tracing::error!(%function, delivery = id, "cannot record a delivery: {e}");
                 }
@@ -286,70 +275,14 @@ fn apply(
     }
 }
 
-fn clone_outcome(outcome: &Outcome) -> Outcome {
-    match outcome {
-        Outcome::Delivered(a) => Outcome::Delivered(a.clone()),
-        Outcome::Retry(a, at) => Outcome::Retry(a.clone(), *at),
-        Outcome::Dead(a) => Outcome::Dead(a.clone()),
+/// The decision on an attempt as the store records it: a retry at a time, not after a wait.
+fn outcome_of(settled: Settled) -> Outcome {
+    match settled {
+        Settled::Delivered(a) => Outcome::Delivered(a),
+        Settled::Retry(a, delay) => Outcome::Retry(
+            a,
+            now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+        ),
+        Settled::Dead(a) => Outcome::Dead(a),
     }
-}
-
-/// What becomes of attempt number `attempt` that ended with `result`.
-fn settle(
-    function: &str,
-    result: Result<(), DeliveryError>,
-    attempt: u32,
-    policy: &crate::deliver::RetryPolicy,
-) -> Outcome {
-    match result {
-        Ok(()) => {
-            crate::count_delivery(function, "delivered");
-            Outcome::Delivered(Attempt {
-                attempt,
-                time: now(),
-                status: 200,
-                error: String::new(),
-            })
-        }
-        Err(e) => {
-            crate::count_delivery(function, "failed");
-            let record = Attempt {
-                attempt,
-                time: now(),
-                status: e.status,
-                error: e.message.clone(),
-            };
-            if !e.retryable || attempt >= policy.max_attempts.max(1) {
-                tracing::warn!(
-                    function,
-                    attempt,
-                    status = e.status,
-                    "delivery failed for good, kept as a dead letter: {}",
-                    e.message
-                );
-                crate::count_delivery(function, "dead_lettered");
-                Outcome::Dead(record)
-            } else {
-                let delay = policy.delay(attempt, jitter());
-                tracing::info!(
-                    function,
-                    attempt,
-                    status = e.status,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "delivery failed; retrying: {}",
-                    e.message
-                );
-                Outcome::Retry(
-                    record,
-                    now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
-                )
-            }
-        }
-    }
-}
-
-/// A number in [0, 1) that differs from call to call (no need for a strong generator).
-fn jitter() -> f64 {
-    let bits = uuid::Uuid::new_v4().as_u128() as u64;
-    (bits >> 11) as f64 / (1u64 << 53) as f64
 }

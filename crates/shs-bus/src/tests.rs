@@ -14,13 +14,13 @@ use std::sync::Weak;
 
 type Outcome = Result<(), DeliveryError>;
 
-type Script = dyn Fn(Arc<LocalBus>, Arc<str>, Arc<SharedEvent>, Causation) -> BoxFuture<'static, Outcome>
+type Script = dyn Fn(Arc<Bus>, Arc<str>, Arc<SharedEvent>, Causation) -> BoxFuture<'static, Outcome>
     + Send
     + Sync;
 
 /// A deliverer whose behaviour per delivery is a closure.
 struct Scripted {
-    bus: Arc<LocalBus>,
+    bus: Arc<Bus>,
     script: Box<Script>,
 }
 
@@ -37,12 +37,12 @@ impl Deliver for Scripted {
 
 fn bus_with(
     max_hops: u32,
-    script: impl Fn(Arc<LocalBus>, Arc<str>, Arc<SharedEvent>, Causation) -> BoxFuture<'static, Outcome>
+    script: impl Fn(Arc<Bus>, Arc<str>, Arc<SharedEvent>, Causation) -> BoxFuture<'static, Outcome>
     + Send
     + Sync
     + 'static,
-) -> (Arc<LocalBus>, Arc<Scripted>) {
-    let bus = Arc::new(LocalBus::new(max_hops));
+) -> (Arc<Bus>, Arc<Scripted>) {
+    let bus = Arc::new(Bus::new(max_hops));
     let deliverer = Arc::new(Scripted {
         bus: bus.clone(),
         script: Box::new(script),
@@ -213,7 +213,7 @@ async fn detached_publishes_count_hops_but_report_nowhere() {
 
 #[tokio::test]
 async fn subscriptions_are_listed_and_removed_per_function() {
-    let bus = LocalBus::default();
+    let bus = Bus::default();
     assert!(bus.subscribe("f", "a.b").is_ok_and(|added| added));
     assert!(bus.subscribe("f", "a.b").is_ok_and(|added| !added));
     assert!(bus.subscribe("g", "a.*").is_ok_and(|added| added));
@@ -228,7 +228,7 @@ async fn subscriptions_are_listed_and_removed_per_function() {
 
 #[tokio::test]
 async fn publishing_without_a_deliverer_reports_every_subscriber() {
-    let bus = LocalBus::default();
+    let bus = Bus::default();
     bus.subscribe("f", "t").expect("valid");
     let result = bus.publish(event("t"), Causation::root()).await;
     assert_eq!(result.delivered, 0);

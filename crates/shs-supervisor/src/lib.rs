@@ -126,7 +126,7 @@ impl Config {
 /// What every process and pool shares.
 pub(crate) struct Host {
     pub(crate) config: Config,
-    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) bus: Arc<Bus>,
     /// The runtime that owns the processes' reapers, stderr readers and timers, and their
     /// stdin and stdout when no thread is attached.
     pub(crate) handle: tokio::runtime::Handle,

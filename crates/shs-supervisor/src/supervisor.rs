@@ -188,7 +188,7 @@ impl Supervisor {
     /// Reads the functions folder, deploys what it finds (rpc functions start at once, in the
     /// background), and follows the folder for changes if `config.watch` is set. Must be called
     /// inside a Tokio runtime, which then runs every process task.
-    pub async fn start(mut config: Config, bus: Arc<dyn Bus>) -> Result<Supervisor, StartError> {
+    pub async fn start(mut config: Config, bus: Arc<Bus>) -> Result<Supervisor, StartError> {
         // Absolute, so that paths in a function's folder mean the same from its own folder.
         let dir = config
             .functions_dir
@@ -262,7 +262,7 @@ impl Supervisor {
     }
 
     /// The bus the supervisor serves functions with.
-    pub fn bus(&self) -> &Arc<dyn Bus> {
+    pub fn bus(&self) -> &Arc<Bus> {
         &self.inner.host.bus
     }
 

@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::event::{Origin, SharedEvent};
+use crate::event::SharedEvent;
 use schema::SCHEMA_VERSION;
 use writer::Write;
 
@@ -102,18 +102,8 @@ pub struct PendingDelivery {
     pub id: i64,
     /// The event's place in the store (deliveries are made in this order).
     pub seq: i64,
-    /// The event's id.
-    pub event_id: String,
-    /// The event's type.
-    pub event_type: String,
-    /// The event's hop count.
-    pub hops: u32,
-    /// The event whose delivery published this one.
-    pub cause: Option<String>,
-    /// Who published it.
-    pub origin: Origin,
-    /// The event object.
-    pub object: Box<RawValue>,
+    /// The event, as stored (its id, type, hop count, cause, publisher and object).
+    pub event: Arc<SharedEvent>,
     /// Attempts made so far.
     pub attempts: u32,
     /// Not before this time (ms since the epoch).
@@ -263,14 +253,23 @@ impl Store {
         pending: Vec<Arc<str>>,
         settled: Vec<(Arc<str>, &'static str, Attempt)>,
     ) -> Result<(), StoreError> {
+        self.ask(|done| Write::Accept {
+            event,
+            pending,
+            settled,
+            done,
+        })
+        .await
+    }
+
+    /// Queues the write `make` builds around the sender of its answer, and waits for the answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Write,
+    ) -> Result<T, StoreError> {
         let (done, wait) = oneshot::channel();
         self.writes
-            .send(Write::Accept {
-                event,
-                pending,
-                settled,
-                done,
-            })
+            .send(make(done))
             .await
             .map_err(|_| StoreError::Closed)?;
         wait.await.map_err(|_| StoreError::Closed)?
@@ -295,37 +294,23 @@ impl Store {
 
     /// Records how a delivery attempt ended; resolves once it is on disk.
     pub async fn finish(&self, delivery: i64, outcome: Outcome) -> Result<(), StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.writes
-            .send(Write::Finish {
-                delivery,
-                outcome,
-                done,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        wait.await.map_err(|_| StoreError::Closed)?
+        self.ask(|done| Write::Finish {
+            delivery,
+            outcome,
+            done,
+        })
+        .await
     }
 
     /// Makes a dead letter pending again, with a fresh count of attempts; returns its function,
     /// or `None` when there is no such dead letter.
     pub async fn revive(&self, delivery: i64) -> Result<Option<String>, StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.writes
-            .send(Write::Revive { delivery, done })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        wait.await.map_err(|_| StoreError::Closed)?
+        self.ask(|done| Write::Revive { delivery, done }).await
     }
 
     /// Deletes a dead letter. False when there is no such dead letter.
     pub async fn delete_dead(&self, delivery: i64) -> Result<bool, StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.writes
-            .send(Write::Delete { delivery, done })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        wait.await.map_err(|_| StoreError::Closed)?
+        self.ask(|done| Write::Delete { delivery, done }).await
     }
 
     /// Remembers (or forgets) a subscription, so that it survives a restart.
@@ -369,6 +354,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Origin;
 
     pub(super) fn event(id: &str) -> Arc<SharedEvent> {
         let json = format!(

@@ -7,7 +7,9 @@ use super::{
     Attempt, DeadLetter, DeadLetterFilter, DeliveryInfo, EventInfo, PendingDelivery, Store,
     StoreError, rfc3339_ms,
 };
-use crate::event::Origin;
+use std::sync::Arc;
+
+use crate::event::{Origin, SharedEvent};
 
 impl Store {
     async fn read<T: Send + 'static>(
@@ -63,15 +65,18 @@ impl Store {
             let rows = stmt.query_map(params![function, after_seq, limit], |r| {
                 let origin: String = r.get(6)?;
                 let object: String = r.get(7)?;
+                let event = SharedEvent::from_stored(
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    serde_json::from_str(&origin).unwrap_or(Origin::Http { request_id: None }),
+                    RawValue::from_string(object).unwrap_or_else(|_| crate::event::null()),
+                );
                 Ok(PendingDelivery {
                     id: r.get(0)?,
                     seq: r.get(1)?,
-                    event_id: r.get(2)?,
-                    event_type: r.get(3)?,
-                    hops: r.get(4)?,
-                    cause: r.get(5)?,
-                    origin: serde_json::from_str(&origin).unwrap_or(Origin::Http { request_id: None }),
-                    object: RawValue::from_string(object).unwrap_or_else(|_| crate::event::null()),
+                    event: Arc::new(event),
                     attempts: r.get(8)?,
                     next_ms: r.get(9)?,
                 })

@@ -1,0 +1,272 @@
+//! Asynchronous events, taken from JetStream: the tasks of each function deployed here (a
+//! consumer per [`Source`], and the synchronous queue group), and the handling of one message:
+//! the attempt and its settling are the bus's ([`shs_bus::settle::attempt`]); this module
+//! acknowledges, records the attempt and delays the redelivery, or buries a dead letter.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use shs_bus::settle::{self, Settled};
+use shs_bus::{RetryPolicy, SubscriptionTable};
+use tokio::task::JoinHandle;
+
+use crate::Inner;
+use crate::wire::{self, DeadRecord};
+
+/// Where a consumer's events come from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Source {
+    /// The events that match one pattern the function subscribes to.
+    Pattern(String),
+    /// The function's retried dead letters.
+    Retries,
+}
+
+/// The tasks that take one local function's events.
+#[derive(Default)]
+pub(crate) struct Local {
+    consumers: HashMap<Source, JoinHandle<()>>,
+    sync: Option<JoinHandle<()>>,
+}
+
+impl Inner {
+    /// Starts taking the events of a local function: its synchronous requests, its retries,
+    /// and a consumer per pattern it is subscribed to.
+    pub(crate) fn take_events(&self, function: &str) {
+        let Some(this) = self.arc() else { return };
+        let patterns = self.core.patterns_of(function);
+        let mut local = self.local.lock();
+        let entry = local.entry(function.to_owned()).or_default();
+        if entry.sync.is_none() {
+            entry.sync = Some(tokio::spawn(crate::sync::serve_sync(
+                this.clone(),
+                function.to_owned(),
+            )));
+        }
+        let sources =
+            std::iter::once(Source::Retries).chain(patterns.into_iter().map(Source::Pattern));
+        for source in sources {
+            entry.consumers.entry(source.clone()).or_insert_with(|| {
+                tokio::spawn(consume(this.clone(), function.to_owned(), source))
+            });
+        }
+    }
+
+    /// Stops taking the events of one pattern of a local function.
+    pub(crate) fn stop_pattern(&self, function: &str, pattern: &str) {
+        let source = Source::Pattern(pattern.to_owned());
+        if let Some(entry) = self.local.lock().get_mut(function)
+            && let Some(task) = entry.consumers.remove(&source)
+        {
+            task.abort();
+        }
+    }
+
+    /// Stops taking any event of a function (it was removed from this node).
+    pub(crate) fn stop_function(&self, function: &str) {
+        if let Some(local) = self.local.lock().remove(function) {
+            for task in local.consumers.into_values().chain(local.sync) {
+                task.abort();
+            }
+        }
+    }
+
+    /// Stops every consumer of this node (shutting down); synchronous requests are still served.
+    pub(crate) fn stop_consumers(&self) {
+        let local = std::mem::take(&mut *self.local.lock());
+        for (_, entry) in local {
+            for task in entry.consumers.into_values() {
+                task.abort();
+            }
+        }
+    }
+
+    pub(crate) fn is_local(&self, function: &str) -> bool {
+        self.local.lock().contains_key(function)
+    }
+
+    /// Deletes the consumer of `function`'s events that match `pattern` (it unsubscribed).
+    pub(crate) async fn delete_consumer(&self, function: &str, pattern: &str) {
+        let _ = self
+            .events
+            .delete_consumer(&self.names.consumer(function, pattern))
+            .await;
+    }
+
+    /// The consumer of `source` for `function`: its name and configuration.
+    fn consumer_config(
+        &self,
+        function: &str,
+        source: &Source,
+        policy: &RetryPolicy,
+    ) -> consumer::pull::Config {
+        let (name, filter) = match source {
+            Source::Pattern(p) => (
+                self.names.consumer(function, p),
+                self.names.event_subject(p),
+            ),
+            Source::Retries => (
+                self.names.retry_consumer(function),
+                self.names.retry_subject(function),
+            ),
+        };
+        consumer::pull::Config {
+            durable_name: Some(name),
+            filter_subject: filter,
+            ack_policy: consumer::AckPolicy::Explicit,
+            // Long enough for the function's own timeout, twice (waiting for a process, then
+            // the call), before JetStream gives the event to another supervisor.
+            ack_wait: self
+                .config
+                .ack_wait
+                .max(policy.timeout * 2 + Duration::from_secs(2)),
+            deliver_policy: consumer::DeliverPolicy::New,
+            max_ack_pending: i64::try_from(in_flight(policy)).unwrap_or(1),
+            ..Default::default()
+        }
+    }
+
+    /// Whether `function` takes an event of `event_type` from the consumer of `pattern`: a
+    /// function with several matching patterns takes it from the first one only.
+    fn takes_from(&self, function: &str, pattern: &str, event_type: &str) -> bool {
+        let first = self
+            .core
+            .patterns_of(function)
+            .into_iter()
+            .find(|p| SubscriptionTable::pattern_matches(p, event_type));
+        first.is_none_or(|first| first == pattern)
+    }
+}
+
+/// Deliveries in flight at once from one consumer.
+fn in_flight(policy: &RetryPolicy) -> usize {
+    if policy.ordered {
+        1
+    } else {
+        policy.max_in_flight.max(1)
+    }
+}
+
+/// Takes the asynchronous events of one consumer of a local function, until the task is
+/// stopped.
+async fn consume(inner: Arc<Inner>, function: String, source: Source) {
+    let Some(deliverer) = inner.core.deliverer() else {
+        return;
+    };
+    let policy = deliverer.retry_policy(&function);
+    drop(deliverer);
+    let config = inner.consumer_config(&function, &source, &policy);
+    let name = config.durable_name.clone().unwrap_or_default();
+    let consumer: consumer::PullConsumer = loop {
+        match inner
+            .events
+            .get_or_create_consumer(&name, config.clone())
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(%function, consumer = %name, "cannot create the consumer, retrying: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let limit = Arc::new(tokio::sync::Semaphore::new(in_flight(&policy)));
+    let function: Arc<str> = Arc::from(function);
+    // The pull goes on until the task is stopped: a stream that ends or fails (a lost
+    // connection, missed heartbeats under load) is opened again.
+    loop {
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(%function, consumer = %name, "cannot pull, retrying: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(message) = messages.next().await {
+            let message = match message {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(%function, consumer = %name, "pull failed, pulling again: {e}");
+                    break;
+                }
+            };
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                return;
+            };
+            let (inner, function, source) = (inner.clone(), function.clone(), source.clone());
+            let task = async move {
+                handle(&inner, &function, &source, message).await;
+                drop(permit);
+            };
+            if policy.ordered {
+                task.await;
+            } else {
+                tokio::spawn(task);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Delivers one asynchronous event, then acknowledges it, retries it later, or buries it.
+async fn handle(inner: &Inner, function: &Arc<str>, source: &Source, message: jetstream::Message) {
+    let Some(event) = wire::event_of(message.headers.as_ref(), &message.payload) else {
+        tracing::warn!(%function, "dropping a message that is not an shs event");
+        let _ = message.ack_with(jetstream::AckKind::Term).await;
+        return;
+    };
+    if let Source::Pattern(pattern) = source
+        && !inner.takes_from(function, pattern, &event.event_type)
+    {
+        let _ = message.ack().await;
+        return;
+    }
+    let Some(deliverer) = inner.core.deliverer() else {
+        // Shutting down: leave it to another supervisor, or to this one after a restart.
+        let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
+        return;
+    };
+    let policy = deliverer.retry_policy(function);
+    // JetStream's count of deliveries: a redelivery after the ack wait counts as an attempt.
+    let number = message
+        .info()
+        .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
+        .unwrap_or(1);
+    let event = Arc::new(event);
+    match settle::attempt(&deliverer, function, event.clone(), number, &policy).await {
+        Settled::Delivered(_) => {
+            if let Err(e) = message.double_ack().await {
+                tracing::warn!(%function, event_id = %event.id, "cannot acknowledge: {e}");
+            }
+            // A retried dead letter comes with the attempts of its first life.
+            if number > 1 || *source == Source::Retries {
+                inner.forget_attempts(&event.id, function).await;
+            }
+        }
+        Settled::Retry(attempt, delay) => {
+            inner.record_attempt(&event.id, function, attempt).await;
+            let _ = message.ack_with(jetstream::AckKind::Nak(Some(delay))).await;
+        }
+        Settled::Dead(attempt) => {
+            let attempts = inner.record_attempt(&event.id, function, attempt).await;
+            let record = DeadRecord::new(function, &event, attempts);
+            match inner.bury(&record).await {
+                Ok(()) => {
+                    let _ = message.ack_with(jetstream::AckKind::Term).await;
+                    inner.forget_attempts(&event.id, function).await;
+                }
+                Err(e) => {
+                    // Not buried: leave it to be delivered again rather than lose it.
+                    tracing::warn!(%function, event_id = %event.id, "cannot keep a dead letter, redelivering: {e}");
+                    let _ = message
+                        .ack_with(jetstream::AckKind::Nak(Some(policy.backoff)))
+                        .await;
+                }
+            }
+        }
+    }
+}
