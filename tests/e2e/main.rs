@@ -10,6 +10,7 @@
 mod harness;
 
 mod affinity;
+mod bus_semantics;
 mod cli;
 mod cli_client;
 mod deploy;

@@ -37,13 +37,26 @@ impl Namespace {
     pub(crate) fn new() -> Namespace {
         Namespace(format!("t{}", uuid_like()))
     }
+
+    /// The namespace, as given to `--bus-namespace`.
+    pub(crate) fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// The name of one of its streams (`EVENTS`, `DEAD`, `SUBSCRIPTIONS`, `ATTEMPTS`).
+    pub(crate) fn stream(&self, suffix: &str) -> String {
+        format!("{}_{suffix}", self.0.to_ascii_uppercase())
+    }
 }
 
+/// Unique in this run: the time, the process and a counter (tests start in parallel).
 fn uuid_like() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    format!("{:x}{:x}", nanos, std::process::id())
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:x}{:x}{n}", nanos, std::process::id())
 }
 
 impl Drop for Namespace {

@@ -1,18 +1,18 @@
 //! The semantics of the event bus, one set of cases run against both backends: the embedded
 //! store (in a temporary folder) and NATS JetStream (the real server on 127.0.0.1:4222, each
-//! test in a namespace of its own whose streams are deleted after). A scripted [`Deliver`]
-//! stands in for the supervisor; the process layer is tested end to end in `tests/e2e`.
+//! test in a namespace of its own whose streams are deleted after, as in [`crate::nats`]).
+//! A scripted [`Deliver`] stands in for the supervisor, so the cases speak of the bus alone;
+//! the other modules test it through real processes.
 //!
 //! Without a NATS server the NATS half of each case says so and passes, unless
 //! `SHS_REQUIRE_NATS` is set (CI sets it, after starting the server).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use parking_lot::Mutex;
 use serde_json::{Value, json};
 use shs_bus::event::{CAUSE_ATTRIBUTE, HOPS_ATTRIBUTE};
 use shs_bus::store::{Durability, Store};
@@ -22,6 +22,8 @@ use shs_bus::{
 };
 use shs_nats::NatsConfig;
 use shs_protocol::methods::DeliveryFailure;
+
+use crate::nats::{Namespace, nats_available};
 
 const NATS: &str = "127.0.0.1:4222";
 /// A guard against hangs, not a timing assertion.
@@ -494,7 +496,10 @@ impl Deliver for Scripted {
             object: serde_json::from_str(event.json().get()).unwrap_or(Value::Null),
             delivery_hops: cause.hops(),
         };
-        self.seen.lock().push((function.clone(), seen));
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((function.clone(), seen));
         let Some(bus) = self.bus.get().and_then(Weak::upgrade) else {
             return Box::pin(async { Err(DeliveryError::retryable(503, "no bus")) });
         };
@@ -551,7 +556,7 @@ impl Rig {
                 let ns = Namespace::new();
                 let bus = shs_nats::connect(NatsConfig {
                     url: format!("nats://{NATS}"),
-                    namespace: ns.0.clone(),
+                    namespace: ns.name().to_owned(),
                     sync_timeout: Duration::from_secs(10),
                     ack_wait: Duration::from_secs(5),
                     max_hops,
@@ -595,13 +600,8 @@ impl Rig {
         functions.sort_unstable();
         functions.dedup();
         for function in &functions {
-            let subject = format!("{}.sync.{function}", ns.0);
-            let answers = || async {
-                client
-                    .request(subject.clone(), bytes::Bytes::new())
-                    .await
-                    .is_ok()
-            };
+            let subject = format!("{}.sync.{function}", ns.name());
+            let answers = || async { client.request(subject.clone(), "".into()).await.is_ok() };
             assert!(poll(answers).await, "{function} takes synchronous events");
         }
         let js = async_nats::jetstream::new(client);
@@ -637,6 +637,7 @@ impl Rig {
     fn seen(&self, function: &str) -> Vec<Seen> {
         self.seen
             .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .filter(|(f, _)| &**f == function)
             .map(|(_, s)| s.clone())
@@ -697,68 +698,5 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Whether the NATS server is there; panics when it must be and is not.
-fn nats_available() -> bool {
-    let up = std::net::TcpStream::connect_timeout(
-        &NATS.parse().expect("address"),
-        Duration::from_secs(1),
-    )
-    .is_ok();
-    if !up {
-        assert!(
-            std::env::var_os("SHS_REQUIRE_NATS").is_none(),
-            "SHS_REQUIRE_NATS is set but no NATS server answers on {NATS}"
-        );
-        eprintln!("skipped: no NATS server on {NATS}");
-    }
-    up
-}
-
-/// A namespace of its own; its streams are deleted when dropped.
-struct Namespace(String);
-
-impl Namespace {
-    fn new() -> Namespace {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        Namespace(format!("sem{nanos:x}{:x}{n}", std::process::id()))
-    }
-
-    fn stream(&self, suffix: &str) -> String {
-        format!("{}_{suffix}", self.0.to_ascii_uppercase())
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let streams: Vec<String> = ["EVENTS", "DEAD", "SUBSCRIPTIONS", "ATTEMPTS"]
-            .iter()
-            .map(|s| self.stream(s))
-            .collect();
-        // On a thread of its own: the test's runtime may be gone, or this may be inside it.
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                let Ok(client) = async_nats::connect(NATS).await else {
-                    return;
-                };
-                let js = async_nats::jetstream::new(client);
-                for stream in streams {
-                    let _ = js.delete_stream(stream).await;
-                }
-            });
-        })
-        .join();
     }
 }
