@@ -1,8 +1,14 @@
 //! The command line.
+//!
+//! The defaults of the supervisor's settings come from [`shs_supervisor::defaults`], where
+//! `Config::new` and the manifest read them too.
 
 use std::path::PathBuf;
 
+use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use shs_supervisor::defaults;
+use shs_supervisor::spec::fmt_size;
 
 /// shs: a self-hosted serverless framework. Functions are executables in any language, run as
 /// child processes that speak JSON-RPC over stdin and stdout.
@@ -68,12 +74,7 @@ pub(crate) struct NewArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
     /// The server's base URL.
-    #[arg(
-        long,
-        env = "SHS_URL",
-        default_value = "http://127.0.0.1:8080",
-        value_name = "URL"
-    )]
+    #[arg(long, env = "SHS_URL", default_value_t = defaults::server_url(), value_name = "URL")]
     pub(crate) url: String,
 
     /// The API key, sent as `Authorization: Bearer KEY`, for a server started with one.
@@ -181,16 +182,11 @@ pub(crate) struct ServeArgs {
     pub(crate) functions_dir: PathBuf,
 
     /// Address to listen on (port 0 picks a free port; the log says which).
-    #[arg(
-        long,
-        env = "SHS_LISTEN",
-        default_value = "127.0.0.1:8080",
-        value_name = "ADDR"
-    )]
+    #[arg(long, env = "SHS_LISTEN", default_value = defaults::LISTEN, value_name = "ADDR")]
     pub(crate) listen: String,
 
     /// Seconds a request may take, where a function's function.toml sets no `timeout`.
-    #[arg(long, env = "SHS_TIMEOUT", default_value = "30", value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(long, env = "SHS_TIMEOUT", default_value_t = defaults::TIMEOUT.as_secs_f64(), value_name = "SECS", value_parser = parse_seconds)]
     pub(crate) timeout: f64,
 
     /// Largest request body, in bytes (suffixes K, M, KiB, MiB allowed).
@@ -202,12 +198,12 @@ pub(crate) struct ServeArgs {
     pub(crate) log_format: LogFormat,
 
     /// Most processes per function, where function.toml sets no `instances`.
-    #[arg(long, env = "SHS_INSTANCES", default_value = "4", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub(crate) instances: u32,
+    #[arg(long, env = "SHS_INSTANCES", default_value_t = defaults::INSTANCES, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    pub(crate) instances: usize,
 
     /// Most requests that wait for a busy function, per function, where function.toml sets no
     /// `queue`; past that, requests get 503 with Retry-After.
-    #[arg(long, env = "SHS_QUEUE", default_value = "64", value_name = "N")]
+    #[arg(long, env = "SHS_QUEUE", default_value_t = defaults::QUEUE, value_name = "N")]
     pub(crate) queue: usize,
 
     /// Deliveries a chain of events may take before it is cut (loop protection).
@@ -216,7 +212,7 @@ pub(crate) struct ServeArgs {
 
     /// Longest stdout line a function may write, in bytes (suffixes allowed); a longer one
     /// fails the request with 502 and the process is replaced.
-    #[arg(long, env = "SHS_MAX_LINE", default_value = "16MiB", value_name = "BYTES", value_parser = parse_size)]
+    #[arg(long, env = "SHS_MAX_LINE", default_value = fmt_size(defaults::MAX_LINE), value_name = "BYTES", value_parser = parse_size)]
     pub(crate) max_line: usize,
 
     /// HTTP worker threads [default: the number of CPUs].
@@ -238,7 +234,7 @@ pub(crate) struct ServeArgs {
 
     /// Seconds an unused process is kept before the function is scaled down to its
     /// `min_instances` (0: never), where function.toml sets no `idle_timeout`.
-    #[arg(long, env = "SHS_IDLE_TIMEOUT", default_value = "300", value_name = "SECS", value_parser = parse_seconds_or_zero)]
+    #[arg(long, env = "SHS_IDLE_TIMEOUT", default_value_t = defaults::IDLE_TIMEOUT.map_or(0.0, |d| d.as_secs_f64()), value_name = "SECS", value_parser = parse_seconds_or_zero)]
     pub(crate) idle_timeout: f64,
 
     /// Default memory (data segment) limit of each function process (e.g. 512MiB).
@@ -333,17 +329,17 @@ pub(crate) struct ServeArgs {
 
     /// Attempts of an asynchronous delivery before it becomes a dead letter, where
     /// function.toml sets no `max_attempts`.
-    #[arg(long, env = "SHS_MAX_ATTEMPTS", default_value = "5", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "SHS_MAX_ATTEMPTS", default_value_t = defaults::MAX_ATTEMPTS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_attempts: u32,
 
     /// Seconds before the first retry of a failed asynchronous delivery (doubling after each
     /// failure, with jitter), where function.toml sets no `retry_backoff`.
-    #[arg(long, env = "SHS_RETRY_BACKOFF", default_value = "1", value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(long, env = "SHS_RETRY_BACKOFF", default_value_t = defaults::RETRY_BACKOFF.as_secs_f64(), value_name = "SECS", value_parser = parse_seconds)]
     pub(crate) retry_backoff: f64,
 
     /// Seconds a stopping function process gets after its stdin closes, and again after
     /// SIGTERM, before it is killed.
-    #[arg(long, env = "SHS_KILL_GRACE", default_value = "2", value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(long, env = "SHS_KILL_GRACE", default_value_t = defaults::KILL_GRACE.as_secs_f64(), value_name = "SECS", value_parser = parse_seconds)]
     pub(crate) kill_grace: f64,
 }
 
@@ -428,6 +424,49 @@ mod tests {
         assert!(parse_seconds("soon").is_err());
         assert_eq!(parse_seconds_or_zero("0"), Ok(0.0));
         assert_eq!(parse_seconds_or_zero("2.5"), Ok(2.5));
+    }
+
+    /// The README's configuration table lists every flag of `shs serve`, with its variable and
+    /// its default as `--help` shows it (the defaults come from `shs_supervisor::defaults`).
+    #[test]
+    fn the_readme_configuration_table_is_true() {
+        use clap::CommandFactory;
+        let readme = include_str!("../README.md");
+        let rows: Vec<Vec<&str>> = readme
+            .lines()
+            .filter(|line| line.starts_with("| `--"))
+            .map(|line| {
+                line.split(" | ")
+                    .map(|cell| cell.trim_matches(['|', ' ']))
+                    .collect()
+            })
+            .collect();
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["help", "version"].contains(&long) {
+                continue;
+            }
+            let flag = format!("`--{long}");
+            let row = rows
+                .iter()
+                .find(|row| row[0] == format!("{flag}`") || row[0].starts_with(&format!("{flag} ")))
+                .unwrap_or_else(|| panic!("--{long} is missing from the README's table"));
+            let env = arg.get_env().map(|e| format!("`{}`", e.to_string_lossy()));
+            assert_eq!(Some(row[1].to_owned()), env, "--{long}: its variable");
+            let defaults: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            match defaults.as_slice() {
+                // A switch: off unless given.
+                [off] if off == "false" => assert_eq!(row[2], "off", "--{long}"),
+                [default] => assert_eq!(row[2], format!("`{default}`"), "--{long}: its default"),
+                _ => assert!(!row[2].starts_with('`'), "--{long} has no default"),
+            }
+        }
     }
 
     #[test]

@@ -123,7 +123,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let mut config = Config::new(&args.functions_dir);
     config.timeout = Duration::from_secs_f64(args.timeout);
-    config.instances = args.instances as usize;
+    config.instances = args.instances;
     config.queue = args.queue;
     config.max_line = args.max_line;
     config.inherit_env = args.inherit_env;

@@ -3,10 +3,15 @@
 //! This crate owns the routes ([`ROUTES`]: `/run/{name}`, `/events`, dead letters and event
 //! history, `/functions`, logs, `/subscriptions`, `/metrics`, `/health`, `/ready`, and
 //! `/openapi.json`, which serves [`OPENAPI`], the OpenAPI 3.1 description of all of them),
-//! reading request bodies within the size limit, and the map from supervisor errors to HTTP
-//! statuses ([`status_of`]). Every error answer has the body `{"error": {"message": str, ...}}`.
-//! It holds no process or bus logic of its own: it calls the [`Supervisor`] and the
-//! [`shs_bus::Bus`].
+//! reading request bodies within the size limit, and how supervisor errors are answered (with
+//! the status of their [`shs_supervisor::ErrorKind`]). Every error answer has the body
+//! `{"error": {"message": str, ...}}`. It holds no process or bus logic of its own: it calls
+//! the [`Supervisor`] and the [`shs_bus::Bus`].
+//!
+//! This module owns the server, the route table and the answers that are about no function
+//! (`/health`, `/ready`, `/openapi.json`, 404 and 405); [`events`] owns `/events`, `functions`
+//! the routes about functions, `body` reading requests, `access` the guard every request
+//! passes (keys, rate limit, request ids) and `lifecycle` the graceful stop.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -14,16 +19,21 @@ use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use futures::StreamExt;
+use actix_web::{HttpRequest, HttpResponse, web};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Serialize;
 use serde_json::{Map, Value, json};
-use shs_supervisor::{ErrorKind, InvokeError, Output, Supervisor};
+use shs_supervisor::Supervisor;
 
 mod access;
+mod body;
 pub mod events;
+mod functions;
 mod lifecycle;
+
+use body::{read_body, request_meta};
+use functions::{
+    function_logs, function_metrics, functions, metrics, run, run_without_name, subscriptions,
+};
 
 pub use access::{AccessConfig, RateLimit, RequestId, TraceParent, valid_traceparent};
 
@@ -312,304 +322,6 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         response
     }
-}
-
-/// The status an invoke error is answered with.
-pub fn status_of(kind: ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::FunctionFailed => StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-    }
-}
-
-fn invoke_error_response(error: &InvokeError) -> HttpResponse {
-    let mut extra = Map::new();
-    extra.insert(
-        "function".into(),
-        Value::String(error.function().to_owned()),
-    );
-    if let InvokeError::Function { error: rpc, .. } = error {
-        extra.insert("code".into(), Value::from(rpc.code));
-        if let Some(data) = &rpc.data {
-            extra.insert("data".into(), data.clone());
-        }
-    }
-    if !error.stderr().is_empty() {
-        extra.insert("stderr".into(), Value::from(error.stderr().to_vec()));
-    }
-    let message = match error {
-        // The function's own message, as it wrote it.
-        InvokeError::Function { error: rpc, .. } => rpc.message.clone(),
-        other => other.to_string(),
-    };
-    if let InvokeError::BackingOff {
-        retry_in, failures, ..
-    } = error
-    {
-        extra.insert("failures".into(), Value::from(*failures));
-        extra.insert(
-            "next_try".into(),
-            Value::String(rfc3339(std::time::SystemTime::now() + *retry_in)),
-        );
-    }
-    let mut response = error_response(status_of(error.kind()), message, extra);
-    if let Some(after) = error.retry_after() {
-        // Whole seconds, rounded up: never invite a retry before the time.
-        let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-        if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-    }
-    response
-}
-
-/// Reads the whole body, refusing more than `limit` bytes with a 413.
-pub(crate) async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<web::BytesMut, HttpResponse> {
-    let too_large = |size: Option<usize>| {
-        let what = size.map_or_else(|| "more".to_owned(), |s| s.to_string());
-        error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is {what} bytes; the limit is {limit} bytes (--max-body)"),
-            Map::new(),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if let Some(len) = declared
-        && len > limit
-    {
-        return Err(too_large(Some(len)));
-    }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            error_response(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the request body: {e}"),
-                Map::new(),
-            )
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large(None));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// Parses a body as JSON; an empty (or blank) body is `{}`.
-pub(crate) fn parse_json_body(
-    body: &[u8],
-) -> Result<Box<serde_json::value::RawValue>, HttpResponse> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return serde_json::value::RawValue::from_string("{}".to_owned()).map_err(|e| {
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), Map::new())
-        });
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        error_response(
-            StatusCode::BAD_REQUEST,
-            format!("the request body is not valid JSON: {e}"),
-            Map::new(),
-        )
-    })
-}
-
-/// The request's id (set by the access guard) and trace context.
-pub(crate) fn request_meta(req: &HttpRequest) -> (String, Option<String>) {
-    let extensions = req.extensions();
-    let request_id = extensions
-        .get::<RequestId>()
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), |r| r.0.clone());
-    let trace = extensions.get::<TraceParent>().map(|t| t.0.clone());
-    (request_id, trace)
-}
-
-async fn run(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
-    let name = req.match_info().get("name").unwrap_or_default();
-    if let Err(e) = shs_supervisor::validate_name(name) {
-        return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new());
-    }
-    let body = match read_body(&req, payload, state.max_body).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let input = match parse_json_body(&body) {
-        Ok(input) => input,
-        Err(response) => return response,
-    };
-    let (request_id, trace) = request_meta(&req);
-    match state
-        .supervisor
-        .invoke(name, input, &request_id, trace.as_deref())
-        .await
-    {
-        Ok(Output::Json(result)) => {
-            let text: Box<str> = result.into();
-            HttpResponse::Ok()
-                .content_type("application/json")
-                .body(String::from(text))
-        }
-        Ok(Output::Raw(bytes)) => {
-            let content_type = if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() {
-                "application/json"
-            } else if std::str::from_utf8(&bytes).is_ok() {
-                "text/plain; charset=utf-8"
-            } else {
-                "application/octet-stream"
-            };
-            HttpResponse::Ok().content_type(content_type).body(bytes)
-        }
-        Err(error) => {
-            tracing::debug!(function = name, status = %status_of(error.kind()), "invoke failed: {error}");
-            invoke_error_response(&error)
-        }
-    }
-}
-
-async fn run_without_name() -> HttpResponse {
-    error_response(
-        StatusCode::BAD_REQUEST,
-        "no function name: use POST /run/{name}",
-        Map::new(),
-    )
-}
-
-#[derive(Serialize)]
-struct FunctionRow<'a> {
-    name: &'a str,
-    mode: &'a str,
-    subscriptions: &'a [String],
-    state: &'a str,
-    processes: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none", flatten)]
-    pool: Option<PoolRow<'a>>,
-}
-
-#[derive(Serialize)]
-struct PoolRow<'a> {
-    queued: usize,
-    failures: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_try: Option<String>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    stderr: &'a [String],
-    cold_starts: u64,
-    cold_start_ms_total: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_cold_start_ms: Option<f64>,
-}
-
-fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
-fn rfc3339(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-async fn functions(state: web::Data<AppState>) -> HttpResponse {
-    let functions = state.supervisor.functions();
-    let rows: Vec<FunctionRow<'_>> = functions
-        .iter()
-        .map(|f| FunctionRow {
-            name: &f.name,
-            mode: f.mode,
-            subscriptions: &f.subscriptions,
-            state: f.state,
-            processes: f.processes,
-            error: f.error.as_deref(),
-            pool: f.pool.as_ref().map(|p| PoolRow {
-                queued: p.queued,
-                failures: p.failures,
-                next_try: p.next_try.map(rfc3339),
-                stderr: &p.stderr,
-                cold_starts: p.cold_starts,
-                cold_start_ms_total: millis(p.cold_start_total),
-                last_cold_start_ms: p.last_cold_start.map(millis),
-            }),
-        })
-        .collect();
-    HttpResponse::Ok().json(json!({ "functions": rows }))
-}
-
-/// `GET /metrics`: every metric, in the Prometheus text format.
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let Some(handle) = &state.metrics else {
-        return error_response(StatusCode::NOT_IMPLEMENTED, "metrics are off", Map::new());
-    };
-    // Gauges are read off the supervisor when scraped.
-    for f in state.supervisor.functions() {
-        let (starting, queued) = f.pool.as_ref().map_or((0, 0), |p| (p.starting, p.queued));
-        metrics::gauge!("shs_processes", "function" => f.name.clone(), "state" => "running")
-            .set(f.processes as f64);
-        metrics::gauge!("shs_processes", "function" => f.name.clone(), "state" => "starting")
-            .set(starting as f64);
-        metrics::gauge!("shs_queue_depth", "function" => f.name.clone()).set(queued as f64);
-    }
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(handle.render())
-}
-
-/// `GET /metrics/{name}`: one function's counts, as JSON.
-async fn function_metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let name = req.match_info().get("name").unwrap_or_default();
-    if let Err(e) = shs_supervisor::validate_name(name) {
-        return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new());
-    }
-    match state.supervisor.stats(name) {
-        Ok(stats) => HttpResponse::Ok().json(json!({"function": name, "metrics": stats})),
-        Err(error) => invoke_error_response(&error),
-    }
-}
-
-/// Query of `GET /functions/{name}/logs`.
-#[derive(serde::Deserialize)]
-struct LogsQuery {
-    /// How many lines (the last ones, or the first ones after `after`).
-    tail: Option<usize>,
-    /// Only lines numbered after this one (to follow a log).
-    after: Option<u64>,
-}
-
-async fn function_logs(
-    req: HttpRequest,
-    query: web::Query<LogsQuery>,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    let name = req.match_info().get("name").unwrap_or_default();
-    if let Err(e) = shs_supervisor::validate_name(name) {
-        return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new());
-    }
-    let tail = query.tail.unwrap_or(100).min(10_000);
-    match state.supervisor.logs(name, tail, query.after) {
-        Ok(lines) => HttpResponse::Ok().json(json!({"function": name, "lines": lines})),
-        Err(error) => invoke_error_response(&error),
-    }
-}
-
-async fn subscriptions(state: web::Data<AppState>) -> HttpResponse {
-    let rows: Vec<Value> = state
-        .supervisor
-        .bus()
-        .subscriptions()
-        .into_iter()
-        .map(|s| json!({"type": s.pattern, "function": s.function}))
-        .collect();
-    HttpResponse::Ok().json(json!({ "subscriptions": rows }))
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The supervisor's errors.
 //!
 //! [`SpecError`] says why a folder cannot be run as a function. [`InvokeError`] says why one
-//! invoke or event delivery failed; each variant belongs to one [`ErrorKind`], which the HTTP
-//! layer turns into a status. Neither stops the supervisor: a failing function fails its own
+//! invoke or event delivery failed; each variant belongs to one [`ErrorKind`], which has one
+//! HTTP status ([`ErrorKind::status`]): what `POST /run` answers, and what a failed delivery
+//! reports to the bus. Neither stops the supervisor: a failing function fails its own
 //! requests and nothing else.
 
 use std::path::PathBuf;
@@ -62,7 +63,7 @@ pub enum StartError {
     Bus(#[from] shs_bus::BusError),
 }
 
-/// How an [`InvokeError`] is reported: the HTTP layer maps each kind to one status.
+/// How an [`InvokeError`] is reported: each kind has one HTTP status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
     /// No such function (404).
@@ -75,6 +76,20 @@ pub enum ErrorKind {
     Unavailable,
     /// The function did not answer in time (504).
     Timeout,
+}
+
+impl ErrorKind {
+    /// The HTTP status of this kind of error: the answer of `POST /run`, and the status a
+    /// failed event delivery is recorded with.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::NotFound => 404,
+            ErrorKind::FunctionFailed => 500,
+            ErrorKind::BadGateway => 502,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Timeout => 504,
+        }
+    }
 }
 
 /// Why one invoke or event delivery failed.

@@ -2,7 +2,8 @@
 //!
 //! The input is written to the process's stdin, which is then closed; what it writes to stdout
 //! is the output. It runs in its own process group, which is killed when the process exits (so
-//! helpers it left behind go too) or when it runs past its timeout.
+//! helpers it left behind go too) or when it runs past its timeout (gracefully, with
+//! [`unix::kill_group`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use crate::Host;
 use crate::error::{InvokeError, fmt_duration};
 use crate::logs::LogRing;
 use crate::pipes::{StderrTail, drain_stderr};
-use crate::process::{command, describe_exit, signal_group, spawn_error};
 use crate::spec::FunctionSpec;
+use crate::unix::{self, Spawned, describe_exit, signal_group};
 
 /// Runs one exec-mode function.
 pub(crate) struct ExecRunner {
@@ -106,29 +107,24 @@ impl ExecRunner {
                 }
             }
         };
-        let mut cmd = command(spec, &self.host);
-        cmd.env("SHS_REQUEST_ID", request_id);
-        if let Some(trace) = trace {
-            cmd.env("TRACEPARENT", trace);
-        }
-        let mut child = cmd.spawn().map_err(|e| InvokeError::StartFailed {
+        let env = [("SHS_REQUEST_ID", Some(request_id)), ("TRACEPARENT", trace)];
+        let Spawned {
+            mut child,
+            pid,
+            mut stdin,
+            stdout,
+            stderr,
+        } = unix::spawn(
+            spec,
+            &self.host,
+            env.into_iter().filter_map(|(k, v)| Some((k, v?))),
+        )
+        .map_err(|reason| InvokeError::StartFailed {
             function: name(),
-            reason: spawn_error(spec, &e),
+            reason,
             stderr: Vec::new(),
         })?;
-        let pid = child.id().unwrap_or(0);
         let mut running = RunningGuard::new(&self.running, pid);
-        let (Some(mut stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            signal_group(pid, Signal::SIGKILL);
-            let _ = child.wait().await;
-            return Err(InvokeError::StartFailed {
-                function: name(),
-                reason: "the process's pipes could not be set up".into(),
-                stderr: Vec::new(),
-            });
-        };
         let limit = self.host.config.max_line;
         let write_input = async move {
             // A function that does not read its input may close stdin early: not an error.
@@ -155,26 +151,20 @@ impl ExecRunner {
             &self.logs,
             || Some(Arc::from(request_id)),
         );
-        let wait = async {
-            let status = child.wait().await;
-            // Helpers it left behind would keep the pipes open: they go with it.
-            signal_group(pid, Signal::SIGKILL);
-            status
+        let all = async {
+            tokio::join!(
+                write_input,
+                read_output,
+                read_stderr,
+                unix::reap(pid, &mut child)
+            )
         };
-        let all = async { tokio::join!(write_input, read_output, read_stderr, wait) };
         let (_, output, (), status) = match tokio::time::timeout(spec.timeout, all).await {
             Ok(done) => done,
             Err(_) => {
-                // SIGTERM, then SIGKILL if the group has not gone after the grace period.
-                signal_group(pid, Signal::SIGTERM);
-                if tokio::time::timeout(self.host.config.kill_grace, child.wait())
-                    .await
-                    .is_err()
-                {
-                    signal_group(pid, Signal::SIGKILL);
-                    let _ = child.wait().await;
-                }
-                signal_group(pid, Signal::SIGKILL);
+                // SIGTERM, then SIGKILL if it has not exited after the grace period.
+                unix::kill_group(pid, self.host.config.kill_grace, child.wait()).await;
+                let _ = unix::reap(pid, &mut child).await;
                 running.finished = true;
                 tracing::warn!(function = %spec.name, pid, "exec process killed after {}", fmt_duration(spec.timeout));
                 return Err(InvokeError::Timeout {
@@ -208,19 +198,15 @@ impl ExecRunner {
         }
         // What is still running gets SIGTERM, then SIGKILL after the grace period.
         let left: Vec<u32> = self.running.lock().iter().copied().collect();
-        if left.is_empty() {
-            return;
-        }
-        for pgid in &left {
-            signal_group(*pgid, Signal::SIGTERM);
-        }
-        let deadline = tokio::time::Instant::now() + self.host.config.kill_grace;
-        while self.running() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        for pgid in left {
-            signal_group(pgid, Signal::SIGKILL);
-        }
+        let grace = self.host.config.kill_grace;
+        futures::future::join_all(left.into_iter().map(|pgid| {
+            unix::kill_group(pgid, grace, async move {
+                while self.running.lock().contains(&pgid) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        }))
+        .await;
     }
 }
 

@@ -8,6 +8,9 @@
 //! [`shs_bus::Bus`] it is given, and delivers the bus's events to functions by implementing
 //! [`shs_bus::Deliver`]. It knows nothing of HTTP.
 //!
+//! The default of every setting is declared once, in [`defaults`]; what an invoke or a
+//! delivery error is answered with, once, in [`ErrorKind::status`].
+//!
 //! # Theory of operation
 //!
 //! The [`Supervisor`] keeps a registry of functions by name. A scan of the functions folder
@@ -41,10 +44,12 @@ use std::time::Duration;
 
 use shs_bus::Bus;
 
+pub mod defaults;
 pub mod error;
 mod exec;
 mod io;
 pub mod logs;
+mod manifest;
 mod pipes;
 mod pool;
 mod process;
@@ -52,6 +57,7 @@ pub mod spec;
 pub mod stats;
 mod stdin;
 mod supervisor;
+mod unix;
 mod watch;
 
 pub use error::{ErrorKind, InvokeError, SpecError, StartError};
@@ -101,24 +107,38 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for the given folder: 30 s timeout, 4 instances, a queue of 64, 16 MiB lines.
+    /// The [`defaults`] for the given folder: a clean environment, no resource limits, the
+    /// folder followed for changes, no attached threads.
     pub fn new(functions_dir: impl Into<PathBuf>) -> Config {
         Config {
             functions_dir: functions_dir.into(),
-            timeout: Duration::from_secs(30),
-            instances: 4,
-            queue: 64,
-            max_line: 16 * 1024 * 1024,
-            stderr_line: 64 * 1024,
-            kill_grace: Duration::from_secs(2),
+            timeout: defaults::TIMEOUT,
+            instances: defaults::INSTANCES,
+            queue: defaults::QUEUE,
+            max_line: defaults::MAX_LINE,
+            stderr_line: defaults::STDERR_LINE,
+            kill_grace: defaults::KILL_GRACE,
             inherit_env: false,
-            server_url: "http://127.0.0.1:8080".to_owned(),
+            server_url: defaults::server_url(),
             watch: true,
-            idle_timeout: Some(Duration::from_secs(300)),
+            idle_timeout: defaults::IDLE_TIMEOUT,
             limits: spec::Limits::default(),
-            max_attempts: 5,
-            retry_backoff: Duration::from_secs(1),
+            max_attempts: defaults::MAX_ATTEMPTS,
+            retry_backoff: defaults::RETRY_BACKOFF,
             io_threads: 0,
+        }
+    }
+
+    /// What applies to a function where its `function.toml` does not say.
+    pub fn defaults(&self) -> spec::Defaults {
+        spec::Defaults {
+            timeout: self.timeout,
+            instances: self.instances.max(1),
+            queue: self.queue,
+            idle_timeout: self.idle_timeout,
+            limits: self.limits,
+            max_attempts: self.max_attempts,
+            retry_backoff: self.retry_backoff,
         }
     }
 }

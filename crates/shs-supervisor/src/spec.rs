@@ -1,19 +1,24 @@
-//! Functions on disk: names, `function.toml`, and what to run.
+//! Functions on disk: names, finding them, what to run, and the environment they run in.
 //!
 //! A function named NAME is a folder `NAME` in the functions folder holding, in this order of
 //! precedence, a `function.toml` with a `command`, an executable `main`, or one of `main.py`,
 //! `main.js`, `main.sh` (run with `python3`, `node`, `sh`). A `function.toml` without
-//! `command` adds its settings to whichever `main` is there.
+//! `command` adds its settings to whichever `main` is there. What a `function.toml` may say,
+//! and how it is checked, is the business of the `manifest` module; this one turns a folder
+//! into a [`Found`]: a [`FunctionSpec`], or the reason it cannot run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
 use crate::error::SpecError;
+use crate::manifest::{Manifest, build_spec};
+
+/// `PATH` where the supervisor has none.
+pub(crate) const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// The longest function name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -54,47 +59,6 @@ impl Mode {
     }
 }
 
-/// The keys of `function.toml`, all optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Manifest {
-    command: Option<Vec<String>>,
-    mode: Option<Mode>,
-    timeout: Option<f64>,
-    subscribe: Option<Vec<String>>,
-    env: Option<BTreeMap<String, String>>,
-    instances: Option<usize>,
-    concurrency: Option<usize>,
-    queue: Option<usize>,
-    min_instances: Option<usize>,
-    idle_timeout: Option<f64>,
-    limits: Option<LimitsManifest>,
-    user: Option<String>,
-    group: Option<String>,
-    max_attempts: Option<u32>,
-    retry_backoff: Option<f64>,
-    ordered: Option<bool>,
-    start_timeout: Option<f64>,
-}
-
-/// The `[limits]` table of `function.toml`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LimitsManifest {
-    memory: Option<Size>,
-    cpu_seconds: Option<u64>,
-    open_files: Option<u64>,
-    processes: Option<u64>,
-}
-
-/// A size: a number of bytes, or a string like `"256MiB"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Size {
-    Bytes(u64),
-    Text(String),
-}
-
 /// Resource limits of a function's processes, set with `setrlimit` in the child before it
 /// runs the function.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -117,7 +81,7 @@ impl Limits {
     }
 
     /// Each limit from `self`, or else from `defaults`.
-    fn or(self, defaults: Limits) -> Limits {
+    pub(crate) fn or(self, defaults: Limits) -> Limits {
         Limits {
             memory: self.memory.or(defaults.memory),
             cpu_seconds: self.cpu_seconds.or(defaults.cpu_seconds),
@@ -149,6 +113,17 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     }
 }
 
+/// Writes a size as [`parse_size`] reads it, in the largest unit that divides it: `16MiB`,
+/// `512KiB`, `1000`.
+pub fn fmt_size(bytes: usize) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes != 0 && bytes.trailing_zeros() >= shift {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 /// Settings that apply where a function does not set its own.
 #[derive(Clone, Debug)]
 pub struct Defaults {
@@ -166,6 +141,13 @@ pub struct Defaults {
     pub max_attempts: u32,
     /// The wait after the first failed attempt of an asynchronous delivery.
     pub retry_backoff: Duration,
+}
+
+impl Default for Defaults {
+    /// Those of [`Config::new`](crate::Config::new): the [`defaults`](crate::defaults).
+    fn default() -> Defaults {
+        crate::Config::new(PathBuf::new()).defaults()
+    }
 }
 
 /// Everything needed to run one function.
@@ -327,21 +309,14 @@ pub fn read_function(name: &str, dir: &Path, defaults: &Defaults) -> Option<Foun
     if manifest_text.is_none() && entry.is_none() {
         return None;
     }
-    let parsed: Result<Manifest, SpecError> = match &manifest_text {
-        Some(text) => toml::from_str(text).map_err(|e| SpecError::Manifest {
-            path: manifest_path,
-            message: e.message().to_owned(),
-        }),
+    let parsed = match &manifest_text {
+        Some(text) => Manifest::parse(text, &manifest_path),
         None => Ok(Manifest::default()),
     };
     // The files whose change is a redeploy: the main file, and the files of the function's
     // folder that its `command` names (a script given to an interpreter, say).
     let mut files: Vec<PathBuf> = entry.iter().map(|(path, _)| path.clone()).collect();
-    if let Ok(Manifest {
-        command: Some(command),
-        ..
-    }) = &parsed
-    {
+    if let Some(command) = parsed.as_ref().ok().and_then(Manifest::command) {
         files.extend(command.iter().map(|arg| dir.join(arg)).filter(|path| {
             // Only files of the function's own folder.
             path.starts_with(dir)
@@ -396,229 +371,6 @@ fn find_entry(dir: &Path) -> Option<(PathBuf, Vec<String>)> {
     None
 }
 
-fn build_spec(
-    name: &str,
-    dir: &Path,
-    manifest: Manifest,
-    entry: Option<(PathBuf, Vec<String>)>,
-    defaults: &Defaults,
-) -> Result<FunctionSpec, SpecError> {
-    let invalid = |message: String| SpecError::Manifest {
-        path: dir.join("function.toml"),
-        message,
-    };
-    let command = match (manifest.command, entry) {
-        (Some(command), _) => {
-            let Some(program) = command.first() else {
-                return Err(invalid("`command` must not be empty".into()));
-            };
-            // A relative path with a slash means a file of the function's own folder.
-            let mut command = command.clone();
-            if program.contains('/') && !program.starts_with('/') {
-                command[0] = dir.join(program).to_string_lossy().into_owned();
-            }
-            command
-        }
-        (None, Some((path, command))) => {
-            if command.len() == 1 {
-                let mode = fs::metadata(&path)
-                    .map(|m| m.permissions().mode())
-                    .unwrap_or(0);
-                if mode & 0o111 == 0 {
-                    return Err(SpecError::NotExecutable { path });
-                }
-            }
-            command
-        }
-        (None, None) => {
-            return Err(SpecError::NothingToRun {
-                dir: dir.to_owned(),
-            });
-        }
-    };
-    let timeout = match manifest.timeout {
-        None => defaults.timeout,
-        Some(t) if t.is_finite() && t > 0.0 && t <= 86_400.0 => Duration::from_secs_f64(t),
-        Some(t) => {
-            return Err(invalid(format!(
-                "`timeout` must be between 0 and 86400 seconds, not {t}"
-            )));
-        }
-    };
-    let start_timeout = match manifest.start_timeout {
-        None => timeout,
-        Some(t) if t.is_finite() && t > 0.0 && t <= 86_400.0 => Duration::from_secs_f64(t),
-        Some(t) => {
-            return Err(invalid(format!(
-                "`start_timeout` must be between 0 and 86400 seconds, not {t}"
-            )));
-        }
-    };
-    let instances = match manifest.instances {
-        None => defaults.instances,
-        Some(0) => return Err(invalid("`instances` must be at least 1".into())),
-        Some(n) => n,
-    };
-    let concurrency = match manifest.concurrency {
-        None => 1,
-        Some(0) => return Err(invalid("`concurrency` must be at least 1".into())),
-        Some(n) => n,
-    };
-    let queue = manifest.queue.unwrap_or(defaults.queue);
-    let idle_timeout = match manifest.idle_timeout {
-        None => defaults.idle_timeout,
-        Some(0.0) => None,
-        Some(t) if t.is_finite() && t > 0.0 && t <= 31_536_000.0 => {
-            Some(Duration::from_secs_f64(t))
-        }
-        Some(t) => {
-            return Err(invalid(format!(
-                "`idle_timeout` must be 0 (never) or a number of seconds, not {t}"
-            )));
-        }
-    };
-    if let (Some(min), Some(max)) = (manifest.min_instances, manifest.instances)
-        && min > max
-    {
-        return Err(invalid(format!(
-            "`min_instances` ({min}) is more than `instances` ({max})"
-        )));
-    }
-    let limits = match manifest.limits {
-        None => Limits::default(),
-        Some(l) => Limits {
-            memory: match l.memory {
-                None => None,
-                Some(Size::Bytes(0)) => {
-                    return Err(invalid("`limits.memory` must be more than 0".into()));
-                }
-                Some(Size::Bytes(n)) => Some(n),
-                Some(Size::Text(t)) => {
-                    Some(parse_size(&t).map_err(|e| invalid(format!("`limits.memory`: {e}")))?)
-                }
-            },
-            cpu_seconds: at_least_one(l.cpu_seconds, "limits.cpu_seconds").map_err(&invalid)?,
-            open_files: at_least_one(l.open_files, "limits.open_files").map_err(&invalid)?,
-            processes: at_least_one(l.processes, "limits.processes").map_err(&invalid)?,
-        },
-    }
-    .or(defaults.limits);
-    let run_as =
-        resolve_user(manifest.user.as_deref(), manifest.group.as_deref()).map_err(invalid)?;
-    let max_attempts = match manifest.max_attempts {
-        Some(0) => return Err(invalid("`max_attempts` must be at least 1".into())),
-        Some(n) => n,
-        None => defaults.max_attempts,
-    };
-    let retry_backoff = match manifest.retry_backoff {
-        None => defaults.retry_backoff,
-        Some(t) if t.is_finite() && t > 0.0 && t <= 3600.0 => Duration::from_secs_f64(t),
-        Some(t) => {
-            return Err(invalid(format!(
-                "`retry_backoff` must be between 0 and 3600 seconds, not {t}"
-            )));
-        }
-    };
-    let subscribe = manifest.subscribe.unwrap_or_default();
-    for pattern in &subscribe {
-        shs_bus::validate_pattern(pattern).map_err(|e| invalid(format!("`subscribe`: {e}")))?;
-    }
-    let env = manifest.env.unwrap_or_default();
-    // A bare program name is looked up in PATH once, now: spawning a process by its full path
-    // lets the OS use posix_spawn instead of fork, which matters for a process per request.
-    // (Not for a function run as another user: the child searches PATH as that user.)
-    let mut command = command;
-    if !command[0].contains('/') && run_as.is_none() {
-        let path = env
-            .get("PATH")
-            .cloned()
-            .or_else(|| std::env::var("PATH").ok())
-            .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_owned());
-        if let Some(found) = find_program(&command[0], &path) {
-            command[0] = found.to_string_lossy().into_owned();
-        }
-    }
-    for key in env.keys() {
-        if key.is_empty() || key.contains('=') || key.contains('\0') {
-            return Err(invalid(format!(
-                "`env`: {key:?} is not a valid variable name"
-            )));
-        }
-    }
-    Ok(FunctionSpec {
-        name: name.to_owned(),
-        dir: dir.to_owned(),
-        command,
-        mode: manifest.mode.unwrap_or(Mode::Rpc),
-        timeout,
-        start_timeout,
-        subscribe,
-        env,
-        instances,
-        concurrency,
-        queue,
-        min_instances: manifest.min_instances.map(|m| m.min(instances)),
-        idle_timeout,
-        limits,
-        run_as,
-        max_attempts,
-        retry_backoff,
-        ordered: manifest.ordered.unwrap_or(true),
-        fingerprint: Fingerprint::default(),
-    })
-}
-
-fn at_least_one(value: Option<u64>, key: &str) -> Result<Option<u64>, String> {
-    match value {
-        Some(0) => Err(format!("`{key}` must be at least 1")),
-        other => Ok(other),
-    }
-}
-
-/// The first executable file named `program` in the folders of `path`.
-fn find_program(program: &str, path: &str) -> Option<PathBuf> {
-    path.split(':')
-        .filter(|dir| !dir.is_empty())
-        .find_map(|dir| {
-            let candidate = Path::new(dir).join(program);
-            let meta = fs::metadata(&candidate).ok()?;
-            (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(candidate)
-        })
-}
-
-/// Looks up `user` (and `group`) to run as; `None` when neither is set. Switching user needs
-/// the supervisor to run as root, unless it is the user it already runs as.
-fn resolve_user(user: Option<&str>, group: Option<&str>) -> Result<Option<RunAs>, String> {
-    use nix::unistd::{Gid, Group, Uid, User};
-    if user.is_none() && group.is_none() {
-        return Ok(None);
-    }
-    let (uid, mut gid, home) = match user {
-        Some(name) => match User::from_name(name) {
-            Ok(Some(u)) => (u.uid, u.gid, Some(u.dir)),
-            Ok(None) => return Err(format!("`user`: there is no user {name:?}")),
-            Err(e) => return Err(format!("`user`: cannot look up {name:?}: {e}")),
-        },
-        None => (Uid::current(), Gid::current(), None),
-    };
-    if let Some(name) = group {
-        gid = match Group::from_name(name) {
-            Ok(Some(g)) => g.gid,
-            Ok(None) => return Err(format!("`group`: there is no group {name:?}")),
-            Err(e) => return Err(format!("`group`: cannot look up {name:?}: {e}")),
-        };
-    }
-    let me = Uid::effective();
-    if !me.is_root() && (uid != me || gid != Gid::effective()) {
-        return Err("`user` and `group` need shs to run as root".to_owned());
-    }
-    Ok(Some(RunAs {
-        uid: uid.as_raw(),
-        gid: gid.as_raw(),
-        home,
-    }))
-}
-
 /// The environment a function runs in: `PATH`, `HOME`, `LANG`, `TZ` from the supervisor's own
 /// environment (all of it when `inherit` is set), `PYTHONUNBUFFERED=1`, the function's `env`,
 /// and `SHS_FUNCTION` and `SHS_URL`.
@@ -636,7 +388,7 @@ pub fn environment(
             .collect()
     };
     env.entry("PATH".into())
-        .or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
+        .or_insert_with(|| DEFAULT_PATH.into());
     if let Some(home) = spec.run_as.as_ref().and_then(|r| r.home.as_ref()) {
         env.insert("HOME".into(), home.to_string_lossy().into_owned());
     }
@@ -649,18 +401,12 @@ pub fn environment(
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn defaults() -> Defaults {
-        Defaults {
-            timeout: Duration::from_secs(30),
-            instances: 4,
-            queue: 64,
-            idle_timeout: Some(Duration::from_secs(300)),
-            limits: Limits::default(),
-            max_attempts: 5,
-            retry_backoff: Duration::from_secs(1),
-        }
+        Defaults::default()
     }
 
     fn write(dir: &Path, file: &str, text: &str) {
@@ -679,6 +425,21 @@ mod tests {
         match found {
             Some(Found::Broken { error, .. }) => error.to_string(),
             other => panic!("expected a broken function, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sizes_are_written_as_they_are_read() {
+        for (bytes, text) in [
+            (16 << 20, "16MiB"),
+            (1 << 20, "1MiB"),
+            (3 << 30, "3GiB"),
+            (512 << 10, "512KiB"),
+            ((1 << 20) + 1, "1048577"),
+            (1000, "1000"),
+        ] {
+            assert_eq!(fmt_size(bytes), text);
+            assert_eq!(parse_size(text), Ok(bytes as u64));
         }
     }
 

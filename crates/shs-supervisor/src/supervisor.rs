@@ -1,5 +1,12 @@
 //! The registry of functions and what can be done with them.
+//!
+//! This module owns the [`Supervisor`]: its start and shutdown, the registry of functions by
+//! name, what it shows of them, and the one call path of invokes and event deliveries
+//! (`Supervisor::run`, which records each in the function's stats). Its children own keeping
+//! the registry in step with the functions folder ([`reconcile`]) and the bus's side of event
+//! delivery ([`deliver`]: the [`shs_bus::Deliver`] implementation and its retry policy).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -7,13 +14,14 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
 use serde_json::value::RawValue;
-use shs_bus::{Bus, Causation, Deliver, DeliveryError, RetryPolicy, SharedEvent};
+use shs_bus::{Bus, Causation, Deliver, SharedEvent};
 use shs_protocol::codec::line_safe;
 use shs_protocol::methods::{self, Context, EventParams, InvokeParams};
 use tokio::sync::watch;
 
-use crate::error::{ErrorKind, InvokeError, SpecError, StartError};
+use crate::error::{InvokeError, SpecError, StartError};
 use crate::exec::ExecRunner;
 use crate::logs::{LogLine, LogRing};
 use crate::pool::{Pool, PoolStatus};
@@ -22,6 +30,11 @@ use crate::spec::{self, Defaults, Found, FunctionSpec, Mode};
 use crate::stats::{FunctionStats, Stats};
 use crate::watch::{FolderWatch, follow};
 use crate::{Config, Host};
+
+mod deliver;
+mod reconcile;
+
+use deliver::Deliverer;
 
 /// What a function returned.
 #[derive(Debug)]
@@ -81,6 +94,94 @@ impl Function {
             Kind::Broken(_) => {}
         }
     }
+
+    /// The one call path of invokes and event deliveries: a slot on a process and a call
+    /// (rpc), a process of its own (exec), or the reason it cannot run.
+    async fn run(&self, name: &str, request: Request<'_>) -> Result<Output, InvokeError> {
+        let Request {
+            job,
+            request_id,
+            trace,
+            cause,
+        } = request;
+        match &self.kind {
+            Kind::Rpc(pool) => {
+                let slot = pool.acquire(&cause).await?;
+                let process = slot.process().clone();
+                let context = Context {
+                    request_id,
+                    function: name,
+                    traceparent: trace,
+                };
+                let (method, params) = match job {
+                    Job::Invoke(input) => (
+                        methods::INVOKE,
+                        Params::Invoke(InvokeParams {
+                            input: line_safe(input),
+                            context,
+                        }),
+                    ),
+                    Job::Event(event) => (
+                        methods::EVENT,
+                        Params::Event(EventParams {
+                            event: event.json(),
+                            context,
+                        }),
+                    ),
+                };
+                let timeout = pool.spec().timeout;
+                let meta = CallMeta::new(request_id, trace);
+                process
+                    .call(method, &params, cause, meta, Some(slot), timeout)
+                    .await
+                    .map(Output::Json)
+                    .map_err(|e| call_error(name, e, timeout))
+            }
+            Kind::Exec(runner) => {
+                let input = match &job {
+                    Job::Invoke(input) => Cow::Borrowed(input.get().as_bytes()),
+                    // An event is one line of JSON.
+                    Job::Event(event) => {
+                        let mut line = event.json().get().as_bytes().to_vec();
+                        line.push(b'\n');
+                        Cow::Owned(line)
+                    }
+                };
+                runner.run(&input, request_id, trace).await.map(Output::Raw)
+            }
+            Kind::Broken(reason) => Err(InvokeError::Broken {
+                function: name.to_owned(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+}
+
+/// One request the supervisor makes of a function.
+struct Request<'a> {
+    job: Job<'a>,
+    /// Its id, `context.request_id`.
+    request_id: &'a str,
+    /// Its W3C trace context, `context.traceparent`.
+    trace: Option<&'a str>,
+    /// What waits for it.
+    cause: Causation,
+}
+
+/// What a function is asked to do: the two kinds of request.
+enum Job<'a> {
+    /// `POST /run`: the input, any JSON; the result is the answer.
+    Invoke(Box<RawValue>),
+    /// An event delivery; a result is not used.
+    Event(&'a SharedEvent),
+}
+
+/// The params of an rpc call for a [`Job`].
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Params<'a> {
+    Invoke(InvokeParams<Box<RawValue>, &'a str>),
+    Event(EventParams<&'a RawValue, &'a str>),
 }
 
 struct Inner {
@@ -106,84 +207,6 @@ pub struct Supervisor {
     inner: Arc<Inner>,
 }
 
-struct Deliverer(Weak<Inner>);
-
-impl Deliver for Deliverer {
-    fn deliver(
-        &self,
-        function: Arc<str>,
-        event: Arc<SharedEvent>,
-        cause: Causation,
-    ) -> BoxFuture<'static, Result<(), DeliveryError>> {
-        let inner = self.0.upgrade();
-        Box::pin(async move {
-            let Some(inner) = inner.filter(|i| !i.stopping.load(Ordering::Acquire)) else {
-                return Err(DeliveryError::retryable(
-                    503,
-                    "the supervisor is shutting down",
-                ));
-            };
-            Supervisor { inner }
-                .deliver(&function, &event, cause)
-                .await
-                .map_err(|e| delivery_error(&e))
-        })
-    }
-
-    fn retry_policy(&self, function: &str) -> RetryPolicy {
-        let Some(inner) = self.0.upgrade() else {
-            return RetryPolicy::default();
-        };
-        let registry = inner.registry.read();
-        let defaults = &inner.defaults;
-        match registry.get(function).and_then(|f| f.spec()) {
-            Some(spec) => RetryPolicy {
-                max_attempts: spec.max_attempts,
-                backoff: spec.retry_backoff,
-                ordered: spec.ordered,
-                timeout: spec.timeout,
-                max_in_flight: match spec.mode {
-                    Mode::Rpc => spec.instances * spec.concurrency,
-                    Mode::Exec => spec.instances,
-                },
-                ..RetryPolicy::default()
-            },
-            None => RetryPolicy {
-                max_attempts: defaults.max_attempts,
-                backoff: defaults.retry_backoff,
-                ..RetryPolicy::default()
-            },
-        }
-    }
-}
-
-/// How a failed delivery is reported to the bus: the status `/run` would answer, and whether
-/// a retry may help. A function that answers an error with `"data": {"retry": false}` says it
-/// will not.
-fn delivery_error(error: &InvokeError) -> DeliveryError {
-    let status = match error.kind() {
-        ErrorKind::NotFound => 404,
-        ErrorKind::FunctionFailed => 500,
-        ErrorKind::BadGateway => 502,
-        ErrorKind::Unavailable => 503,
-        ErrorKind::Timeout => 504,
-    };
-    let retryable = match error {
-        InvokeError::NotFound { .. } => false,
-        InvokeError::Function { error, .. } => !error
-            .data
-            .as_ref()
-            .and_then(|d| d.get("retry"))
-            .is_some_and(|r| r == &serde_json::Value::Bool(false)),
-        _ => true,
-    };
-    DeliveryError {
-        status,
-        message: error.to_string(),
-        retryable,
-    }
-}
-
 impl Supervisor {
     /// Reads the functions folder, deploys what it finds (rpc functions start at once, in the
     /// background), and follows the folder for changes if `config.watch` is set. Must be called
@@ -205,15 +228,7 @@ impl Supervisor {
             .into());
         }
         config.functions_dir = dir.clone();
-        let defaults = Defaults {
-            timeout: config.timeout,
-            instances: config.instances.max(1),
-            queue: config.queue,
-            idle_timeout: config.idle_timeout,
-            limits: config.limits,
-            max_attempts: config.max_attempts,
-            retry_backoff: config.retry_backoff,
-        };
+        let defaults = config.defaults();
         let watch_folder = config.watch;
         let io = crate::io::IoThreads::new(config.io_threads);
         let host = Arc::new(Host {
@@ -280,139 +295,6 @@ impl Supervisor {
     pub async fn wait_ready(&self) {
         let mut ready = self.inner.ready.subscribe();
         let _ = ready.wait_for(|r| *r).await;
-    }
-
-    /// Reads the functions folder again and applies what changed.
-    pub async fn rescan(&self) {
-        let dir = &self.inner.host.config.functions_dir;
-        match spec::scan(dir, &self.inner.defaults) {
-            Ok(found) => self.reconcile(found, false).await,
-            Err(e) => tracing::warn!("cannot rescan the functions folder: {e}"),
-        }
-    }
-
-    async fn reconcile(&self, mut found: BTreeMap<String, Found>, initial: bool) {
-        let _one_at_a_time = self.inner.reconciling.lock().await;
-        if self.inner.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        let bus = &self.inner.host.bus;
-        let mut retired = Vec::new();
-        let mut deployed = Vec::new();
-        {
-            let mut registry = self.inner.registry.write();
-            let removed: Vec<String> = registry
-                .keys()
-                .filter(|name| !found.contains_key(*name))
-                .cloned()
-                .collect();
-            for name in removed {
-                if let Some(old) = registry.remove(&name) {
-                    bus.remove_function(&name);
-                    tracing::info!(function = %name, "function removed");
-                    retired.push((old, "removed"));
-                }
-            }
-            for (name, now) in std::mem::take(&mut found) {
-                let old = registry.get(&name).cloned();
-                if old.as_ref().is_some_and(|old| old.found.same_as(&now)) {
-                    continue;
-                }
-                let old_subscriptions = old
-                    .as_ref()
-                    .and_then(|o| o.spec())
-                    .map(|s| s.subscribe.clone());
-                let logs = old.as_ref().map_or_else(Arc::default, |o| o.logs.clone());
-                let stats = old
-                    .as_ref()
-                    .map_or_else(|| Arc::new(Stats::new(&name)), |o| o.stats.clone());
-                let function = Arc::new(self.build(now, logs, stats));
-                // Subscriptions from function.toml are in force before the process starts;
-                // those a redeploy no longer lists are dropped.
-                let new_subscriptions = function
-                    .spec()
-                    .map(|s| s.subscribe.clone())
-                    .unwrap_or_default();
-                for pattern in old_subscriptions.unwrap_or_default() {
-                    if !new_subscriptions.contains(&pattern) {
-                        bus.unsubscribe(&name, &pattern);
-                    }
-                }
-                for pattern in &new_subscriptions {
-                    if let Err(e) = bus.subscribe(&name, pattern) {
-                        tracing::warn!(function = %name, "ignoring a subscription: {e}");
-                    }
-                }
-                match (&old, &function.kind) {
-                    (_, Kind::Broken(reason)) => {
-                        tracing::error!(function = %name, "function cannot be run: {reason}");
-                    }
-                    (Some(_), _) => tracing::info!(function = %name, "function redeployed"),
-                    (None, _) => tracing::info!(function = %name, "function deployed"),
-                }
-                bus.deployed(&name);
-                registry.insert(name, function.clone());
-                if let Some(old) = old {
-                    retired.push((old, "redeployed"));
-                }
-                deployed.push(function);
-            }
-        }
-        for (old, what) in retired {
-            let drain = old
-                .spec()
-                .map_or(self.inner.defaults.timeout, |s| s.timeout);
-            self.inner
-                .host
-                .handle
-                .spawn(async move { old.retire(what, drain).await });
-        }
-        let to_start: Vec<Arc<Pool>> = deployed
-            .iter()
-            .filter_map(|f| match &f.kind {
-                Kind::Rpc(pool) => Some(pool.clone()),
-                _ => None,
-            })
-            .collect();
-        if initial {
-            self.inner.starting.store(to_start.len(), Ordering::Release);
-            if to_start.is_empty() {
-                self.inner.ready.send_replace(true);
-            }
-        }
-        for pool in to_start {
-            let inner = self.inner.clone();
-            self.inner.host.handle.spawn(async move {
-                let _ = pool.start_now().await;
-                if initial && inner.starting.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    inner.ready.send_replace(true);
-                    tracing::info!("ready: every function found at start-up has started");
-                }
-            });
-        }
-    }
-
-    fn build(&self, found: Found, logs: Arc<LogRing>, stats: Arc<Stats>) -> Function {
-        let host = &self.inner.host;
-        let kind = match &found {
-            Found::Function(spec) => {
-                let spec = Arc::new((**spec).clone());
-                match spec.mode {
-                    Mode::Rpc => Kind::Rpc(Pool::new(spec, host.clone(), logs.clone())),
-                    Mode::Exec => Kind::Exec(ExecRunner::new(spec, host.clone(), logs.clone())),
-                }
-            }
-            Found::Broken { error, .. } => {
-                logs.push(0, None, "shs", &format!("cannot be run: {error}"));
-                Kind::Broken(error.to_string())
-            }
-        };
-        Function {
-            found,
-            kind,
-            logs,
-            stats,
-        }
     }
 
     /// What function `name` has done.
@@ -497,125 +379,25 @@ impl Supervisor {
         request_id: &str,
         trace: Option<&str>,
     ) -> Result<Output, InvokeError> {
+        let request = Request {
+            job: Job::Invoke(input),
+            request_id,
+            trace,
+            cause: Causation::root(),
+        };
+        self.run(name, request).await
+    }
+
+    /// Makes `request` of function `name`, and records what it did.
+    async fn run(&self, name: &str, request: Request<'_>) -> Result<Output, InvokeError> {
         let function = self.lookup(name)?;
+        let event = matches!(request.job, Job::Event(_));
         let began = Instant::now();
-        let result = self
-            .run_invoke(&function, name, input, request_id, trace)
-            .await;
+        let result = function.run(name, request).await;
         function
             .stats
-            .record(false, began.elapsed(), result.as_ref().map(drop));
+            .record(event, began.elapsed(), result.as_ref().map(drop));
         result
-    }
-
-    async fn run_invoke(
-        &self,
-        function: &Function,
-        name: &str,
-        input: Box<RawValue>,
-        request_id: &str,
-        trace: Option<&str>,
-    ) -> Result<Output, InvokeError> {
-        match &function.kind {
-            Kind::Rpc(pool) => {
-                let cause = Causation::root();
-                let slot = pool.acquire(&cause).await?;
-                let process = slot.process().clone();
-                let input = line_safe(input);
-                let params = InvokeParams {
-                    input: &*input,
-                    context: Context {
-                        request_id,
-                        function: name,
-                        traceparent: trace,
-                    },
-                };
-                let timeout = pool.spec().timeout;
-                process
-                    .call(
-                        methods::INVOKE,
-                        &params,
-                        cause,
-                        CallMeta::new(request_id, trace),
-                        Some(slot),
-                        timeout,
-                    )
-                    .await
-                    .map(Output::Json)
-                    .map_err(|e| call_error(name, e, timeout))
-            }
-            Kind::Exec(runner) => runner
-                .run(input.get().as_bytes(), request_id, trace)
-                .await
-                .map(Output::Raw),
-            Kind::Broken(reason) => Err(InvokeError::Broken {
-                function: name.to_owned(),
-                reason: reason.clone(),
-            }),
-        }
-    }
-
-    /// Delivers one event to function `name`, in the causation the bus gives.
-    async fn deliver(
-        &self,
-        name: &str,
-        event: &SharedEvent,
-        cause: Causation,
-    ) -> Result<(), InvokeError> {
-        let function = self.lookup(name)?;
-        let began = Instant::now();
-        let result = self.run_delivery(&function, name, event, cause).await;
-        function
-            .stats
-            .record(true, began.elapsed(), result.as_ref().copied());
-        result
-    }
-
-    async fn run_delivery(
-        &self,
-        function: &Function,
-        name: &str,
-        event: &SharedEvent,
-        cause: Causation,
-    ) -> Result<(), InvokeError> {
-        let request_id = delivery_request_id();
-        let trace = event.traceparent.as_deref();
-        match &function.kind {
-            Kind::Rpc(pool) => {
-                let slot = pool.acquire(&cause).await?;
-                let process = slot.process().clone();
-                let params = EventParams {
-                    event: event.json(),
-                    context: Context {
-                        request_id: request_id.as_str(),
-                        function: name,
-                        traceparent: trace,
-                    },
-                };
-                let timeout = pool.spec().timeout;
-                process
-                    .call(
-                        methods::EVENT,
-                        &params,
-                        cause,
-                        CallMeta::new(&request_id, trace),
-                        Some(slot),
-                        timeout,
-                    )
-                    .await
-                    .map(drop)
-                    .map_err(|e| call_error(name, e, timeout))
-            }
-            Kind::Exec(runner) => {
-                let mut input = event.json().get().as_bytes().to_vec();
-                input.push(b'\n');
-                runner.run(&input, &request_id, trace).await.map(drop)
-            }
-            Kind::Broken(reason) => Err(InvokeError::Broken {
-                function: name.to_owned(),
-                reason: reason.clone(),
-            }),
-        }
     }
 
     /// Stops following the folder, takes no more requests, lets those in flight finish for up
@@ -634,16 +416,6 @@ impl Supervisor {
         futures::future::join_all(all.iter().map(|f| f.retire("removed", drain))).await;
         tracing::info!("every function process has stopped");
     }
-}
-
-/// A request id for an event delivery: unique per supervisor run, without asking the OS for
-/// randomness each time.
-fn delivery_request_id() -> String {
-    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u128() as u64);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix:016x}{n:016x}")
 }
 
 fn call_error(function: &str, error: CallError, timeout: Duration) -> InvokeError {

@@ -1,0 +1,301 @@
+//! `function.toml`: its keys (serde types, unknown keys refused) and their validation.
+//!
+//! Every key is optional. [`build_spec`] checks each against its bounds, fills what
+//! is left out from the [`Defaults`] (and the manifest-only [`defaults`]),
+//! resolves the user to run as and the program to run, and builds the [`FunctionSpec`]. An
+//! invalid manifest is a [`SpecError::Manifest`] naming the file and what is wrong with it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::defaults;
+use crate::error::SpecError;
+use crate::spec::{
+    DEFAULT_PATH, Defaults, Fingerprint, FunctionSpec, Limits, Mode, RunAs, parse_size,
+};
+
+/// Longest `timeout` and `start_timeout`, in seconds: a day.
+const MAX_TIMEOUT: f64 = 86_400.0;
+/// Longest `retry_backoff`, in seconds: an hour.
+const MAX_RETRY_BACKOFF: f64 = 3_600.0;
+/// Longest `idle_timeout`, in seconds: a year.
+const MAX_IDLE_TIMEOUT: f64 = 31_536_000.0;
+
+/// The keys of `function.toml`, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Manifest {
+    command: Option<Vec<String>>,
+    mode: Option<Mode>,
+    timeout: Option<f64>,
+    subscribe: Option<Vec<String>>,
+    env: Option<BTreeMap<String, String>>,
+    instances: Option<usize>,
+    concurrency: Option<usize>,
+    queue: Option<usize>,
+    min_instances: Option<usize>,
+    idle_timeout: Option<f64>,
+    limits: Option<LimitsManifest>,
+    user: Option<String>,
+    group: Option<String>,
+    max_attempts: Option<u32>,
+    retry_backoff: Option<f64>,
+    ordered: Option<bool>,
+    start_timeout: Option<f64>,
+}
+
+/// The `[limits]` table of `function.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsManifest {
+    memory: Option<Size>,
+    cpu_seconds: Option<u64>,
+    open_files: Option<u64>,
+    processes: Option<u64>,
+}
+
+/// A size: a number of bytes, or a string like `"256MiB"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Manifest {
+    /// Reads the text of `path`.
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<Manifest, SpecError> {
+        toml::from_str(text).map_err(|e| SpecError::Manifest {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
+    }
+
+    /// The `command` it gives, if it does.
+    pub(crate) fn command(&self) -> Option<&[String]> {
+        self.command.as_deref()
+    }
+}
+
+/// A duration in seconds, more than 0 and at most `max`, for `key`.
+fn seconds(value: Option<f64>, key: &str, max: f64) -> Result<Option<Duration>, String> {
+    match value {
+        None => Ok(None),
+        Some(t) if t.is_finite() && t > 0.0 && t <= max => Ok(Some(Duration::from_secs_f64(t))),
+        Some(t) => Err(format!(
+            "`{key}` must be between 0 and {max} seconds, not {t}"
+        )),
+    }
+}
+
+/// Checks the manifest of function `name` in `dir` and builds its spec; `entry` is the
+/// conventional file found in the folder, and the command that runs it.
+pub(crate) fn build_spec(
+    name: &str,
+    dir: &Path,
+    manifest: Manifest,
+    entry: Option<(PathBuf, Vec<String>)>,
+    defaults: &Defaults,
+) -> Result<FunctionSpec, SpecError> {
+    let invalid = |message: String| SpecError::Manifest {
+        path: dir.join("function.toml"),
+        message,
+    };
+    let command = match (manifest.command, entry) {
+        (Some(command), _) => {
+            let Some(program) = command.first() else {
+                return Err(invalid("`command` must not be empty".into()));
+            };
+            // A relative path with a slash means a file of the function's own folder.
+            let mut command = command.clone();
+            if program.contains('/') && !program.starts_with('/') {
+                command[0] = dir.join(program).to_string_lossy().into_owned();
+            }
+            command
+        }
+        (None, Some((path, command))) => {
+            if command.len() == 1 {
+                let mode = fs::metadata(&path)
+                    .map(|m| m.permissions().mode())
+                    .unwrap_or(0);
+                if mode & 0o111 == 0 {
+                    return Err(SpecError::NotExecutable { path });
+                }
+            }
+            command
+        }
+        (None, None) => {
+            return Err(SpecError::NothingToRun {
+                dir: dir.to_owned(),
+            });
+        }
+    };
+    let timeout = seconds(manifest.timeout, "timeout", MAX_TIMEOUT)
+        .map_err(invalid)?
+        .unwrap_or(defaults.timeout);
+    let start_timeout = seconds(manifest.start_timeout, "start_timeout", MAX_TIMEOUT)
+        .map_err(invalid)?
+        .unwrap_or(timeout);
+    let instances = match manifest.instances {
+        None => defaults.instances,
+        Some(0) => return Err(invalid("`instances` must be at least 1".into())),
+        Some(n) => n,
+    };
+    let concurrency = match manifest.concurrency {
+        None => defaults::CONCURRENCY,
+        Some(0) => return Err(invalid("`concurrency` must be at least 1".into())),
+        Some(n) => n,
+    };
+    let queue = manifest.queue.unwrap_or(defaults.queue);
+    let idle_timeout = match manifest.idle_timeout {
+        None => defaults.idle_timeout,
+        Some(0.0) => None,
+        Some(t) if t.is_finite() && t > 0.0 && t <= MAX_IDLE_TIMEOUT => {
+            Some(Duration::from_secs_f64(t))
+        }
+        Some(t) => {
+            return Err(invalid(format!(
+                "`idle_timeout` must be 0 (never) or a number of seconds, not {t}"
+            )));
+        }
+    };
+    if let (Some(min), Some(max)) = (manifest.min_instances, manifest.instances)
+        && min > max
+    {
+        return Err(invalid(format!(
+            "`min_instances` ({min}) is more than `instances` ({max})"
+        )));
+    }
+    let limits = match manifest.limits {
+        None => Limits::default(),
+        Some(l) => Limits {
+            memory: match l.memory {
+                None => None,
+                Some(Size::Bytes(0)) => {
+                    return Err(invalid("`limits.memory` must be more than 0".into()));
+                }
+                Some(Size::Bytes(n)) => Some(n),
+                Some(Size::Text(t)) => {
+                    Some(parse_size(&t).map_err(|e| invalid(format!("`limits.memory`: {e}")))?)
+                }
+            },
+            cpu_seconds: at_least_one(l.cpu_seconds, "limits.cpu_seconds").map_err(&invalid)?,
+            open_files: at_least_one(l.open_files, "limits.open_files").map_err(&invalid)?,
+            processes: at_least_one(l.processes, "limits.processes").map_err(&invalid)?,
+        },
+    }
+    .or(defaults.limits);
+    let run_as =
+        resolve_user(manifest.user.as_deref(), manifest.group.as_deref()).map_err(invalid)?;
+    let max_attempts = match manifest.max_attempts {
+        Some(0) => return Err(invalid("`max_attempts` must be at least 1".into())),
+        Some(n) => n,
+        None => defaults.max_attempts,
+    };
+    let retry_backoff = seconds(manifest.retry_backoff, "retry_backoff", MAX_RETRY_BACKOFF)
+        .map_err(invalid)?
+        .unwrap_or(defaults.retry_backoff);
+    let subscribe = manifest.subscribe.unwrap_or_default();
+    for pattern in &subscribe {
+        shs_bus::validate_pattern(pattern).map_err(|e| invalid(format!("`subscribe`: {e}")))?;
+    }
+    let env = manifest.env.unwrap_or_default();
+    // A bare program name is looked up in PATH once, now: spawning a process by its full path
+    // lets the OS use posix_spawn instead of fork, which matters for a process per request.
+    // (Not for a function run as another user: the child searches PATH as that user.)
+    let mut command = command;
+    if !command[0].contains('/') && run_as.is_none() {
+        let path = env
+            .get("PATH")
+            .cloned()
+            .or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_else(|| DEFAULT_PATH.to_owned());
+        if let Some(found) = find_program(&command[0], &path) {
+            command[0] = found.to_string_lossy().into_owned();
+        }
+    }
+    for key in env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(invalid(format!(
+                "`env`: {key:?} is not a valid variable name"
+            )));
+        }
+    }
+    Ok(FunctionSpec {
+        name: name.to_owned(),
+        dir: dir.to_owned(),
+        command,
+        mode: manifest.mode.unwrap_or(Mode::Rpc),
+        timeout,
+        start_timeout,
+        subscribe,
+        env,
+        instances,
+        concurrency,
+        queue,
+        min_instances: manifest.min_instances.map(|m| m.min(instances)),
+        idle_timeout,
+        limits,
+        run_as,
+        max_attempts,
+        retry_backoff,
+        ordered: manifest.ordered.unwrap_or(defaults::ORDERED),
+        fingerprint: Fingerprint::default(),
+    })
+}
+
+fn at_least_one(value: Option<u64>, key: &str) -> Result<Option<u64>, String> {
+    match value {
+        Some(0) => Err(format!("`{key}` must be at least 1")),
+        other => Ok(other),
+    }
+}
+
+/// The first executable file named `program` in the folders of `path`.
+fn find_program(program: &str, path: &str) -> Option<PathBuf> {
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .find_map(|dir| {
+            let candidate = Path::new(dir).join(program);
+            let meta = fs::metadata(&candidate).ok()?;
+            (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(candidate)
+        })
+}
+
+/// Looks up `user` (and `group`) to run as; `None` when neither is set. Switching user needs
+/// the supervisor to run as root, unless it is the user it already runs as.
+fn resolve_user(user: Option<&str>, group: Option<&str>) -> Result<Option<RunAs>, String> {
+    use nix::unistd::{Gid, Group, Uid, User};
+    if user.is_none() && group.is_none() {
+        return Ok(None);
+    }
+    let (uid, mut gid, home) = match user {
+        Some(name) => match User::from_name(name) {
+            Ok(Some(u)) => (u.uid, u.gid, Some(u.dir)),
+            Ok(None) => return Err(format!("`user`: there is no user {name:?}")),
+            Err(e) => return Err(format!("`user`: cannot look up {name:?}: {e}")),
+        },
+        None => (Uid::current(), Gid::current(), None),
+    };
+    if let Some(name) = group {
+        gid = match Group::from_name(name) {
+            Ok(Some(g)) => g.gid,
+            Ok(None) => return Err(format!("`group`: there is no group {name:?}")),
+            Err(e) => return Err(format!("`group`: cannot look up {name:?}: {e}")),
+        };
+    }
+    let me = Uid::effective();
+    if !me.is_root() && (uid != me || gid != Gid::effective()) {
+        return Err("`user` and `group` need shs to run as root".to_owned());
+    }
+    Ok(Some(RunAs {
+        uid: uid.as_raw(),
+        gid: gid.as_raw(),
+        home,
+    }))
+}

@@ -1,0 +1,150 @@
+//! Keeping the registry in step with the functions folder: a scan is compared with the
+//! registry, and new functions are deployed, changed ones redeployed (subscriptions from
+//! `function.toml` updated, the old deployment drained in the background) and removed ones
+//! retired.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{Function, Kind, Supervisor};
+use crate::exec::ExecRunner;
+use crate::logs::LogRing;
+use crate::pool::Pool;
+use crate::spec::{self, Found, Mode};
+use crate::stats::Stats;
+
+impl Supervisor {
+    /// Reads the functions folder again and applies what changed.
+    pub async fn rescan(&self) {
+        let dir = &self.inner.host.config.functions_dir;
+        match spec::scan(dir, &self.inner.defaults) {
+            Ok(found) => self.reconcile(found, false).await,
+            Err(e) => tracing::warn!("cannot rescan the functions folder: {e}"),
+        }
+    }
+
+    pub(super) async fn reconcile(&self, mut found: BTreeMap<String, Found>, initial: bool) {
+        let _one_at_a_time = self.inner.reconciling.lock().await;
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let bus = &self.inner.host.bus;
+        let mut retired = Vec::new();
+        let mut deployed = Vec::new();
+        {
+            let mut registry = self.inner.registry.write();
+            let removed: Vec<String> = registry
+                .keys()
+                .filter(|name| !found.contains_key(*name))
+                .cloned()
+                .collect();
+            for name in removed {
+                if let Some(old) = registry.remove(&name) {
+                    bus.remove_function(&name);
+                    tracing::info!(function = %name, "function removed");
+                    retired.push((old, "removed"));
+                }
+            }
+            for (name, now) in std::mem::take(&mut found) {
+                let old = registry.get(&name).cloned();
+                if old.as_ref().is_some_and(|old| old.found.same_as(&now)) {
+                    continue;
+                }
+                let old_subscriptions = old
+                    .as_ref()
+                    .and_then(|o| o.spec())
+                    .map(|s| s.subscribe.clone());
+                let logs = old.as_ref().map_or_else(Arc::default, |o| o.logs.clone());
+                let stats = old
+                    .as_ref()
+                    .map_or_else(|| Arc::new(Stats::new(&name)), |o| o.stats.clone());
+                let function = Arc::new(self.build(now, logs, stats));
+                // Subscriptions from function.toml are in force before the process starts;
+                // those a redeploy no longer lists are dropped.
+                let new_subscriptions = function
+                    .spec()
+                    .map(|s| s.subscribe.clone())
+                    .unwrap_or_default();
+                for pattern in old_subscriptions.unwrap_or_default() {
+                    if !new_subscriptions.contains(&pattern) {
+                        bus.unsubscribe(&name, &pattern);
+                    }
+                }
+                for pattern in &new_subscriptions {
+                    if let Err(e) = bus.subscribe(&name, pattern) {
+                        tracing::warn!(function = %name, "ignoring a subscription: {e}");
+                    }
+                }
+                match (&old, &function.kind) {
+                    (_, Kind::Broken(reason)) => {
+                        tracing::error!(function = %name, "function cannot be run: {reason}");
+                    }
+                    (Some(_), _) => tracing::info!(function = %name, "function redeployed"),
+                    (None, _) => tracing::info!(function = %name, "function deployed"),
+                }
+                bus.deployed(&name);
+                registry.insert(name, function.clone());
+                if let Some(old) = old {
+                    retired.push((old, "redeployed"));
+                }
+                deployed.push(function);
+            }
+        }
+        for (old, what) in retired {
+            let drain = old
+                .spec()
+                .map_or(self.inner.defaults.timeout, |s| s.timeout);
+            self.inner
+                .host
+                .handle
+                .spawn(async move { old.retire(what, drain).await });
+        }
+        let to_start: Vec<Arc<Pool>> = deployed
+            .iter()
+            .filter_map(|f| match &f.kind {
+                Kind::Rpc(pool) => Some(pool.clone()),
+                _ => None,
+            })
+            .collect();
+        if initial {
+            self.inner.starting.store(to_start.len(), Ordering::Release);
+            if to_start.is_empty() {
+                self.inner.ready.send_replace(true);
+            }
+        }
+        for pool in to_start {
+            let inner = self.inner.clone();
+            self.inner.host.handle.spawn(async move {
+                let _ = pool.start_now().await;
+                if initial && inner.starting.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    inner.ready.send_replace(true);
+                    tracing::info!("ready: every function found at start-up has started");
+                }
+            });
+        }
+    }
+
+    fn build(&self, found: Found, logs: Arc<LogRing>, stats: Arc<Stats>) -> Function {
+        let host = &self.inner.host;
+        let kind = match &found {
+            Found::Function(spec) => {
+                let spec = Arc::new((**spec).clone());
+                match spec.mode {
+                    Mode::Rpc => Kind::Rpc(Pool::new(spec, host.clone(), logs.clone())),
+                    Mode::Exec => Kind::Exec(ExecRunner::new(spec, host.clone(), logs.clone())),
+                }
+            }
+            Found::Broken { error, .. } => {
+                logs.push(0, None, "shs", &format!("cannot be run: {error}"));
+                Kind::Broken(error.to_string())
+            }
+        };
+        Function {
+            found,
+            kind,
+            logs,
+            stats,
+        }
+    }
+}

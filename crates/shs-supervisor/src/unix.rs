@@ -1,0 +1,174 @@
+//! Unix process handling: the one place a function process is spawned, and signals to its
+//! process group.
+//!
+//! [`spawn`] starts every function process, rpc or exec: in its folder, with a clean
+//! environment, in its own process group, under its resource limits and user, with all three
+//! pipes. [`kill_group`] is the one graceful stop of a group (SIGTERM, a grace period, SIGKILL);
+//! [`signal_group`] sends one signal, and [`reap`] waits for a leader and kills what it
+//! leaves behind. A group is named by its leader's pid.
+
+use std::future::Future;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+
+use crate::Host;
+use crate::spec::{FunctionSpec, Limits, environment};
+
+/// A function process just started, with its pipes.
+pub(crate) struct Spawned {
+    /// The child, to be reaped by its owner.
+    pub(crate) child: Child,
+    /// Its pid, which is also its process group id.
+    pub(crate) pid: u32,
+    pub(crate) stdin: ChildStdin,
+    pub(crate) stdout: ChildStdout,
+    pub(crate) stderr: ChildStderr,
+}
+
+/// Starts a process of `spec`, with `extra_env` added to its environment. Must be called in a
+/// Tokio runtime, which then owns the pipes and reaps the child. The error says what could not
+/// be run, and why.
+pub(crate) fn spawn<'a>(
+    spec: &FunctionSpec,
+    host: &Host,
+    extra_env: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Spawned, String> {
+    let mut cmd = command(spec, host);
+    cmd.envs(extra_env);
+    let mut child = cmd.spawn().map_err(|e| {
+        format!(
+            "cannot run `{}` in {}: {e}",
+            spec.command.join(" "),
+            spec.dir.display()
+        )
+    })?;
+    let pid = child.id().unwrap_or(0);
+    match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+        (Some(stdin), Some(stdout), Some(stderr)) => Ok(Spawned {
+            child,
+            pid,
+            stdin,
+            stdout,
+            stderr,
+        }),
+        // Tokio reaps the dropped child in the background.
+        _ => {
+            signal_group(pid, Signal::SIGKILL);
+            Err("the process's pipes could not be set up".to_owned())
+        }
+    }
+}
+
+/// Builds the command for a function process: its folder, a clean environment, its own
+/// process group, and all three pipes.
+fn command(spec: &FunctionSpec, host: &Host) -> Command {
+    let mut cmd = Command::new(&spec.command[0]);
+    cmd.args(&spec.command[1..])
+        .current_dir(&spec.dir)
+        .env_clear()
+        .envs(environment(
+            spec,
+            host.config.inherit_env,
+            &host.config.server_url,
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(run_as) = &spec.run_as {
+        cmd.uid(run_as.uid).gid(run_as.gid);
+    }
+    if !spec.limits.is_empty() {
+        set_limits(&mut cmd, spec.limits);
+    }
+    cmd
+}
+
+/// Makes the child set `limits` on itself before it runs the function. A limit above the
+/// supervisor's own hard limit is lowered to it (only root may raise a hard limit).
+#[allow(unsafe_code)]
+fn set_limits(cmd: &mut Command, limits: Limits) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let apply = move || -> std::io::Result<()> {
+        for (resource, value, slack) in [
+            (Resource::RLIMIT_DATA, limits.memory, 0),
+            // One second between SIGXCPU (soft) and SIGKILL (hard).
+            (Resource::RLIMIT_CPU, limits.cpu_seconds, 1),
+            (Resource::RLIMIT_NOFILE, limits.open_files, 0),
+            (Resource::RLIMIT_NPROC, limits.processes, 0),
+        ] {
+            let Some(value) = value else { continue };
+            let (_, hard) = getrlimit(resource)?;
+            let soft = value.min(hard);
+            setrlimit(resource, soft, soft.saturating_add(slack).min(hard))?;
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
+    // functions may be called. It calls getrlimit(2) and setrlimit(2), both async-signal-safe,
+    // allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(apply);
+    }
+}
+
+/// Signals a whole process group, ignoring a group that is already gone.
+pub(crate) fn signal_group(pgid: u32, signal: Signal) {
+    let Ok(raw) = i32::try_from(pgid) else { return };
+    if raw <= 1 {
+        return;
+    }
+    match killpg(Pid::from_raw(raw), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(pgid, %signal, "cannot signal process group: {e}"),
+    }
+}
+
+/// Stops process group `pgid` gracefully: SIGTERM now, at the call, and SIGKILL unless
+/// `exited` (the group's leader has exited) resolves within `grace`. The escalation happens
+/// in the returned future, which resolves to whether the leader exited within the grace
+/// period. Whatever is left of the group once its leader exits is for the leader's reaper to
+/// kill.
+pub(crate) fn kill_group(
+    pgid: u32,
+    grace: Duration,
+    exited: impl Future,
+) -> impl Future<Output = bool> {
+    signal_group(pgid, Signal::SIGTERM);
+    async move {
+        if tokio::time::timeout(grace, exited).await.is_ok() {
+            return true;
+        }
+        signal_group(pgid, Signal::SIGKILL);
+        false
+    }
+}
+
+/// Waits for the leader of group `pid` to exit, then kills whatever it left in its group:
+/// nothing a function started outlives it (and no helper keeps its pipes open).
+pub(crate) async fn reap(pid: u32, child: &mut Child) -> std::io::Result<ExitStatus> {
+    let status = child.wait().await;
+    signal_group(pid, Signal::SIGKILL);
+    status
+}
+
+/// `status 1`, `signal 9 (SIGKILL)`.
+pub(crate) fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("status {code}"),
+            (None, Some(sig)) => match Signal::try_from(sig) {
+                Ok(name) => format!("signal {sig} ({name})"),
+                Err(_) => format!("signal {sig}"),
+            },
+            (None, None) => "an unknown status".to_owned(),
+        },
+        Err(e) => format!("an unknown status ({e})"),
+    }
+}
