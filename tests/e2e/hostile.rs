@@ -118,9 +118,9 @@ async fn wait_events(server: &Server, victim: &str, n: usize) -> Value {
     seen
 }
 
-#[tokio::test]
-async fn no_payload_can_write_a_line_onto_another_functions_stdin() {
-    let mut server = builder().start().await;
+/// Starts the server with the forger and the subscribers; returns it with each subscriber's pid.
+async fn start() -> (Server, Vec<Value>) {
+    let server = builder().start().await;
     server.wait_ready().await;
     let mut pids = Vec::new();
     for victim in VICTIMS {
@@ -137,10 +137,50 @@ async fn no_payload_can_write_a_line_onto_another_functions_stdin() {
         );
         pids.push(state(&server, victim).await["pid"].clone());
     }
+    (server, pids)
+}
+
+/// Checks that every subscriber got exactly the `expected` payloads as `user.note` events, in
+/// order and intact, handled nothing else, read no broken line, and is the process it was
+/// (none was killed for a timeout); then stops the server.
+async fn check_and_stop(mut server: Server, pids: &[Value], expected: &[Value]) {
+    for (victim, pid) in VICTIMS.iter().zip(pids) {
+        let seen = wait_events(&server, victim, expected.len()).await;
+        let events = seen["events"].as_array().expect("events");
+        let types: Vec<&Value> = events.iter().map(|e| &e["type"]).collect();
+        assert!(
+            types.iter().all(|t| *t == "user.note"),
+            "{victim} handled {types:?}"
+        );
+        let payloads: Vec<&Value> = events.iter().map(|e| &e["payload"]).collect();
+        assert_eq!(payloads, expected.iter().collect::<Vec<_>>(), "{victim}");
+        assert_eq!(&seen["pid"], pid, "{victim} was restarted");
+        if seen.get("garbage").is_some() {
+            assert_eq!(seen["garbage"], 0, "{victim} read broken lines");
+        }
+        let log = log_of(&server, victim).await;
+        assert!(
+            !log.iter().any(|l| l.contains("admin.wipe")),
+            "{victim} handled the forged event: {log:?}"
+        );
+    }
+    assert!(
+        !server.logs().contains("did not answer"),
+        "a delivery timed out; log:\n{}",
+        server.logs()
+    );
+    server.stop_and_check();
+}
+
+/// The issue's reproduction: a function publishes a payload with raw CRs (JSON whitespace)
+/// around a complete `event` request of its own making. No subscriber may handle that
+/// request, and each must answer the real event.
+#[tokio::test]
+async fn a_publish_cannot_forge_a_message_on_a_subscribers_stdin() {
+    let (server, pids) = start().await;
     let mut expected = Vec::new();
 
-    // 1. The issue's reproduction: raw CRs (JSON whitespace) around a forged event request,
-    //    published synchronously by a function.
+    // Published synchronously: delivered at once.
     let cr = format!("{{\"note\":\"cr\",\"x\":\r{FORGED}\r}}");
     let result = forge(&server, &cr, false).await;
     assert_eq!(
@@ -152,8 +192,24 @@ async fn no_payload_can_write_a_line_onto_another_functions_stdin() {
     assert_eq!(result["delivered"], VICTIMS.len(), "{result}");
     expected.push(serde_json::from_str::<Value>(&cr).expect("valid JSON"));
 
-    // 2. Every line break a function can put in its own line: CR between tokens, and
-    //    U+2028, U+2029 and U+0085 inside strings (keys and values).
+    // Published asynchronously: stored, read back, delivered later.
+    let stored = format!("{{\"note\":\"async\",\"x\":\r{FORGED}\r}}")
+        .replace("\"wipe\":true", "\"wipe\":\"\u{2029}\"");
+    let result = forge(&server, &stored, true).await;
+    assert_eq!(result["accepted"], true, "{result}");
+    expected.push(serde_json::from_str::<Value>(&stored).expect("valid JSON"));
+
+    check_and_stop(server, &pids, &expected).await;
+}
+
+/// Every line break JSON allows raw, from every source: CR between tokens and U+2028, U+2029
+/// and U+0085 in strings from a function's publish; LF and CRLF too from an HTTP client's
+/// event; the separators in an invoke's input. Each reader gets each value whole.
+#[tokio::test]
+async fn line_breaks_in_json_reach_every_reader_whole() {
+    let (server, pids) = start().await;
+    let mut expected = Vec::new();
+
     let breaks = "{\r\"note\" :\r\"breaks\",\"text\u{2028}key\":\"a\u{2028}b\u{2029}c\u{85}d\",\
                   \"list\":[1,\r2]}";
     let result = forge(&server, breaks, false).await;
@@ -161,17 +217,6 @@ async fn no_payload_can_write_a_line_onto_another_functions_stdin() {
     assert_eq!(result["delivered"], VICTIMS.len(), "{result}");
     expected.push(serde_json::from_str::<Value>(breaks).expect("valid JSON"));
 
-    // 3. The same forgery published asynchronously: stored, read back, delivered later.
-    let stored = format!("{{\"note\":\"async\",\"x\":\r{FORGED}\r}}")
-        .replace("\"wipe\":true", "\"wipe\":\"\u{2029}\"");
-    let result = forge(&server, &stored, true).await;
-    assert_eq!(result["accepted"], true, "{result}");
-    expected.push(serde_json::from_str::<Value>(&stored).expect("valid JSON"));
-    for victim in VICTIMS {
-        wait_events(&server, victim, expected.len()).await;
-    }
-
-    // 4. From outside: an HTTP client's event, with LF and CRLF between tokens too.
     let body = format!(
         "{{\"type\":\"user.note\",\"payload\":{}}}",
         breaks
@@ -186,39 +231,12 @@ async fn no_payload_can_write_a_line_onto_another_functions_stdin() {
     let sent: Value = serde_json::from_str(&body).expect("valid JSON");
     expected.push(sent["payload"].clone());
 
-    // Every subscriber got exactly the four events, in order and intact, handled nothing
-    // else, read no broken line, and is the process it was (none was killed for a timeout).
-    for (victim, pid) in VICTIMS.iter().zip(&pids) {
-        let seen = wait_events(&server, victim, expected.len()).await;
-        let events = seen["events"].as_array().expect("events");
-        let types: Vec<&Value> = events.iter().map(|e| &e["type"]).collect();
-        assert!(
-            types.iter().all(|t| *t == "user.note"),
-            "{victim} handled {types:?}"
-        );
-        let payloads: Vec<&Value> = events.iter().map(|e| &e["payload"]).collect();
-        assert_eq!(payloads, expected.iter().collect::<Vec<_>>(), "{victim}");
-        assert_eq!(&seen["pid"], pid, "{victim} was restarted");
-        if seen.get("garbage").is_some() {
-            assert_eq!(seen["garbage"], 0, "{victim} read broken lines");
-        }
-
-        // An invoke's input with line separators reaches it whole too.
+    for victim in VICTIMS {
         let input = json!({"text": "x\u{2028}y\u{2029}z\u{85}", "\u{2028}": 1});
         let answer = server.run(victim, input.clone()).await;
         assert_eq!(answer.status, 200, "{victim}: {answer:?}");
         assert_eq!(answer.body["input"], input, "{victim}");
-
-        let log = log_of(&server, victim).await;
-        assert!(
-            !log.iter().any(|l| l.contains("admin.wipe")),
-            "{victim} handled the forged event: {log:?}"
-        );
     }
-    assert!(
-        !server.logs().contains("did not answer"),
-        "a delivery timed out; log:\n{}",
-        server.logs()
-    );
-    server.stop_and_check();
+
+    check_and_stop(server, &pids, &expected).await;
 }
