@@ -1,12 +1,13 @@
 //! The shipped `functions/hello` and the event examples in `examples/events`, deployed as the
-//! examples' README says, in both languages.
+//! examples' README says, in both languages, and driven with the original walkthrough's own
+//! `curl` commands (the same bodies, sent the way curl sends them).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::harness::{Server, ServerBuilder, copy_dir, examples_dir, poll};
+use crate::harness::{Answer, Server, ServerBuilder, copy_dir, examples_dir, poll};
 
 #[tokio::test]
 async fn the_shipped_hello_function_says_hello() {
@@ -69,63 +70,191 @@ async fn deploy(server: &Server, lang: &str, name: &str) {
     );
 }
 
-async fn subscriber_events(server: &Server) -> Vec<Value> {
-    let answer = server.run("event-subscriber", json!({})).await;
+// The original walkthrough's bodies (`curl -d '...'` in /work/shared/seed/event-examples.txt),
+// byte for byte, line breaks included: curl sends them as they are, as a form.
+const SEED_PUBLISH: &str = "{\n\"event_type\": \"user.created\",\n\"payload\": {\n\"user_id\": 123,\n\"name\": \"John Doe\",\n\"email\": \"john@example.com\"\n}\n}";
+const SEED_SUBSCRIBE: &str = "{\n\"event_type\": \"user.created\"\n}";
+const SEED_EVENT: &str = "{\n\"type\": \"user.created\",\n\"payload\": {\n\"user_id\": 123,\n\"name\": \"John Doe\",\n\"email\": \"john@example.com\"\n}\n}";
+const SEED_LOG_LINE: &str = r#"Received event: user.created with payload: {"user_id":123,"name":"John Doe","email":"john@example.com"}"#;
+
+/// `curl -X POST URL/PATH -d BODY`: the body as it is, with curl's content type.
+async fn curl(server: &Server, path: &str, body: &str) -> Answer {
+    server
+        .request(
+            reqwest::Method::POST,
+            path,
+            Some(body.to_owned()),
+            &[("content-type", "application/x-www-form-urlencoded")],
+        )
+        .await
+}
+
+/// What the function wrote to its log (stderr), oldest first.
+async fn log_of(server: &Server, name: &str) -> Vec<String> {
+    let answer = server
+        .get(&format!("/functions/{name}/logs?tail=10000"))
+        .await;
     assert_eq!(answer.status, 200, "{answer:?}");
-    answer.body["received"]
+    answer.body["lines"]
         .as_array()
-        .expect("received")
-        .clone()
+        .expect("lines")
+        .iter()
+        .filter(|l| l["stream"] == "stderr")
+        .filter_map(|l| l["message"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Waits until `name`'s log holds `line` `count` times (exactly, once it does); the log is
+/// read from stderr as it comes, a moment after the answer it goes with.
+async fn wait_for_line(server: &Server, name: &str, line: &str, count: usize) {
+    let seen = poll(|| async {
+        log_of(server, name)
+            .await
+            .iter()
+            .filter(|l| *l == line)
+            .count()
+            >= count
+    })
+    .await;
+    let log = log_of(server, name).await;
+    assert!(seen, "{line:?} x{count} in {name}'s log: {log:#?}");
+    assert_eq!(log.iter().filter(|l| *l == line).count(), count, "{log:#?}");
+}
+
+/// Asserts a 500 with the function's error `message`.
+#[track_caller]
+fn assert_error(answer: &Answer, function: &str, message: &str) {
+    assert_eq!(answer.status, 500, "{answer:?}");
+    assert_eq!(
+        answer.body,
+        json!({"error": {"message": message, "function": function, "code": -32602}}),
+        "{answer:?}"
+    );
 }
 
 async fn walk_through(lang: &str) {
     let mut server = ServerBuilder::new().start().await;
-    for name in [
-        "event-subscriber",
-        "event-publisher",
-        "process-step1",
-        "process-step2",
-        "process-step3",
+
+    // 1. The publisher, with the walkthrough's command: nobody subscribed yet.
+    deploy(&server, lang, "event-publisher").await;
+    let published = curl(&server, "/run/event-publisher", SEED_PUBLISH).await;
+    assert_eq!(published.status, 200, "{published:?}");
+    let seed_answer = json!({"published": true, "event_type": "user.created", "errors": []});
+    assert_eq!(published.body, seed_answer);
+
+    // Its errors: both fields required, of the right kind, as a 500 with the message.
+    let event_type_error = "event_type is required and must be a string";
+    let payload_error = "payload is required and must be an object";
+    for (body, message) in [
+        (r#"{"payload": {"user_id": 123}}"#, event_type_error),
+        (r#"{"event_type": 7, "payload": {}}"#, event_type_error),
+        (r#"{"event_type": null, "payload": {}}"#, event_type_error),
+        ("[]", event_type_error),
+        ("", event_type_error),
+        (r#"{"event_type": "user.created"}"#, payload_error),
+        (
+            r#"{"event_type": "user.created", "payload": [1]}"#,
+            payload_error,
+        ),
+        (
+            r#"{"event_type": "user.created", "payload": null}"#,
+            payload_error,
+        ),
+        (
+            r#"{"event_type": "user.created", "payload": "x"}"#,
+            payload_error,
+        ),
     ] {
+        let answer = curl(&server, "/run/event-publisher", body).await;
+        assert_error(&answer, "event-publisher", message);
+    }
+    // A string that is no event type: the supervisor refuses the publish.
+    let answer = curl(
+        &server,
+        "/run/event-publisher",
+        r#"{"event_type": "", "payload": {}}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 500, "{answer:?}");
+    assert!(answer.message().starts_with("publish failed"), "{answer:?}");
+
+    // 2. The subscriber: only its start-up subscription, until it is asked for more.
+    deploy(&server, lang, "event-subscriber").await;
+    let subscriber = |t: &str| (t.to_owned(), "event-subscriber".to_owned());
+    let subscriptions = server.subscriptions().await;
+    assert!(subscriptions.contains(&subscriber("process.completed")));
+    assert!(!subscriptions.contains(&subscriber("user.created")));
+
+    let subscribed = curl(&server, "/run/event-subscriber", SEED_SUBSCRIBE).await;
+    assert_eq!(subscribed.status, 200, "{subscribed:?}");
+    assert_eq!(
+        subscribed.body,
+        json!({"subscribed": true, "event_type": "user.created"})
+    );
+    assert!(
+        server
+            .subscriptions()
+            .await
+            .contains(&subscriber("user.created"))
+    );
+
+    // The walkthrough's publish again: now it reaches the subscriber, which logs it.
+    let published = curl(&server, "/run/event-publisher", SEED_PUBLISH).await;
+    assert_eq!(published.status, 200, "{published:?}");
+    assert_eq!(published.body, seed_answer);
+    wait_for_line(&server, "event-subscriber", SEED_LOG_LINE, 1).await;
+
+    // Any type, subscribed to at run time, then published from outside.
+    let answer = curl(
+        &server,
+        "/run/event-subscriber",
+        r#"{"event_type": "order.shipped"}"#,
+    )
+    .await;
+    assert_eq!(
+        answer.body,
+        json!({"subscribed": true, "event_type": "order.shipped"})
+    );
+    let shipped = curl(
+        &server,
+        "/events",
+        r#"{"type": "order.shipped", "payload": {"order_id": 42}}"#,
+    )
+    .await;
+    assert_eq!(shipped.status, 200, "{shipped:?}");
+    assert_eq!(shipped.body["delivered"], 1, "{shipped:?}");
+    let line = r#"Received event: order.shipped with payload: {"order_id":42}"#;
+    wait_for_line(&server, "event-subscriber", line, 1).await;
+
+    // Its errors: a 500 with the message; a pattern the supervisor refuses, with its reason.
+    for body in ["{}", r#"{"event_type": ["a"]}"#, "", "\"user.created\""] {
+        let answer = curl(&server, "/run/event-subscriber", body).await;
+        assert_error(&answer, "event-subscriber", event_type_error);
+    }
+    let answer = curl(
+        &server,
+        "/run/event-subscriber",
+        r#"{"event_type": "a..b"}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 500, "{answer:?}");
+    assert!(
+        answer.message().starts_with("subscribe failed"),
+        "{answer:?}"
+    );
+
+    // 3. The event API, with the walkthrough's command.
+    let event = curl(&server, "/events", SEED_EVENT).await;
+    assert_eq!(event.status, 200, "{event:?}");
+    assert_eq!(event.body["status"], "published", "{event:?}");
+    assert_eq!(event.body["delivered"], 1, "{event:?}");
+    assert_eq!(event.body["errors"], json!([]), "{event:?}");
+    wait_for_line(&server, "event-subscriber", SEED_LOG_LINE, 2).await;
+
+    // 4. The three-step chain ends with process.completed at the subscriber.
+    for name in ["process-step1", "process-step2", "process-step3"] {
         deploy(&server, lang, name).await;
     }
-
-    // A function publishes; the subscriber got it by the time the answer came back.
-    let published = server
-        .run(
-            "event-publisher",
-            json!({"type": "user.created", "payload": {"name": "Ada"}}),
-        )
-        .await;
-    assert_eq!(published.status, 200, "{published:?}");
-    assert_eq!(published.body["published"]["delivered"], 1, "{published:?}");
-    let events = subscriber_events(&server).await;
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0]["type"], "user.created");
-    assert_eq!(events[0]["payload"], json!({"name": "Ada"}));
-    assert_eq!(events[0]["source"], "/functions/event-publisher");
-
-    // A bad input: the function's structured error, as a 500.
-    let bad = server.run("event-publisher", json!({"type": ""})).await;
-    assert_eq!(bad.status, 500, "{bad:?}");
-    assert_eq!(
-        bad.body["error"]["message"],
-        "\"type\" must be a non-empty string"
-    );
-    assert_eq!(bad.body["error"]["code"], -32602, "{bad:?}");
-    assert_eq!(bad.body["error"]["data"], json!({"type": ""}), "{bad:?}");
-
-    // Publishing from outside.
-    let outside = server
-        .publish("user.created", json!({"name": "Grace"}))
-        .await;
-    assert_eq!(outside.body["delivered"], 1, "{outside:?}");
-    assert_eq!(
-        subscriber_events(&server).await[1]["payload"],
-        json!({"name": "Grace"})
-    );
-
-    // The three-step chain ends with process.completed at the subscriber.
     let chain = server
         .run("process-step1", json!({"order": {"id": 7}}))
         .await;
@@ -133,16 +262,8 @@ async fn walk_through(lang: &str) {
     assert_eq!(chain.body["step"], 1);
     assert_eq!(chain.body["publish"]["delivered"], 1, "{chain:?}");
     assert_eq!(chain.body["publish"]["errors"], json!([]));
-    let events = subscriber_events(&server).await;
-    let completed = events
-        .iter()
-        .find(|e| e["type"] == "process.completed")
-        .expect("process.completed arrived");
-    assert_eq!(
-        completed["payload"]["steps"],
-        json!(["step1", "step2", "step3"])
-    );
-    assert_eq!(completed["source"], "/functions/process-step3");
+    let line = r#"Received event: process.completed with payload: {"order":{"id":7},"steps":["step1","step2","step3"]}"#;
+    wait_for_line(&server, "event-subscriber", line, 1).await;
 
     // Started in the middle, from outside.
     let middle = server
@@ -152,11 +273,8 @@ async fn walk_through(lang: &str) {
         )
         .await;
     assert_eq!(middle.body["delivered"], 1, "{middle:?}");
-    let events = subscriber_events(&server).await;
-    assert_eq!(
-        events.last().expect("an event")["payload"],
-        json!({"order": {"id": 8}, "steps": ["manual", "step3"]})
-    );
+    let line = r#"Received event: process.completed with payload: {"order":{"id":8},"steps":["manual","step3"]}"#;
+    wait_for_line(&server, "event-subscriber", line, 1).await;
 
     // The steps in the middle only say how they run.
     for (step, name) in [(2, "process-step2"), (3, "process-step3")] {
@@ -174,6 +292,7 @@ async fn walk_through(lang: &str) {
     let subscriptions = server.subscriptions().await;
     for expected in [
         ("user.created", "event-subscriber"),
+        ("order.shipped", "event-subscriber"),
         ("process.completed", "event-subscriber"),
         ("process.step1.completed", "process-step2"),
         ("process.step2.completed", "process-step3"),
@@ -183,6 +302,13 @@ async fn walk_through(lang: &str) {
             "{expected:?} in {subscriptions:?}"
         );
     }
+    // Every event the subscriber received, and nothing else, is in its log.
+    let received: Vec<String> = log_of(&server, "event-subscriber")
+        .await
+        .into_iter()
+        .filter(|l| l.starts_with("Received event: "))
+        .collect();
+    assert_eq!(received.len(), 5, "{received:#?}");
     server.stop_and_check();
 }
 

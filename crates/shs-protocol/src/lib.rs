@@ -9,9 +9,11 @@
 //! # Framing
 //!
 //! Every message is one JSON object on one line, UTF-8, ended by `\n`. [`codec::LineDecoder`]
-//! splits a byte stream into lines without ever buffering more than a configured maximum, and
-//! [`codec::compact_json`] makes a JSON text safe to embed in a line (JSON allows raw newlines
-//! between tokens; a line cannot hold them).
+//! splits a byte stream into lines without ever buffering more than a configured maximum.
+//! The `write_*` functions write each message as one line for every common reader, whatever it
+//! embeds ([`codec::LineFormatter`]): JSON allows raw `\r` and `\n` between tokens and raw
+//! U+0085, U+2028 and U+2029 inside strings, and some readers end a line at each of them, so
+//! the first two are left out and the others escaped.
 //!
 //! # Messages
 //!

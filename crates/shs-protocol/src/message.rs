@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::JSONRPC_VERSION;
+use crate::codec::write_json_line_safe;
 
 /// A request id, as JSON-RPC allows it: an integer or a string.
 ///
@@ -275,31 +276,35 @@ struct OutError<'a> {
     error: &'a RpcError,
 }
 
-fn finish_line(buf: &mut Vec<u8>) {
+/// Appends `message` and its `\n` to `buf`, as one line for every common reader (see
+/// [`crate::codec::LineFormatter`]); on error nothing is appended.
+fn write_line<M: Serialize>(buf: &mut Vec<u8>, message: &M) -> serde_json::Result<()> {
+    write_json_line_safe(buf, message)?;
     buf.push(b'\n');
+    Ok(())
 }
 
 /// Appends one request line to `buf`.
 ///
-/// `params` must serialize without raw newlines: anything built with serde does, and raw JSON
-/// taken from outside must go through [`crate::codec::compact_json`] first.
+/// The line is one line for every common reader whatever `params` holds, raw JSON from
+/// outside included: a `\r` or `\n` between tokens is left out, and U+0085, U+2028 and U+2029
+/// are escaped (see [`crate::codec::LineFormatter`]). The same holds for every `write_*`
+/// function.
 pub fn write_request<P: Serialize + ?Sized>(
     buf: &mut Vec<u8>,
     id: &Id,
     method: &str,
     params: &P,
 ) -> serde_json::Result<()> {
-    serde_json::to_writer(
-        &mut *buf,
+    write_line(
+        buf,
         &OutRequest {
             jsonrpc: JSONRPC_VERSION,
             id: Some(id),
             method,
             params: &params,
         },
-    )?;
-    finish_line(buf);
-    Ok(())
+    )
 }
 
 /// Appends one notification line (a request without id) to `buf`.
@@ -308,17 +313,15 @@ pub fn write_notification<P: Serialize + ?Sized>(
     method: &str,
     params: &P,
 ) -> serde_json::Result<()> {
-    serde_json::to_writer(
-        &mut *buf,
+    write_line(
+        buf,
         &OutRequest {
             jsonrpc: JSONRPC_VERSION,
             id: None,
             method,
             params: &params,
         },
-    )?;
-    finish_line(buf);
-    Ok(())
+    )
 }
 
 /// Appends one answer line to `buf`: a `result` or an `error`.
@@ -328,25 +331,23 @@ pub fn write_response<R: Serialize + ?Sized>(
     outcome: Result<&R, &RpcError>,
 ) -> serde_json::Result<()> {
     match outcome {
-        Ok(result) => serde_json::to_writer(
-            &mut *buf,
+        Ok(result) => write_line(
+            buf,
             &OutResult {
                 jsonrpc: JSONRPC_VERSION,
                 id,
                 result,
             },
-        )?,
-        Err(error) => serde_json::to_writer(
-            &mut *buf,
+        ),
+        Err(error) => write_line(
+            buf,
             &OutError {
                 jsonrpc: JSONRPC_VERSION,
                 id: Some(id),
                 error,
             },
-        )?,
+        ),
     }
-    finish_line(buf);
-    Ok(())
 }
 
 /// Appends one answer line whose `result` is already-encoded JSON.

@@ -1,18 +1,23 @@
 #!/usr/bin/env node
 /*
- * event-publisher: publish an event each time it is invoked.
+ * event-publisher: publish the event it is asked to, each time it is invoked.
  *
- * Input (the body of POST /run/event-publisher, all of it optional):
- *     {"type": "user.created", "payload": {"name": "Ada"}}
- *   - "type" is the event type; the default is "user.created".
- *   - "payload" is the event's data; without it, the whole input minus "type" is
- *     the payload (so {"name": "Ada"} publishes {"name": "Ada"}).
+ * Input (the body of POST /run/event-publisher), both fields required:
+ *     {"event_type": "user.created", "payload": {"user_id": 123, "name": "John Doe"}}
+ *   - "event_type" (a string) is the type of the event to publish;
+ *   - "payload" (an object) is the event's data.
  *
- * Output: {"published": <the supervisor's answer to publish>}, for example
- *     {"published": {"published": true, "event_id": "...", "delivered": 1, "errors": []}}
+ * Output: {"published": true, "event_type": "user.created", "errors": [...]}, where
+ * "errors" lists the subscribers that did not take the event, each as
+ * {"function": NAME, "message": "what happened"} (empty when all of them did).
  *
  * Publishing is synchronous: the answer comes once every subscriber has
- * answered, failed or timed out, and each failure is listed in "errors".
+ * answered, failed or timed out.
+ *
+ * Without a string "event_type", or without an object "payload", it answers an
+ * error, which POST /run answers with status 500 and the message
+ * "event_type is required and must be a string" (or "payload is required and
+ * must be an object").
  *
  * Deploy, from the repository root (the SDK first: the function starts as soon
  * as its main.js appears):
@@ -25,31 +30,26 @@
 
 const shs = require('shs-sdk');
 
-const DEFAULT_TYPE = 'user.created';
+const isObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
 
-// POST /run/event-publisher: publish one event, answer what publish said.
+// POST /run/event-publisher: publish one event, say whether every subscriber took it.
 // (This function subscribes to nothing: it only publishes.)
 shs.invoke(async (input, ctx) => {
-  let type = DEFAULT_TYPE;
-  let payload;
-  if (input !== null && typeof input === 'object' && !Array.isArray(input)) {
-    const { type: given, ...rest } = input;
-    if ('type' in input) type = given;
-    payload = 'payload' in input ? input.payload : rest;
-  } else if (input === null) {
-    payload = {};
-  } else { // a bare string, number or array is published as it is
-    payload = input;
+  const fields = isObject(input) ? input : {};
+
+  const eventType = fields.event_type;
+  if (typeof eventType !== 'string') {
+    // An error answer: POST /run answers 500 with this message and code.
+    throw new shs.ShsError('event_type is required and must be a string', { code: shs.INVALID_PARAMS });
+  }
+  const { payload } = fields;
+  if (!isObject(payload)) {
+    throw new shs.ShsError('payload is required and must be an object', { code: shs.INVALID_PARAMS });
   }
 
-  if (typeof type !== 'string' || type === '') {
-    // A structured error: POST /run answers 500 with this code, message and data.
-    throw new shs.ShsError('"type" must be a non-empty string', { code: shs.INVALID_PARAMS, data: { type } });
-  }
-
-  const result = await ctx.publish(type, payload); // waits for every subscriber
-  ctx.log(`published ${type} as ${result.event_id}: delivered to ${result.delivered}, ${result.errors.length} error(s)`);
-  return { published: result };
+  const result = await ctx.publish(eventType, payload); // waits for every subscriber
+  ctx.log(`published ${eventType} as ${result.event_id}: delivered to ${result.delivered}, ${result.errors.length} error(s)`);
+  return { published: true, event_type: eventType, errors: result.errors };
 });
 
 shs.run();

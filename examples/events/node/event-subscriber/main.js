@@ -1,19 +1,27 @@
 #!/usr/bin/env node
 /*
- * event-subscriber: subscribe to events and remember the ones that arrive.
+ * event-subscriber: subscribe to the event type it is asked to, and log every event.
  *
- * Subscribes to user.created and process.completed by declaring one handler for
- * both: the SDK subscribes to the types of its event handlers at start-up, before
- * it answers `initialize`, so the subscriptions are in force before the first
- * event. (process-step3 subscribes explicitly, in a setup hook.)
+ * Input (the body of POST /run/event-subscriber):
+ *     {"event_type": "user.created"}
+ *   "event_type" (a string, required) is an event type, or a pattern such as
+ *   "user.*" or "orders.>": the function subscribes to it then and there, at run
+ *   time, and answers
+ *     {"subscribed": true, "event_type": "user.created"}
+ *   Without a string "event_type" it answers an error, which POST /run answers
+ *   with status 500 and the message "event_type is required and must be a string".
  *
- * On each event: logs one line, keeps the event in memory (the last 100) and
- * answers {"ok": true}.
+ * The subscription belongs to the function, not to this process: it lasts until
+ * the function is removed, across restarts of its process.
  *
- * Invoke it (POST /run/event-subscriber, any body) to see what arrived:
- *     {"received": [{"id": "...", "type": "user.created", "source": "...",
- *                    "time": "...", "payload": {...}}, ...]}
- * oldest first. The memory is this process's: it is empty again after a restart.
+ * It also subscribes to process.completed at start-up, before the supervisor
+ * sends it anything, so it sees the end of the three-step chain (process-step1).
+ *
+ * On each event, of any type it is subscribed to, it writes one line to its log,
+ *     Received event: user.created with payload: {"user_id":123,"name":"John Doe"}
+ * and answers {"received": true}. Read the log with
+ * `GET /functions/event-subscriber/logs` (or `shs logs event-subscriber`); the
+ * server's own log shows the line too.
  *
  * Deploy, from the repository root (the SDK first: the function starts as soon
  * as its main.js appears):
@@ -26,17 +34,23 @@
 
 const shs = require('shs-sdk');
 
-const KEEP = 100;
-const received = []; // the last KEEP events, oldest first
+// process.completed from start-up; the rest at run time, when asked.
+shs.subscribe('process.completed');
 
-shs.on(['user.created', 'process.completed'], (event, ctx) => {
-  received.push(event);
-  if (received.length > KEEP) received.shift();
-  ctx.log(`received ${event.type} ${event.id} from ${event.source}: ${JSON.stringify(event.payload)}`);
-  return { ok: true };
+// POST /run/event-subscriber: subscribe to the type asked for.
+shs.invoke(async (input, ctx) => {
+  const eventType = input !== null && typeof input === 'object' ? input.event_type : undefined;
+  if (typeof eventType !== 'string') {
+    throw new shs.ShsError('event_type is required and must be a string', { code: shs.INVALID_PARAMS });
+  }
+  await ctx.subscribe(eventType); // throws a ShsError if the supervisor refuses the pattern
+  return { subscribed: true, event_type: eventType };
 });
 
-// POST /run/event-subscriber: what arrived so far, oldest first.
-shs.invoke(() => ({ received }));
+// Every event, whichever subscription brought it.
+shs.onAny((event, ctx) => {
+  ctx.log(`Received event: ${event.type} with payload: ${JSON.stringify(event.payload)}`);
+  return { received: true };
+});
 
 shs.run();

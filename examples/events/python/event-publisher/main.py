@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
-"""event-publisher: publish an event each time it is invoked.
+"""event-publisher: publish the event it is asked to, each time it is invoked.
 
-Input (the body of POST /run/event-publisher, all of it optional):
-    {"type": "user.created", "payload": {"name": "Ada"}}
-  - "type" is the event type; the default is "user.created".
-  - "payload" is the event's data; without it, the whole input minus "type" is
-    the payload (so {"name": "Ada"} publishes {"name": "Ada"}).
+Input (the body of POST /run/event-publisher), both fields required:
+    {"event_type": "user.created", "payload": {"user_id": 123, "name": "John Doe"}}
+  - "event_type" (a string) is the type of the event to publish;
+  - "payload" (an object) is the event's data.
 
-Output: {"published": <the supervisor's answer to publish>}, for example
-    {"published": {"published": true, "event_id": "...", "delivered": 1, "errors": []}}
+Output: {"published": true, "event_type": "user.created", "errors": [...]}, where
+"errors" lists the subscribers that did not take the event, each as
+{"function": NAME, "message": "what happened"} (empty when all of them did).
 
 Publishing is synchronous: the answer comes once every subscriber has
-answered, failed or timed out, and each failure is listed in "errors".
+answered, failed or timed out.
+
+Without a string "event_type", or without an object "payload", it answers an
+error, which POST /run answers with status 500 and the message
+"event_type is required and must be a string" (or "payload is required and
+must be an object").
 
 Deploy, from the repository root (shs_sdk.py first: the function starts as soon
 as its main.py appears):
@@ -21,34 +26,28 @@ as its main.py appears):
 
 import shs_sdk
 
-DEFAULT_TYPE = "user.created"
-
 app = shs_sdk.Function()  # subscribes to nothing: it only publishes
 
 
 @app.invoke
-def publish_one(input, ctx):
-    """POST /run/event-publisher: publish one event, answer what publish said."""
-    if isinstance(input, dict):
-        event_type = input.get("type", DEFAULT_TYPE)
-        if "payload" in input:
-            payload = input["payload"]
-        else:
-            payload = {key: value for key, value in input.items() if key != "type"}
-    elif input is None:
-        event_type, payload = DEFAULT_TYPE, {}
-    else:  # a bare string, number or list is published as it is
-        event_type, payload = DEFAULT_TYPE, input
+def publish(input, ctx):
+    """POST /run/event-publisher: publish one event, say whether every subscriber took it."""
+    fields = input if isinstance(input, dict) else {}
 
-    if not isinstance(event_type, str) or not event_type:
-        # A structured error: POST /run answers 500 with this code, message and data.
-        raise shs_sdk.Error('"type" must be a non-empty string',
-                            code=shs_sdk.INVALID_PARAMS, data={"type": event_type})
+    event_type = fields.get("event_type")
+    if not isinstance(event_type, str):
+        # An error answer: POST /run answers 500 with this message and code.
+        raise shs_sdk.Error("event_type is required and must be a string",
+                            code=shs_sdk.INVALID_PARAMS)
+    payload = fields.get("payload")
+    if not isinstance(payload, dict):
+        raise shs_sdk.Error("payload is required and must be an object",
+                            code=shs_sdk.INVALID_PARAMS)
 
     result = ctx.publish(event_type, payload)  # waits for every subscriber
-    ctx.log(f"published {event_type} as {result['event_id']}: delivered to {result['delivered']}, "
-            f"{len(result['errors'])} error(s)")
-    return {"published": result}
+    ctx.log(f"published {event_type} as {result['event_id']}: delivered to "
+            f"{result['delivered']}, {len(result['errors'])} error(s)")
+    return {"published": True, "event_type": event_type, "errors": result["errors"]}
 
 
 app.run()

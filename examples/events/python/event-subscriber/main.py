@@ -1,18 +1,26 @@
 #!/usr/bin/env python3
-"""event-subscriber: subscribe to events and remember the ones that arrive.
+"""event-subscriber: subscribe to the event type it is asked to, and log every event.
 
-Subscribes to user.created and process.completed by declaring one handler for
-both: the SDK subscribes to the types of its event handlers at start-up, before
-it answers `initialize`, so the subscriptions are in force before the first
-event. (process-step3 subscribes explicitly, in a setup hook.)
+Input (the body of POST /run/event-subscriber):
+    {"event_type": "user.created"}
+  "event_type" (a string, required) is an event type, or a pattern such as
+  "user.*" or "orders.>": the function subscribes to it then and there, at run
+  time, and answers
+    {"subscribed": true, "event_type": "user.created"}
+  Without a string "event_type" it answers an error, which POST /run answers
+  with status 500 and the message "event_type is required and must be a string".
 
-On each event: logs one line, keeps the event in memory (the last 100) and
-answers {"ok": true}.
+The subscription belongs to the function, not to this process: it lasts until
+the function is removed, across restarts of its process.
 
-Invoke it (POST /run/event-subscriber, any body) to see what arrived:
-    {"received": [{"id": "...", "type": "user.created", "source": "...",
-                   "time": "...", "payload": {...}}, ...]}
-oldest first. The memory is this process's: it is empty again after a restart.
+It also subscribes to process.completed at start-up, before the supervisor
+sends it anything, so it sees the end of the three-step chain (process-step1).
+
+On each event, of any type it is subscribed to, it writes one line to its log,
+    Received event: user.created with payload: {"user_id":123,"name":"John Doe"}
+and answers {"received": true}. Read the log with
+`GET /functions/event-subscriber/logs` (or `shs logs event-subscriber`); the
+server's own log shows the line too.
 
 Deploy, from the repository root (shs_sdk.py first: the function starts as soon
 as its main.py appears):
@@ -21,25 +29,29 @@ as its main.py appears):
 """
 
 import json
-from collections import deque
 
 import shs_sdk
 
-app = shs_sdk.Function()
-received = deque(maxlen=100)  # the last 100 events, oldest first
-
-
-@app.event("user.created", "process.completed")
-def remember(event, ctx):
-    received.append(event.to_dict())
-    ctx.log(f"received {event.type} {event.id} from {event.source}: {json.dumps(event.payload)}")
-    return {"ok": True}
+# process.completed from start-up; the rest at run time, when asked.
+app = shs_sdk.Function(subscribe=["process.completed"])
 
 
 @app.invoke
-def show(input, ctx):
-    """POST /run/event-subscriber: what arrived so far, oldest first."""
-    return {"received": list(received)}
+def subscribe(input, ctx):
+    """POST /run/event-subscriber: subscribe to the type asked for."""
+    event_type = input.get("event_type") if isinstance(input, dict) else None
+    if not isinstance(event_type, str):
+        raise shs_sdk.Error("event_type is required and must be a string",
+                            code=shs_sdk.INVALID_PARAMS)
+    ctx.subscribe(event_type)  # raises shs_sdk.Error if the supervisor refuses the pattern
+    return {"subscribed": True, "event_type": event_type}
+
+
+@app.any_event  # every event, whichever subscription brought it
+def received(event, ctx):
+    payload = json.dumps(event.payload, separators=(",", ":"), ensure_ascii=False)
+    ctx.log(f"Received event: {event.type} with payload: {payload}")
+    return {"received": True}
 
 
 app.run()
