@@ -571,7 +571,8 @@ async fn function_metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpR
         return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new());
     }
     match state.supervisor.stats(name) {
-        Ok(stats) => HttpResponse::Ok().json(json!({"function": name, "metrics": stats})),
+        // The counts at the top level, as the original project's `/metrics/{name}` has them.
+        Ok(stats) => HttpResponse::Ok().json(stats),
         Err(error) => invoke_error_response(&error),
     }
 }
