@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, ServerBuilder};
+use crate::harness::{Server, ServerBuilder, poll};
 
 /// `[[[ ... ]]]`, `depth` deep.
 fn nested(depth: usize) -> String {
@@ -303,5 +303,59 @@ async fn a_client_behind_a_trusted_proxy_cannot_pick_its_bucket() {
         assert_eq!(got[..2], [200, 200], "{i}: {entry}: {got:?}");
         assert_eq!(got[2], 429, "{entry} is one client: {got:?}");
     }
+    server.stop_and_check();
+}
+
+/// A function that writes `./tick` in its own folder every 50 ms, from start-up on.
+const TICKER: &str = r#"
+import json, sys, threading, time
+
+def tick():
+    n = 0
+    while True:
+        n += 1
+        with open("tick", "w") as f:
+            f.write(str(n))
+        time.sleep(0.05)
+
+threading.Thread(target=tick, daemon=True).start()
+for line in sys.stdin:
+    msg = json.loads(line)
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {}}) + "\n")
+    sys.stdout.flush()
+"#;
+
+#[tokio::test]
+async fn a_function_writing_into_its_own_folder_does_not_hold_up_deploys() {
+    let mut server = ServerBuilder::new()
+        .file("ticker", "main.py", TICKER)
+        .start()
+        .await;
+    server.wait_ready().await;
+    let tick = server.functions_dir().join("ticker/tick");
+    assert!(
+        poll(|| async { tick.exists() }).await,
+        "the ticker never ticked"
+    );
+    let ticker = server.pids_of("ticker");
+
+    // While it ticks, a new function is copied in: it appears.
+    crate::harness::deploy_fixture("echo", &server.functions_dir().join("late"));
+    let appeared = poll(|| async { server.run("late", json!({})).await.status == 200 }).await;
+    assert!(
+        appeared,
+        "the new function never appeared; log:\n{}",
+        server.logs()
+    );
+    // And one that goes away is removed.
+    std::fs::remove_dir_all(server.functions_dir().join("late")).expect("remove late");
+    let removed = poll(|| async { server.run("late", json!({})).await.status == 404 }).await;
+    assert!(
+        removed,
+        "the removed function stayed; log:\n{}",
+        server.logs()
+    );
+    // The ticker kept running through all this: its own writes are no redeploy.
+    assert_eq!(server.pids_of("ticker"), ticker, "{}", server.logs());
     server.stop_and_check();
 }
