@@ -359,3 +359,99 @@ async fn a_function_writing_into_its_own_folder_does_not_hold_up_deploys() {
     assert_eq!(server.pids_of("ticker"), ticker, "{}", server.logs());
     server.stop_and_check();
 }
+
+/// On an invoke `{"lines": N, "text": T}`, writes N lines of T to stderr in one go.
+const STDERR_FLOOD: &str = r#"
+import json, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("method") == "invoke":
+        data = msg["params"]["input"]
+        sys.stderr.write((data["text"] + "\n") * data["lines"])
+        sys.stderr.flush()
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {"done": True}}) + "\n")
+    sys.stdout.flush()
+"#;
+
+#[tokio::test]
+async fn a_flood_of_stderr_lines_costs_the_supervisor_bounded_memory_and_log() {
+    let mut server = ServerBuilder::new()
+        .file("flood", "main.py", STDERR_FLOOD)
+        .fixture("echo")
+        .start()
+        .await;
+    server.wait_ready().await;
+    assert_eq!(server.run("echo", json!({})).await.status, 200);
+    let rss_before = server.rss_kib();
+    let log_before = server.logs().len();
+
+    // One million empty lines, then half a million short ones, each in one invoke.
+    for (lines, text) in [(1_000_000, ""), (500_000, "x")] {
+        let last_seq = |answer: &crate::harness::Answer| {
+            answer.body["lines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|l| l["message"] == text)
+                .filter_map(|l| l["seq"].as_u64())
+                .max()
+        };
+        let before = server.get("/functions/flood/logs?tail=1").await.body["lines"][0]["seq"]
+            .as_u64()
+            .unwrap_or(0);
+        let answer = server
+            .run("flood", json!({"lines": lines, "text": text}))
+            .await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        // The lines are read after the answer may have come: wait until the last is in.
+        let all_in = poll(|| async {
+            let tail = server.get("/functions/flood/logs?tail=5").await;
+            last_seq(&tail).is_some_and(|seq| seq >= before + lines)
+        })
+        .await;
+        assert!(all_in, "the flood was not read");
+    }
+    let rss_after = server.rss_kib();
+    let log_growth = server.logs().len() - log_before;
+    eprintln!(
+        "supervisor RSS {rss_before} KiB -> {rss_after} KiB; its log grew by {log_growth} bytes"
+    );
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "RSS {rss_before} KiB -> {rss_after} KiB"
+    );
+    assert!(
+        log_growth < 4 << 20,
+        "shs's own log grew by {log_growth} bytes"
+    );
+    // What was left out of shs's log is said, and counted.
+    assert!(
+        server.logs().contains("not written to shs's log"),
+        "no marker in the log"
+    );
+    let metrics = server.get("/metrics").await;
+    let text = metrics.body.as_str().expect("metrics text");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("shs_function_log_lines_dropped_total{function=\"flood\"}")),
+        "{text}"
+    );
+    // The ring's answer is bounded.
+    let ring = server.get("/functions/flood/logs?tail=10000").await;
+    let lines = ring.body["lines"].as_array().expect("lines");
+    assert!(lines.len() < 4096, "{} lines in the ring", lines.len());
+    assert!(ring.body.to_string().len() < 1 << 20);
+    // Everyone else is served.
+    assert_eq!(
+        server.run("echo", json!({"still": "here"})).await.status,
+        200
+    );
+    assert_eq!(
+        server
+            .run("flood", json!({"lines": 1, "text": "ok"}))
+            .await
+            .status,
+        200
+    );
+    server.stop_and_check();
+}
