@@ -70,6 +70,7 @@ pub struct ServerBuilder {
     env: Vec<(String, String)>,
     flags_in_env: bool,
     default_dir: bool,
+    listen: Option<String>,
 }
 
 impl Default for ServerBuilder {
@@ -92,6 +93,7 @@ impl ServerBuilder {
             env: Vec::new(),
             flags_in_env: false,
             default_dir: false,
+            listen: None,
         }
     }
 
@@ -141,6 +143,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Listens on `addr` (with port 0) instead of `127.0.0.1:0`.
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = Some(addr.to_owned());
+        self
+    }
+
     /// Runs the server in the temporary folder with no `--functions-dir`: the default,
     /// relative `./functions`.
     pub fn default_functions_dir(mut self) -> Self {
@@ -157,6 +165,7 @@ impl ServerBuilder {
             env: self.env,
             flags_in_env: self.flags_in_env,
             default_dir: self.default_dir,
+            listen: self.listen.unwrap_or_else(|| "127.0.0.1:0".to_owned()),
         };
         let log = Arc::new(Mutex::new(String::new()));
         let (child, url) = launch.spawn(&log);
@@ -182,6 +191,7 @@ struct Launch {
     env: Vec<(String, String)>,
     flags_in_env: bool,
     default_dir: bool,
+    listen: String,
 }
 
 impl Launch {
@@ -191,14 +201,13 @@ impl Launch {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shs"));
         cmd.arg("serve");
         if self.default_dir {
-            cmd.current_dir(&self.root)
-                .args(["--listen", "127.0.0.1:0"]);
+            cmd.current_dir(&self.root).args(["--listen", &self.listen]);
         } else if self.flags_in_env {
-            cmd.env("SHS_LISTEN", "127.0.0.1:0")
+            cmd.env("SHS_LISTEN", &self.listen)
                 .env("SHS_FUNCTIONS_DIR", &self.functions)
                 .env("SHS_DATA_DIR", self.root.join("data"));
         } else {
-            cmd.args(["--listen", "127.0.0.1:0", "--functions-dir"])
+            cmd.args(["--listen", &self.listen, "--functions-dir"])
                 .arg(&self.functions)
                 .arg("--data-dir")
                 .arg(self.root.join("data"));
@@ -221,7 +230,7 @@ impl Launch {
                     let rest = &line[at + "listening on http://".len()..];
                     let addr: String = rest
                         .chars()
-                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                        .take_while(|c| c.is_ascii_hexdigit() || ".:[]".contains(*c))
                         .collect();
                     if let Some(tx) = addr_tx.take() {
                         let _ = tx.send(addr);

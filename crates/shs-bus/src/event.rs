@@ -27,6 +27,11 @@ pub const CAUSE_ATTRIBUTE: &str = "shscause";
 /// The CloudEvents distributed-tracing extension attribute.
 pub const TRACEPARENT: &str = "traceparent";
 
+/// Why a payload nested too deeply is refused.
+const TOO_DEEP: &str = "the payload is JSON nested deeper than 127 levels of arrays and objects (the limit); \
+     it would crash the functions that parse it";
+const _: () = assert!(shs_protocol::depth::MAX_DEPTH == 127, "update TOO_DEEP");
+
 /// The attributes that are not extensions (they are fields of the event object, or reserved).
 const RESERVED: [&str; 11] = [
     "id",
@@ -112,13 +117,20 @@ impl Event {
     /// data, no extensions, published over HTTP.
     ///
     /// `payload` must be line-safe JSON (see [`shs_protocol::codec::line_safe`]); `None` is
-    /// `null`.
+    /// `null`. A payload nested deeper than [`shs_protocol::depth::MAX_DEPTH`] is refused
+    /// (every publish, from HTTP, a function or another node, comes through here).
     pub fn new(
         event_type: String,
         source: String,
         payload: Option<Box<RawValue>>,
     ) -> Result<Event, BusError> {
         validate_type(&event_type)?;
+        if let Some(payload) = &payload {
+            shs_protocol::depth::check(payload.get()).map_err(|_| BusError::InvalidAttribute {
+                name: "payload".to_owned(),
+                reason: TOO_DEEP,
+            })?;
+        }
         Ok(Event {
             id: uuid::Uuid::now_v7().to_string(),
             event_type,

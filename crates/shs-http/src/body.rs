@@ -49,7 +49,8 @@ pub(crate) async fn read_body(
     Ok(body)
 }
 
-/// Parses a body as JSON; an empty (or blank) body is `{}`.
+/// Parses a body as JSON; an empty (or blank) body is `{}`. JSON nested deeper than
+/// [`shs_protocol::depth::MAX_DEPTH`] is refused: it would crash the function that parses it.
 pub(crate) fn parse_json_body(
     body: &[u8],
 ) -> Result<Box<serde_json::value::RawValue>, HttpResponse> {
@@ -58,13 +59,21 @@ pub(crate) fn parse_json_body(
             error_response(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), Map::new())
         });
     }
-    serde_json::from_slice(body).map_err(|e| {
+    let raw: Box<serde_json::value::RawValue> = serde_json::from_slice(body).map_err(|e| {
         error_response(
             StatusCode::BAD_REQUEST,
             format!("the request body is not valid JSON: {e}"),
             Map::new(),
         )
-    })
+    })?;
+    shs_protocol::depth::check(raw.get()).map_err(|e| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            format!("the request body is refused: {e}"),
+            Map::new(),
+        )
+    })?;
+    Ok(raw)
 }
 
 /// The request's id (set by the access guard) and trace context.

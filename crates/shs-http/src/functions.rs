@@ -222,7 +222,8 @@ pub(crate) async fn function_metrics(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     match state.supervisor.stats(&name) {
-        Ok(stats) => HttpResponse::Ok().json(json!({"function": name, "metrics": stats})),
+        // The counts at the top level, as the original project's `/metrics/{name}` has them.
+        Ok(stats) => HttpResponse::Ok().json(stats),
         Err(error) => invoke_error_response(&error),
     }
 }

@@ -23,8 +23,15 @@
 //! into a reusable buffer, newline included.
 //!
 //! The full specification, with an annotated transcript, is `docs/protocol.md`.
+//!
+//! # Depth
+//!
+//! [`depth::check`] refuses JSON nested deeper than [`depth::MAX_DEPTH`] (serde_json's own
+//! limit) without parsing it: shs checks every request body and event payload with it before
+//! a function sees them.
 
 pub mod codec;
+pub mod depth;
 mod message;
 pub mod methods;
 

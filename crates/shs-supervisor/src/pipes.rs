@@ -10,7 +10,7 @@ use shs_protocol::codec::{Line, LineDecoder, LineError, OverLong};
 use tokio::io::AsyncRead;
 use tokio_util::codec::{Decoder, FramedRead};
 
-use crate::logs::LogRing;
+use crate::logs::{LOG_RATE, LogRing, MARKER_EVERY};
 
 /// How many stderr lines are kept for error messages.
 const TAIL_LINES: usize = 20;
@@ -71,9 +71,10 @@ impl StderrTail {
     }
 }
 
-/// Drains `stderr` until it closes: each line (cut at `max_line` bytes) is logged with the
-/// function's name and pid, and the request id that `request_id` names at that moment, and kept
-/// in `tail` and in the function's log ring.
+/// Drains `stderr` until it closes: each line (cut at `max_line` bytes) is kept in `tail` and in
+/// the function's log ring, and logged with the function's name and pid, and the request id
+/// that `request_id` names at that moment, as far as the function's log rate allows (see
+/// [`crate::logs`]).
 pub(crate) async fn drain_stderr<R: AsyncRead + Unpin>(
     stderr: R,
     max_line: usize,
@@ -87,7 +88,16 @@ pub(crate) async fn drain_stderr<R: AsyncRead + Unpin>(
         stderr,
         LineCodec(LineDecoder::new(max_line, OverLong::Truncate)),
     );
-    while let Some(item) = lines.next().await {
+    loop {
+        // A quiet second after a flood: say what was left out of shs's log.
+        let item = match tokio::time::timeout(MARKER_EVERY, lines.next()).await {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(_) => {
+                report_left_out(function, pid, ring, true);
+                continue;
+            }
+        };
         let line = match item {
             Ok(line) => line,
             Err(ReadError::TooLong(_)) => continue,
@@ -97,6 +107,12 @@ pub(crate) async fn drain_stderr<R: AsyncRead + Unpin>(
         let cut = if line.truncated { " [line cut]" } else { "" };
         let rid = request_id();
         ring.push(pid, rid.as_deref(), "stderr", &format!("{text}{cut}"));
+        tail.push(&text);
+        // Every line is in the ring; shs's own log takes them at a bounded rate.
+        report_left_out(function, pid, ring, false);
+        if !ring.admit_to_log(text.len() + cut.len()) {
+            continue;
+        }
         match rid {
             Some(rid) => tracing::info!(
                 target: "shs::function",
@@ -107,6 +123,30 @@ pub(crate) async fn drain_stderr<R: AsyncRead + Unpin>(
             ),
             None => tracing::info!(target: "shs::function", function, pid, "{text}{cut}"),
         }
-        tail.push(&text);
     }
+    report_left_out(function, pid, ring, true);
+}
+
+/// Says (in shs's log and the ring) and counts how many stderr lines of the function were
+/// left out of shs's log, when some were and a marker is due (or `now`).
+fn report_left_out(function: &str, pid: u32, ring: &LogRing, now: bool) {
+    let Some(n) = ring.take_left_out(now) else {
+        return;
+    };
+    metrics::counter!("shs_function_log_lines_dropped_total", "function" => function.to_owned())
+        .increment(n);
+    let kib = LOG_RATE / 1024;
+    tracing::warn!(
+        target: "shs::function",
+        function,
+        pid,
+        left_out = n,
+        "{n} lines of the function's stderr not written to shs's log: over {kib} KiB a second (GET /functions/{function}/logs has the latest)"
+    );
+    ring.push(
+        pid,
+        None,
+        "shs",
+        &format!("{n} lines of stderr not written to shs's log: over {kib} KiB a second"),
+    );
 }
