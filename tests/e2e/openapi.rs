@@ -591,7 +591,7 @@ async fn every_route_answers_as_the_document_says() {
         .await;
     w.expect(400, "POST", "/run/bad.name", Some("{}"), &[])
         .await;
-    w.expect(400, "POST", "/run/", Some("{}"), &[]).await;
+    w.expect(404, "POST", "/run/", Some("{}"), &[]).await;
     w.expect(404, "POST", "/run/nope", Some("{}"), &[]).await;
     let big = format!("\"{}\"", "x".repeat(5000));
     w.expect(413, "POST", "/run/echo", Some(&big), &[]).await;

@@ -40,6 +40,7 @@ mod deliver;
 pub mod event;
 mod local;
 mod queue;
+mod rfc3339;
 pub mod store;
 pub mod table;
 

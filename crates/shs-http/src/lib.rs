@@ -24,6 +24,7 @@ use shs_supervisor::{ErrorKind, InvokeError, Output, Supervisor};
 mod access;
 pub mod events;
 mod lifecycle;
+mod query;
 
 pub use access::{AccessConfig, RateLimit, RequestId, TraceParent, valid_traceparent};
 
@@ -477,9 +478,10 @@ async fn run(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>
     }
 }
 
+/// `POST /run/`: there is no function without a name (404, saying how to name one).
 async fn run_without_name() -> HttpResponse {
     error_response(
-        StatusCode::BAD_REQUEST,
+        StatusCode::NOT_FOUND,
         "no function name: use POST /run/{name}",
         Map::new(),
     )
@@ -580,8 +582,10 @@ async fn function_metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpR
 #[derive(serde::Deserialize)]
 struct LogsQuery {
     /// How many lines (the last ones, or the first ones after `after`).
-    tail: Option<usize>,
+    #[serde(default, deserialize_with = "query::whole_number")]
+    tail: Option<u64>,
     /// Only lines numbered after this one (to follow a log).
+    #[serde(default, deserialize_with = "query::whole_number")]
     after: Option<u64>,
 }
 
@@ -594,7 +598,7 @@ async fn function_logs(
     if let Err(e) = shs_supervisor::validate_name(name) {
         return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new());
     }
-    let tail = query.tail.unwrap_or(100).min(10_000);
+    let tail = query.tail.unwrap_or(100).min(10_000) as usize;
     match state.supervisor.logs(name, tail, query.after) {
         Ok(lines) => HttpResponse::Ok().json(json!({"function": name, "lines": lines})),
         Err(error) => invoke_error_response(&error),
