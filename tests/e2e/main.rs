@@ -18,6 +18,7 @@ mod events;
 mod examples;
 mod exec;
 mod faults;
+mod interop;
 mod load;
 mod nats;
 mod openapi;

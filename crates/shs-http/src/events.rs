@@ -476,7 +476,10 @@ fn event_of(attributes: Attributes, request_id: Option<String>) -> Result<Event,
     if let Some(dataschema) = dataschema {
         event = event.with_dataschema(dataschema);
     }
-    for (name, value) in attributes.extensions {
+    // In one order whichever mode they came in (by name), so that the event is the same.
+    let mut extensions = attributes.extensions;
+    extensions.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, value) in extensions {
         let value = match name.as_str() {
             HOPS_ATTRIBUTE => hops_value(&value)
                 .ok_or_else(|| bad_request("`shshops` must be a whole number, 0 or more"))?,
