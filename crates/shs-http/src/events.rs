@@ -140,11 +140,13 @@ enum Fitted {
 
 /// Fits the data to its content type: the event object it makes is the same whichever form the
 /// data came in (a JSON value, base64, or a body). Returns the content type to record (`None`:
-/// the default, `application/json`) and the data.
-fn fit(content_type: Option<String>, data: RawData) -> Result<(Option<String>, Fitted), String> {
+/// the default, `application/json`) and the data. Any data is carried: bytes that are not what
+/// their content type says (JSON that does not parse, text that is not UTF-8) are carried as
+/// bytes, as a router should, not refused.
+fn fit(content_type: Option<String>, data: RawData) -> (Option<String>, Fitted) {
     let content_type = content_type.filter(|t| !t.trim().is_empty());
     let kind = match (&content_type, &data) {
-        (_, RawData::Absent) => return Ok((content_type, Fitted::Payload(None))),
+        (_, RawData::Absent) => return (content_type, Fitted::Payload(None)),
         (Some(t), _) => kind_of(t),
         (None, RawData::Json(_)) => Kind::Json,
         // Bytes of no given type: JSON if they are JSON, else just bytes.
@@ -162,10 +164,10 @@ fn fit(content_type: Option<String>, data: RawData) -> Result<(Option<String>, F
         (content_type, _) => content_type,
     };
     let bytes = match data {
-        RawData::Absent => return Ok((content_type, Fitted::Payload(None))),
+        RawData::Absent => return (content_type, Fitted::Payload(None)),
         RawData::Json(value) if kind == Kind::Json || value.get() == "null" => {
             let value = (value.get() != "null").then(|| line_safe(value));
-            return Ok((content_type, Fitted::Payload(value)));
+            return (content_type, Fitted::Payload(value));
         }
         // A JSON value standing for data that is not JSON: a string is the text itself, any
         // other value its JSON text.
@@ -177,15 +179,10 @@ fn fit(content_type: Option<String>, data: RawData) -> Result<(Option<String>, F
     };
     let fitted = match kind {
         Kind::Json if is_blank(&bytes) => Fitted::Payload(None),
-        Kind::Json => {
-            let value: Box<RawValue> = serde_json::from_slice(&bytes).map_err(|e| {
-                format!(
-                    "the event data is not valid JSON, though its content type {} says it is: {e}",
-                    content_type.as_deref().unwrap_or("(none: JSON)")
-                )
-            })?;
-            Fitted::Payload(Some(line_safe(value)))
-        }
+        Kind::Json => match serde_json::from_slice::<Box<RawValue>>(&bytes) {
+            Ok(value) => Fitted::Payload(Some(line_safe(value))),
+            Err(_) => Fitted::Base64(BASE64.encode(bytes)),
+        },
         _ if bytes.is_empty() => Fitted::Payload(None),
         Kind::Text => match String::from_utf8(bytes) {
             Ok(text) => Fitted::Payload(serde_json::value::to_raw_value(&text).ok()),
@@ -193,7 +190,7 @@ fn fit(content_type: Option<String>, data: RawData) -> Result<(Option<String>, F
         },
         Kind::Bytes => Fitted::Base64(BASE64.encode(bytes)),
     };
-    Ok((content_type, fitted))
+    (content_type, fitted)
 }
 
 fn is_blank(bytes: &[u8]) -> bool {
@@ -449,7 +446,7 @@ fn event_of(attributes: Attributes, request_id: Option<String>) -> Result<Event,
     let subject = non_empty("subject", attributes.subject)?;
     let dataschema = non_empty("dataschema", attributes.dataschema)?;
     let content_type = non_empty("datacontenttype", attributes.content_type)?;
-    let (content_type, data) = fit(content_type, attributes.data).map_err(bad_request)?;
+    let (content_type, data) = fit(content_type, attributes.data);
     let invalid = |e: BusError| bad_request(e.to_string());
     let (payload, base64) = match data {
         Fitted::Payload(payload) => (payload, None),
@@ -682,7 +679,7 @@ mod tests {
 
     /// The fitted data as one comparable value: (content type, payload, data_base64).
     fn fitted(content_type: Option<&str>, data: RawData) -> (Option<String>, String, String) {
-        let (content_type, fitted) = fit(content_type.map(str::to_owned), data).expect("fits");
+        let (content_type, fitted) = fit(content_type.map(str::to_owned), data);
         match fitted {
             Fitted::Payload(p) => (
                 content_type,
@@ -771,21 +768,15 @@ mod tests {
             assert_eq!(fitted(t, RawData::Base64(Vec::new())).2, "");
             assert_eq!(fitted(t, RawData::Json(raw("null"))).1, "null");
         }
-        // JSON that is not JSON.
-        assert!(
-            fit(
-                Some("application/json".into()),
-                RawData::Body(b"{x".to_vec())
-            )
-            .is_err()
+        // JSON that is not JSON is carried as bytes, with the type it was given.
+        let json = Some("application/json");
+        let not_json = (
+            Some("application/json".to_owned()),
+            "null".to_owned(),
+            "e3g=".to_owned(),
         );
-        assert!(
-            fit(
-                Some("application/json".into()),
-                RawData::Base64(b"no".to_vec())
-            )
-            .is_err()
-        );
+        assert_eq!(fitted(json, RawData::Body(b"{x".to_vec())), not_json);
+        assert_eq!(fitted(json, RawData::Base64(b"{x".to_vec())), not_json);
     }
 
     #[test]
@@ -843,7 +834,7 @@ mod tests {
             let json_sniffed = content_type.is_none()
                 && (is_blank(&bytes) || serde_json::from_slice::<Value>(&bytes).is_ok());
             if !json_sniffed {
-                let show = |r: Result<(Option<String>, Fitted), String>| format!("{r:?}");
+                let show = |r: (Option<String>, Fitted)| format!("{r:?}");
                 prop_assert_eq!(show(body), show(base64));
             }
         }
@@ -870,7 +861,7 @@ mod tests {
             content_type in content_types(),
             bytes in prop::collection::vec(any::<u8>(), 0..256),
         ) {
-            if let Ok((_, Fitted::Base64(encoded))) =
+            if let (_, Fitted::Base64(encoded)) =
                 fit(content_type.map(str::to_owned), RawData::Body(bytes.clone()))
             {
                 prop_assert_eq!(BASE64.decode(encoded.as_bytes()).ok(), Some(bytes));
