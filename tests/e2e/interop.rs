@@ -398,6 +398,10 @@ async fn data_of_any_content_type_reaches_functions_the_same_in_both_modes() {
     };
     let ce_json = [("content-type", "application/cloudevents+json")];
     let bytes = vec![0u8, 0xff, 0x80, b'\n', 0x7f];
+    // 48 KiB of every byte value, in a scrambled order: carried exactly, as bytes.
+    let big: Vec<u8> = (0u32..48 * 1024)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     // Each pair: binary mode, structured mode; both must make the same event.
     let pairs: Vec<(Headers, Vec<u8>, Value, Value)> = vec![
         (
@@ -429,6 +433,12 @@ async fn data_of_any_content_type_reaches_functions_the_same_in_both_modes() {
             b"[1, {\"x\": null}]".to_vec(),
             json!({"datacontenttype": "application/vnd.shs+json", "data": [1, {"x": null}]}),
             json!({"payload": [1, {"x": null}]}),
+        ),
+        (
+            binary("image/png"),
+            big.clone(),
+            json!({"datacontenttype": "image/png", "data_base64": base64(&big)}),
+            json!({"payload": null, "data_base64": base64(&big)}),
         ),
         // Data that is not what its type says is carried as bytes, not refused.
         (
