@@ -14,9 +14,18 @@ export interface ShsEvent<P = any> {
   source: string;
   /** When it was published, RFC 3339. */
   time: string;
-  /** The event's data (`null` when there was none). */
+  /** The event's data (`null` when there was none, or when it is bytes: see `data_base64`). */
   payload: P;
+  /** The data's content type (`application/json` unless the publisher said otherwise). */
+  datacontenttype?: string;
+  /** The data when it is bytes (neither JSON nor UTF-8 text), in base64; see `eventData`. */
+  data_base64?: string;
+  /** Every other CloudEvents attribute: `specversion`, `shshops`, extensions... */
+  [attribute: string]: unknown;
 }
+
+/** The data whatever its content type: a Buffer for `data_base64`, else the payload. */
+export function eventData<P = any>(event: ShsEvent<P>): Buffer | P;
 
 /** One subscriber that did not take an event. */
 export interface DeliveryFailure {

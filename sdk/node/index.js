@@ -432,6 +432,18 @@ function createFunction(options) {
   return new ShsFunction(options);
 }
 
+/**
+ * The data of an event whatever its content type: a Buffer when the supervisor sent it as
+ * `data_base64` (data that is neither JSON nor UTF-8 text, e.g. application/octet-stream), else
+ * its `payload` (JSON as it is, text as a string, null when there is none).
+ */
+function eventData(event) {
+  if (isObject(event) && typeof event.data_base64 === 'string') {
+    return Buffer.from(event.data_base64, 'base64');
+  }
+  return isObject(event) ? event.payload : undefined;
+}
+
 /** Writes one line to the function's log (stderr), formatted like console.log. */
 function log(...parts) {
   process.stderr.write(`${util.format(...parts)}\n`);
@@ -449,6 +461,7 @@ module.exports = {
   run: () => defaultFunction.run(),
   serve: (streams) => defaultFunction.serve(streams),
   log,
+  eventData,
   createFunction,
   ShsFunction,
   ShsError,

@@ -39,6 +39,7 @@ stdout carries the protocol: do not ``print()`` to it. Log with ``ctx.log(...)``
 ``shs_sdk.log(...)`` or ``print(..., file=sys.stderr)``.
 """
 
+import base64
 import json
 import os
 import sys
@@ -101,6 +102,10 @@ class Event:
 
     ``event["payload"]`` works as well as ``event.payload``, and ``event["shshops"]`` as well
     as ``event.attributes["shshops"]``.
+
+    ``event.data`` is the data whatever its content type: ``bytes`` when the supervisor sent it
+    as ``data_base64`` (data that is neither JSON nor UTF-8 text, e.g.
+    ``application/octet-stream``), else the ``payload`` (JSON as it is, text as a ``str``).
     """
 
     FIELDS = ("id", "type", "source", "time", "payload")
@@ -119,6 +124,14 @@ class Event:
         attributes = {k: v for k, v in event.items() if k not in cls.FIELDS}
         return cls(event.get("id"), event.get("type"), event.get("source"), event.get("time"),
                    event.get("payload"), attributes)
+
+    @property
+    def data(self):
+        """The data: ``bytes`` for data sent as ``data_base64``, else ``payload``."""
+        encoded = self.attributes.get("data_base64")
+        if isinstance(encoded, str):
+            return base64.b64decode(encoded)
+        return self.payload
 
     def to_dict(self):
         """The event object as it was delivered."""

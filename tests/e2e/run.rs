@@ -126,8 +126,10 @@ async fn a_malformed_name_is_400_and_an_unknown_one_404() {
             answer.message()
         );
     }
+    // No name: no such function (404), and the message says how to name one.
     let answer = server.post("/run/", "{}").await;
-    assert_eq!(answer.status, 400, "no name: {answer:?}");
+    assert_eq!(answer.status, 404, "no name: {answer:?}");
+    assert_eq!(answer.message(), "no function name: use POST /run/{name}");
     let answer = server.post(&format!("/run/{}", "x".repeat(64)), "{}").await;
     assert_eq!(
         answer.status, 404,

@@ -2,7 +2,8 @@
 //!
 //! An event is a CloudEvents 1.0 event. The object a function receives keeps the fields of
 //! protocol version 1 (`id`, `type`, `source`, `time`, `payload`) and adds the CloudEvents
-//! attributes `specversion` and `datacontenttype`, the extension attributes `shshops` (how many
+//! attributes `specversion` and `datacontenttype` (and `data_base64` in place of `payload` for
+//! data that is neither JSON nor text), the extension attributes `shshops` (how many
 //! deliveries led to this event; the loop cut counts them) and `shscause` (the id of the event
 //! whose delivery published this one), and any other extension attributes the publisher set.
 
@@ -76,6 +77,7 @@ pub struct Event {
     pub(crate) time: String,
     pub(crate) payload: Box<RawValue>,
     pub(crate) content_type: String,
+    pub(crate) data_base64: Option<String>,
     pub(crate) subject: Option<String>,
     pub(crate) dataschema: Option<String>,
     pub(crate) extensions: Vec<(String, serde_json::Value)>,
@@ -101,15 +103,16 @@ pub fn validate_extension_name(name: &str) -> Result<(), BusError> {
     }
 }
 
-/// Checks an RFC 3339 timestamp.
+/// Checks an RFC 3339 timestamp (any offset; see [`crate::rfc3339`]).
 pub fn validate_time(time: &str) -> Result<(), BusError> {
-    humantime::parse_rfc3339_weak(time)
-        .map(drop)
-        .or_else(|_| humantime::parse_rfc3339(time).map(drop))
-        .map_err(|_| BusError::InvalidAttribute {
+    if crate::rfc3339::is_date_time(time) {
+        Ok(())
+    } else {
+        Err(BusError::InvalidAttribute {
             name: "time".to_owned(),
-            reason: "`time` must be an RFC 3339 timestamp, e.g. 2026-01-02T03:04:05Z",
+            reason: "`time` must be an RFC 3339 timestamp, e.g. 2026-01-02T03:04:05Z or 2026-01-02T05:04:05.5+02:00",
         })
+    }
 }
 
 impl Event {
@@ -138,6 +141,7 @@ impl Event {
             time: now(),
             payload: payload.unwrap_or_else(null),
             content_type: JSON.to_owned(),
+            data_base64: None,
             subject: None,
             dataschema: None,
             extensions: Vec::new(),
@@ -149,7 +153,7 @@ impl Event {
 
     /// Keeps an id given by the publisher (e.g. a CloudEvents `id`) instead of a fresh one.
     pub fn with_id(mut self, id: String) -> Result<Event, BusError> {
-        if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+        if id.is_empty() || id.chars().count() > 256 || id.chars().any(char::is_control) {
             return Err(BusError::InvalidAttribute {
                 name: "id".to_owned(),
                 reason: "`id` must be 1 to 256 characters, without control characters",
@@ -169,6 +173,14 @@ impl Event {
     /// Sets the content type of the payload (CloudEvents `datacontenttype`).
     pub fn with_content_type(mut self, content_type: String) -> Event {
         self.content_type = content_type;
+        self
+    }
+
+    /// Makes the data bytes: `data_base64` (their standard base64, padded) carries them, and
+    /// `payload` is `null`.
+    pub fn with_data_base64(mut self, data_base64: String) -> Event {
+        self.payload = null();
+        self.data_base64 = Some(data_base64);
         self
     }
 
@@ -246,6 +258,7 @@ impl Event {
             payload: &self.payload,
             specversion: SPEC_VERSION,
             datacontenttype: &self.content_type,
+            data_base64: self.data_base64.as_deref(),
             subject: self.subject.as_deref(),
             dataschema: self.dataschema.as_deref(),
             shshops: self.hops,
@@ -282,6 +295,8 @@ struct Wire<'a> {
     payload: &'a RawValue,
     specversion: &'static str,
     datacontenttype: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_base64: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]

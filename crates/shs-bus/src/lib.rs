@@ -50,6 +50,7 @@ mod deliver;
 pub mod event;
 mod local;
 mod queue;
+mod rfc3339;
 mod rules;
 pub mod settle;
 pub mod store;

@@ -13,10 +13,11 @@ use std::sync::Arc;
 
 use crate::BusError;
 
-/// The longest event type or pattern accepted, in bytes.
+/// The longest event type or pattern accepted, in characters (as JSON Schema's `maxLength`
+/// counts them, so that the OpenAPI description can say it exactly).
 pub const MAX_TYPE_LEN: usize = 255;
 
-/// Checks that `event_type` can be published: 1 to [`MAX_TYPE_LEN`] bytes, no whitespace or
+/// Checks that `event_type` can be published: 1 to [`MAX_TYPE_LEN`] characters, no whitespace or
 /// control characters, dot-separated tokens that are not empty, and no wildcard tokens.
 pub fn validate_type(event_type: &str) -> Result<(), BusError> {
     validate(event_type, false)
@@ -36,8 +37,8 @@ fn validate(text: &str, wildcards: bool) -> Result<(), BusError> {
     if text.is_empty() {
         return Err(invalid("it is empty"));
     }
-    if text.len() > MAX_TYPE_LEN {
-        return Err(invalid("it is longer than 255 bytes"));
+    if text.chars().count() > MAX_TYPE_LEN {
+        return Err(invalid("it is longer than 255 characters"));
     }
     if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid("it contains whitespace or control characters"));
@@ -443,6 +444,10 @@ mod tests {
             assert!(validate_type(ok).is_ok(), "{ok} is a valid type");
             assert!(validate_pattern(ok).is_ok(), "{ok} is a valid pattern");
         }
+        // 255 characters, whatever their size in UTF-8 (here 1020 bytes).
+        let widest = "😍".repeat(255);
+        assert!(validate_type(&widest).is_ok());
+        assert!(validate_type(&"😍".repeat(256)).is_err());
         for ok in ["*", ">", "a.*", "a.>", "*.b.>", "a.*.c"] {
             assert!(validate_pattern(ok).is_ok(), "{ok} is a valid pattern");
             assert!(validate_type(ok).is_err(), "{ok} is not a publishable type");

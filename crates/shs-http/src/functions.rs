@@ -128,9 +128,10 @@ pub(crate) async fn run(
 }
 
 /// `POST /run/`: a 400 that says how to name the function.
+/// `POST /run/`: there is no function without a name (404, saying how to name one).
 pub(crate) async fn run_without_name() -> HttpResponse {
     error_response(
-        StatusCode::BAD_REQUEST,
+        StatusCode::NOT_FOUND,
         "no function name: use POST /run/{name}",
         Map::new(),
     )
@@ -232,8 +233,10 @@ pub(crate) async fn function_metrics(
 #[derive(serde::Deserialize)]
 pub(crate) struct LogsQuery {
     /// How many lines (the last ones, or the first ones after `after`).
-    tail: Option<usize>,
+    #[serde(default, deserialize_with = "crate::query::whole_number")]
+    tail: Option<u64>,
     /// Only lines numbered after this one (to follow a log).
+    #[serde(default, deserialize_with = "crate::query::whole_number")]
     after: Option<u64>,
 }
 
@@ -243,7 +246,7 @@ pub(crate) async fn function_logs(
     query: web::Query<LogsQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let tail = query.tail.unwrap_or(100).min(10_000);
+    let tail = query.tail.unwrap_or(100).min(10_000) as usize;
     match state.supervisor.logs(&name, tail, query.after) {
         Ok(lines) => HttpResponse::Ok().json(json!({"function": name, "lines": lines})),
         Err(error) => invoke_error_response(&error),

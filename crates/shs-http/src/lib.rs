@@ -29,6 +29,7 @@ mod body;
 pub mod events;
 mod functions;
 mod lifecycle;
+mod query;
 
 use body::{read_body, request_meta};
 use functions::{

@@ -99,8 +99,16 @@ pub struct EventObject<P = serde_json::Value, S = String> {
     pub source: S,
     /// When it was published, RFC 3339.
     pub time: S,
-    /// The event's data.
+    /// The event's data: JSON as it is, text as a string; `null` when there is none, or when
+    /// it is bytes (then in `data_base64`).
     pub payload: P,
+    /// The data's content type (CloudEvents `datacontenttype`); absent in protocol version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datacontenttype: Option<S>,
+    /// The data when it is bytes (neither JSON nor UTF-8 text), in standard base64 with
+    /// padding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_base64: Option<S>,
 }
 
 /// Parameters of `publish`: `{"type": str, "payload": any}`.
@@ -213,6 +221,8 @@ mod tests {
             source: "/http".into(),
             time: "2026-01-01T00:00:00Z".into(),
             payload: json!({"name": "Ada"}),
+            datacontenttype: None,
+            data_base64: None,
         };
         assert_eq!(
             serde_json::to_value(&event).ok(),

@@ -17,7 +17,8 @@ use crate::wire::{self, Incoming, Params};
 use crate::{Error, RawOutput};
 
 /// An event as a handler receives it: `id`, `event_type`, `source`, `time` and the `payload`
-/// (a [`serde_json::Value`] unless the handler asks for a type of its own).
+/// (a [`serde_json::Value`] unless the handler asks for a type of its own), its
+/// `datacontenttype`, and `data_base64` when the data is bytes ([`event_data`] decodes it).
 pub type Event<P = serde_json::Value> = EventObject<P, String>;
 
 type InvokeFn =
@@ -385,6 +386,8 @@ where
             source: event.source.to_string(),
             time: event.time.to_string(),
             payload,
+            datacontenttype: event.datacontenttype.as_deref().map(str::to_owned),
+            data_base64: event.data_base64.as_deref().map(str::to_owned),
         };
         to_raw(&handler(event, ctx)?)
     }

@@ -89,6 +89,7 @@
 //! and returns `Ok(())`.
 
 mod context;
+mod data;
 mod error;
 mod function;
 mod run;
@@ -97,6 +98,7 @@ mod wire;
 use serde_json::value::RawValue;
 
 pub use context::{Context, log};
+pub use data::event_data;
 pub use error::Error;
 pub use function::{Event, Function};
 pub use shs_protocol;

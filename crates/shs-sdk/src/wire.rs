@@ -177,6 +177,10 @@ pub(crate) struct EventObjectIn<'a> {
     pub(crate) time: Cow<'a, str>,
     #[serde(default, borrow)]
     pub(crate) payload: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(crate) datacontenttype: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub(crate) data_base64: Option<Cow<'a, str>>,
 }
 
 /// The params of `publish`, as the function sends them.

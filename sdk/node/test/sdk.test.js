@@ -354,3 +354,11 @@ test('the package is packable with what it needs', () => {
   assert.deepEqual(pkg.dependencies ?? {}, {});
   assert.ok(pkg.files.includes('index.js') && pkg.files.includes('index.d.ts'));
 });
+
+test('eventData gives bytes for data_base64, else the payload', () => {
+  const bytes = shs.eventData({ id: 'e', type: 't', payload: null, data_base64: '/wBoaQ==' });
+  assert.ok(Buffer.isBuffer(bytes));
+  assert.deepEqual([...bytes], [0xff, 0x00, 0x68, 0x69]);
+  assert.deepEqual(shs.eventData({ id: 'e', type: 't', payload: { n: 1 } }), { n: 1 });
+  assert.equal(shs.eventData({ id: 'e', type: 't', payload: 'hi', datacontenttype: 'text/plain' }), 'hi');
+});

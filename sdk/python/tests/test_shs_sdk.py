@@ -463,6 +463,20 @@ class EventTest(unittest.TestCase):
         self.assertEqual(event.to_dict(), delivered)
         with self.assertRaises(KeyError):
             event["missing"]
+        self.assertEqual(event.data, {"n": 1})
+
+    def test_bytes_come_as_data(self):
+        delivered = {"id": "e2", "type": "t", "source": "/s", "time": "2026-01-01T00:00:00Z",
+                     "payload": None, "specversion": "1.0",
+                     "datacontenttype": "application/octet-stream", "data_base64": "/wBoaQ==",
+                     "shshops": 0}
+        event = shs_sdk.Event.from_dict(delivered)
+        self.assertEqual(event.data, b"\xff\x00hi")
+        self.assertIsNone(event.payload)
+        self.assertEqual(event.to_dict(), delivered)
+        text = shs_sdk.Event.from_dict(dict(delivered, payload="hi", datacontenttype="text/plain",
+                                            data_base64=None))
+        self.assertEqual(text.data, "hi")
 
 
 if __name__ == "__main__":
