@@ -1,5 +1,8 @@
 //! The registry of functions and what can be done with them.
 
+mod detail;
+pub use detail::FunctionDetail;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
