@@ -159,6 +159,15 @@ pub(crate) enum Durability {
     Normal,
 }
 
+/// On or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
 /// How log lines are written (to stderr).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
@@ -290,6 +299,10 @@ pub(crate) struct ServeArgs {
         value_name = "ORIGIN"
     )]
     pub(crate) cors_origins: Vec<String>,
+
+    /// The dashboard at /ui/ (its page holds no data; with --api-key it asks for a key).
+    #[arg(long, env = "SHS_UI", value_enum, default_value = "on", value_name = "on|off")]
+    pub(crate) ui: Switch,
 
     /// The event bus: `local` (the embedded store in --data-dir), or a NATS server with
     /// JetStream, `nats://HOST:PORT`, shared by every supervisor with the same

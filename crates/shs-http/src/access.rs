@@ -5,9 +5,10 @@
 //!   visible ASCII characters), else made up; it is returned on the response, given to the
 //!   function in `context.request_id`, and carried by a span on every log line of the request.
 //!   A W3C `traceparent` header is checked and passed on the same way.
-//! - **API keys.** With `--api-key` set, every route but `/health` and `/ready` needs one of the
-//!   keys in `X-API-Key` or `Authorization: Bearer`. Keys are compared in constant time
-//!   ([`subtle`]), every configured key every time.
+//! - **API keys.** With `--api-key` set, every route but `/health`, `/ready` and the
+//!   dashboard's shell (`/ui`, `/ui/...`: files that hold no data) needs one of the keys in
+//!   `X-API-Key` or `Authorization: Bearer`. Keys are compared in constant time ([`subtle`]),
+//!   every configured key every time.
 //! - **Rate limit.** A token bucket per client address (`governor`): `--rate-limit` requests a
 //!   second with bursts of `--rate-burst`. The client is the peer address; `X-Forwarded-For`
 //!   is believed only when the peer is one of `--trusted-proxy`, and then the client is the
@@ -219,7 +220,12 @@ pub(crate) async fn guard<B: MessageBody + 'static>(
         return respond(req, crate::shutting_down());
     };
     let open = matches!(req.path(), "/health" | "/ready");
-    if !open && !guard.keys.is_empty() && !key_of(&req).is_some_and(|k| guard.accepts(k)) {
+    let shell = req.path() == "/ui" || req.path().starts_with("/ui/");
+    if !open
+        && !shell
+        && !guard.keys.is_empty()
+        && !key_of(&req).is_some_and(|k| guard.accepts(k))
+    {
         let mut response = error_response(
             StatusCode::UNAUTHORIZED,
             "missing or wrong API key: send it in X-API-Key or Authorization: Bearer",

@@ -1,8 +1,9 @@
 //! The shs HTTP API.
 //!
 //! This crate owns the routes ([`ROUTES`]: `/run/{name}`, `/events`, dead letters and event
-//! history, `/functions`, logs, `/subscriptions`, `/metrics`, `/health`, `/ready`, and
-//! `/openapi.json`, which serves [`OPENAPI`], the OpenAPI 3.1 description of all of them),
+//! history, `/functions`, logs, `/subscriptions`, `/metrics`, `/health`, `/ready`, the live
+//! `/stream` and the dashboard at `/ui/` ([`ui`]), and `/openapi.json`, which serves
+//! [`OPENAPI`], the OpenAPI 3.1 description of all of them),
 //! reading request bodies within the size limit, and the map from supervisor errors to HTTP
 //! statuses ([`status_of`]). Every error answer has the body `{"error": {"message": str, ...}}`.
 //! It holds no process or bus logic of its own: it calls the [`Supervisor`] and the
@@ -24,6 +25,8 @@ use shs_supervisor::{ErrorKind, InvokeError, Output, Supervisor};
 mod access;
 pub mod events;
 mod lifecycle;
+mod live;
+pub mod ui;
 
 pub use access::{AccessConfig, RateLimit, RequestId, TraceParent, valid_traceparent};
 
@@ -47,6 +50,8 @@ pub struct HttpConfig {
     pub workers: usize,
     /// How long in-flight requests get to finish once shutdown starts.
     pub shutdown_grace: Duration,
+    /// Whether the dashboard is served at `/ui/`.
+    pub ui: bool,
 }
 
 /// What every handler shares.
@@ -99,11 +104,15 @@ pub fn server(
         }
     });
     let cors_origins = config.cors_origins.clone();
+    let hub = web::Data::new(live::Hub::new(lifecycle.clone()));
+    let dashboard = web::Data::new(ui::Dashboard { enabled: config.ui });
     let server = actix_web::HttpServer::new(move || {
         attach_worker(&state.supervisor);
         actix_web::App::new()
             .app_data(web::Data::new(state.clone()))
             .app_data(guard.clone())
+            .app_data(hub.clone())
+            .app_data(dashboard.clone())
             .wrap(actix_web::middleware::from_fn(access::guard))
             .wrap(actix_web::middleware::Condition::new(
                 !cors_origins.is_empty(),
@@ -197,11 +206,16 @@ route_table! {
     DELETE "/events/dead-letters/{id}" => events::delete_dead_letter,
     GET "/events/{id}" => events::event,
     GET "/functions" => functions,
+    GET "/functions/{name}" => live::function,
     GET "/functions/{name}/logs" => function_logs,
     GET "/subscriptions" => subscriptions,
     GET "/metrics" => metrics,
     GET "/metrics/{name}" => function_metrics,
     GET "/openapi.json" => openapi,
+    GET "/stream" => live::stream,
+    GET "/ui" => ui::redirect,
+    GET "/ui/" => ui::index,
+    GET "/ui/{file}" => ui::file,
 }
 
 /// The OpenAPI 3.1 description of this API, served at `GET /openapi.json`.

@@ -59,7 +59,7 @@ pub use logs::LogLine;
 pub use pool::PoolStatus;
 pub use spec::{FunctionSpec, Mode, validate_name};
 pub use stats::{Activity, FunctionStats, ProcessInfo};
-pub use supervisor::{FunctionDetail, FunctionInfo, Output, Supervisor};
+pub use supervisor::{FunctionDetail, FunctionInfo, FunctionSummary, Output, Supervisor};
 
 /// How the supervisor runs functions.
 #[derive(Clone, Debug)]

@@ -1,7 +1,7 @@
 //! The registry of functions and what can be done with them.
 
 mod detail;
-pub use detail::FunctionDetail;
+pub use detail::{FunctionDetail, FunctionSummary};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

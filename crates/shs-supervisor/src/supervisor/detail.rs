@@ -28,7 +28,39 @@ pub struct FunctionDetail {
     pub activity: Activity,
 }
 
+/// One function, in brief: for the dashboard's list of functions.
+#[derive(Clone, Debug)]
+pub struct FunctionSummary {
+    /// What `GET /functions` shows of it.
+    pub info: FunctionInfo,
+    /// Its `instances` and `concurrency` in force (none while it cannot be run).
+    pub instances: Option<(usize, usize)>,
+    /// Its counts since the supervisor started.
+    pub stats: FunctionStats,
+    /// The last 15 minutes.
+    pub activity: Activity,
+}
+
 impl Supervisor {
+    /// Every deployed function, in brief, by name.
+    pub fn summaries(&self) -> Vec<FunctionSummary> {
+        let infos = self.functions();
+        let registry = self.inner.registry.read();
+        infos
+            .into_iter()
+            .filter_map(|info| {
+                let function = registry.get(&info.name)?;
+                let cold_starts = info.pool.as_ref().map_or(0, |p| p.cold_starts);
+                Some(FunctionSummary {
+                    instances: function.spec().map(|s| (s.instances, s.concurrency)),
+                    stats: function.stats.summary(cold_starts),
+                    activity: function.stats.activity(),
+                    info,
+                })
+            })
+            .collect()
+    }
+
     /// Everything about function `name`.
     pub fn detail(&self, name: &str) -> Result<FunctionDetail, InvokeError> {
         let function = self.lookup(name)?;
