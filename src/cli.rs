@@ -138,7 +138,7 @@ pub(crate) struct LogsArgs {
     /// The function whose log to print.
     pub(crate) name: String,
 
-    /// Keep printing new lines as they come (every 500 ms), until Ctrl-C.
+    /// Keep printing new lines as they come (over the server's live stream), until Ctrl-C.
     #[arg(short, long)]
     pub(crate) follow: bool,
 
