@@ -301,7 +301,13 @@ pub(crate) struct ServeArgs {
     pub(crate) cors_origins: Vec<String>,
 
     /// The dashboard at /ui/ (its page holds no data; with --api-key it asks for a key).
-    #[arg(long, env = "SHS_UI", value_enum, default_value = "on", value_name = "on|off")]
+    #[arg(
+        long,
+        env = "SHS_UI",
+        value_enum,
+        default_value = "on",
+        value_name = "on|off"
+    )]
     pub(crate) ui: Switch,
 
     /// The event bus: `local` (the embedded store in --data-dir), or a NATS server with

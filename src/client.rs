@@ -699,10 +699,19 @@ mod tests {
                     event: two\r\ndata: x\r\ndata:y\r\n\r\nevent: cut";
         let mut reader = std::io::Cursor::new(text.as_bytes());
         let first = next_event(&mut reader).ok().flatten().expect("an event");
-        assert_eq!((first.name.as_str(), first.data.as_str()), ("log", "{\"a\":1}"));
+        assert_eq!(
+            (first.name.as_str(), first.data.as_str()),
+            ("log", "{\"a\":1}")
+        );
         let second = next_event(&mut reader).ok().flatten().expect("another");
-        assert_eq!((second.name.as_str(), second.data.as_str()), ("two", "x\ny"));
-        assert!(matches!(next_event(&mut reader), Ok(None)), "an unfinished event is none");
+        assert_eq!(
+            (second.name.as_str(), second.data.as_str()),
+            ("two", "x\ny")
+        );
+        assert!(
+            matches!(next_event(&mut reader), Ok(None)),
+            "an unfinished event is none"
+        );
         let long = format!("data: {}\n\n", "x".repeat(MAX_STREAM_LINE as usize));
         assert!(next_event(&mut std::io::Cursor::new(long.as_bytes())).is_err());
     }

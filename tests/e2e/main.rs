@@ -25,3 +25,4 @@ mod ops;
 mod protocol;
 mod run;
 mod sdk;
+mod ui;

@@ -704,14 +704,16 @@ async fn every_route_answers_as_the_document_says() {
 
     // Live updates, and what the stream refuses.
     let streamed = w
-        .stream("/stream?topics=functions,function:echo,logs:echo&tail=5", |b| {
-            b.contains("event: functions") && b.contains("event: function\n")
-        })
+        .stream(
+            "/stream?topics=functions,function:echo,logs:echo&tail=5",
+            |b| b.contains("event: functions") && b.contains("event: function\n"),
+        )
         .await;
     assert_eq!(streamed.status, 200, "{streamed:?}");
     assert_eq!(streamed.header("content-type"), Some("text/event-stream"));
     w.expect(400, "GET", "/stream", None, &[]).await;
-    w.expect(400, "GET", "/stream?topics=events", None, &[]).await;
+    w.expect(400, "GET", "/stream?topics=events", None, &[])
+        .await;
     w.expect(400, "GET", "/stream?topics=logs:bad.name", None, &[])
         .await;
     w.expect(400, "GET", "/stream?topics=functions&tail=many", None, &[])
@@ -726,7 +728,8 @@ async fn every_route_answers_as_the_document_says() {
     w.expect(304, "GET", "/ui/", None, &[("if-none-match", &etag)])
         .await;
     for file in ["app.js", "style.css", "favicon.svg", "index.html"] {
-        w.expect(200, "GET", &format!("/ui/{file}"), None, &[]).await;
+        w.expect(200, "GET", &format!("/ui/{file}"), None, &[])
+            .await;
     }
     w.expect(404, "GET", "/ui/nope.js", None, &[]).await;
 

@@ -221,10 +221,7 @@ pub(crate) async fn guard<B: MessageBody + 'static>(
     };
     let open = matches!(req.path(), "/health" | "/ready");
     let shell = req.path() == "/ui" || req.path().starts_with("/ui/");
-    if !open
-        && !shell
-        && !guard.keys.is_empty()
-        && !key_of(&req).is_some_and(|k| guard.accepts(k))
+    if !open && !shell && !guard.keys.is_empty() && !key_of(&req).is_some_and(|k| guard.accepts(k))
     {
         let mut response = error_response(
             StatusCode::UNAUTHORIZED,

@@ -352,7 +352,11 @@ impl Stream {
                 Err(InvokeError::NotFound { .. }) => {
                     if !cursor.gone {
                         cursor.gone = true;
-                        event(&mut out, "gone", &json!({"function": cursor.function}).to_string());
+                        event(
+                            &mut out,
+                            "gone",
+                            &json!({"function": cursor.function}).to_string(),
+                        );
                     }
                     // A function deployed again under this name has a new log, numbered from 1.
                     cursor.seq = Some(0);
@@ -537,7 +541,14 @@ mod tests {
             Topic::parse("function:a-b_c"),
             Ok(Topic::Function("a-b_c".to_owned()))
         );
-        for bad in ["logs", "logs:", "logs:a.b", "function:../x", "events", "x:y"] {
+        for bad in [
+            "logs",
+            "logs:",
+            "logs:a.b",
+            "function:../x",
+            "events",
+            "x:y",
+        ] {
             assert!(Topic::parse(bad).is_err(), "{bad}");
         }
         let query = |t: &str| StreamQuery {
@@ -547,7 +558,9 @@ mod tests {
         assert!(topics_of(&query("")).is_err());
         assert!(topics_of(&query(",,")).is_err());
         assert_eq!(
-            topics_of(&query("functions,functions")).map(|t| t.len()).ok(),
+            topics_of(&query("functions,functions"))
+                .map(|t| t.len())
+                .ok(),
             Some(1)
         );
         let many: Vec<String> = (0..=MAX_TOPICS).map(|i| format!("logs:f{i}")).collect();

@@ -186,7 +186,10 @@ mod tests {
     #[test]
     fn the_dashboard_stays_small() {
         let total: usize = assets().map(|(_, size)| size).sum();
-        assert!(total < 250 * 1024, "the dashboard's files are {total} bytes");
+        assert!(
+            total < 250 * 1024,
+            "the dashboard's files are {total} bytes"
+        );
     }
 
     #[test]
@@ -203,7 +206,10 @@ mod tests {
         }
         let index = text(&ASSETS[0]);
         for name in ["style.css", "app.js", "favicon.svg"] {
-            assert!(index.contains(&format!("\"{name}\"")), "index.html links {name}");
+            assert!(
+                index.contains(&format!("\"{name}\"")),
+                "index.html links {name}"
+            );
         }
     }
 

@@ -344,7 +344,10 @@ mod tests {
         for ms in [0.05, 1.0, 3.7, 250.0, 9_000.0] {
             let b = bucket_of(Duration::from_secs_f64(ms / 1e3));
             let shown = bucket_ms(b);
-            assert!(shown / ms < 1.42 && ms / shown < 1.42, "{ms} ms shown as {shown}");
+            assert!(
+                shown / ms < 1.42 && ms / shown < 1.42,
+                "{ms} ms shown as {shown}"
+            );
         }
         let mut h = [0u32; BUCKETS];
         assert_eq!(quantile(&h, 0.5), None);
@@ -362,7 +365,11 @@ mod tests {
         let mut recent = Recent::default();
         recent.record(t0, Duration::from_millis(2), false);
         recent.record(t0 + Duration::from_secs(1), Duration::from_millis(2), true);
-        recent.record(t0 + Duration::from_secs(25), Duration::from_millis(5), false);
+        recent.record(
+            t0 + Duration::from_secs(25),
+            Duration::from_millis(5),
+            false,
+        );
         let a = recent.activity(t0 + Duration::from_secs(30));
         assert_eq!(a.points.len(), SLOTS);
         assert_eq!((a.requests, a.errors), (3, 1));
@@ -374,7 +381,11 @@ mod tests {
         assert_eq!(a.points[SLOTS - 4].errors, 1);
         // 20 minutes on, all of it has left the window, and the ring stays bounded.
         for i in 0..1_000 {
-            recent.record(t0 + Duration::from_secs(1_200 + i * 7), Duration::ZERO, false);
+            recent.record(
+                t0 + Duration::from_secs(1_200 + i * 7),
+                Duration::ZERO,
+                false,
+            );
         }
         assert!(recent.slots.len() <= SLOTS);
         let a = recent.activity(t0 + Duration::from_secs(1_200 + 7_000));
