@@ -25,4 +25,5 @@ mod ops;
 mod protocol;
 mod run;
 mod sdk;
+mod stream;
 mod ui;

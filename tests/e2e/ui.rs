@@ -201,6 +201,8 @@ impl Browser {
 
     /// Saves a screenshot as `name.png` (see the module's comment for where).
     async fn screenshot(&self, name: &str) {
+        self.js("window.scrollTo(0, 0); document.activeElement?.blur(); return 1;")
+            .await;
         let png = self.client().screenshot().await.expect("screenshot");
         let mut dirs = vec![PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots")];
         if std::env::var("SHS_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {

@@ -23,6 +23,7 @@ let stopPage = null;
 let stopStream = null;
 
 function setLive(state, message) {
+  live.hidden = state === 'idle';
   live.dataset.state = state;
   live.textContent = message ? `${state}: ${message}` : state;
 }
