@@ -1,7 +1,8 @@
 //! `GET /stream`, the live updates the dashboard and `shs logs -f` follow: what it sends, that
 //! it ends when the server shuts down (without holding the shutdown up), that the number of
 //! streams is bounded, and that a reader too slow for a flooding function costs bounded memory
-//! and is told what it missed.
+//! and is told what it missed. Also the dashboard's shell without a browser: its headers, and
+//! `--ui off`.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -206,5 +207,54 @@ async fn a_slow_reader_of_a_flood_costs_bounded_memory_and_is_told_what_it_misse
         "{marker}"
     );
     drop(stream);
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_with_its_policy_and_can_be_turned_off() {
+    let mut server = ServerBuilder::new().fixture("echo").start().await;
+    let page = server.get("/ui/").await;
+    assert_eq!(page.status, 200);
+    let policy = page.header("content-security-policy").expect("a policy");
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(policy.contains(part), "{policy}");
+    }
+    assert!(!policy.contains("unsafe"), "{policy}");
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    let script = server.get("/ui/app.js").await;
+    assert_eq!(
+        script.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    // Only the dashboard's own files: no way out of it.
+    for path in [
+        "/ui/..%2FCargo.toml",
+        "/ui/%2e%2e",
+        "/ui/.",
+        "/ui/app.js%00",
+    ] {
+        assert_eq!(server.get(path).await.status, 404, "{path}");
+    }
+    server.stop_and_check();
+
+    let mut server = ServerBuilder::new()
+        .fixture("echo")
+        .env("SHS_UI", "off")
+        .start()
+        .await;
+    for path in ["/ui", "/ui/", "/ui/app.js"] {
+        let answer = server.get(path).await;
+        assert_eq!(answer.status, 404, "{path}");
+        assert_eq!(answer.message(), "the dashboard is off (--ui off)");
+    }
+    // The data routes stay.
+    server.wait_ready().await;
+    assert_eq!(server.get("/functions/echo").await.status, 200);
     server.stop_and_check();
 }
