@@ -236,7 +236,7 @@ async fn the_dashboard_is_served_with_its_policy_and_can_be_turned_off() {
     for path in [
         "/ui/..%2FCargo.toml",
         "/ui/%2e%2e",
-        "/ui/.",
+        "/ui/APP.JS",
         "/ui/app.js%00",
     ] {
         assert_eq!(server.get(path).await.status, 404, "{path}");
