@@ -139,7 +139,7 @@ pub(crate) struct LogsArgs {
     /// The function whose log to print.
     pub(crate) name: String,
 
-    /// Keep printing new lines as they come (every 500 ms), until Ctrl-C.
+    /// Keep printing new lines as they come (over the server's live stream), until Ctrl-C.
     #[arg(short, long)]
     pub(crate) follow: bool,
 
@@ -158,6 +158,15 @@ pub(crate) enum Durability {
     Full,
     /// Leave flushing to the OS.
     Normal,
+}
+
+/// On or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// How log lines are written (to stderr).
@@ -286,6 +295,16 @@ pub(crate) struct ServeArgs {
         value_name = "ORIGIN"
     )]
     pub(crate) cors_origins: Vec<String>,
+
+    /// The dashboard at /ui/ (its page holds no data; with --api-key it asks for a key).
+    #[arg(
+        long,
+        env = "SHS_UI",
+        value_enum,
+        default_value = "on",
+        value_name = "on|off"
+    )]
+    pub(crate) ui: Switch,
 
     /// The event bus: `local` (the embedded store in --data-dir), or a NATS server with
     /// JetStream, `nats://HOST:PORT`, shared by every supervisor with the same

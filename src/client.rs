@@ -6,7 +6,7 @@
 //! running, it wants an API key, no such function, the input is not JSON). `main` prints it
 //! and exits with status 1.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::cli::{InvokeArgs, ListArgs, LogsArgs, PublishArgs, ServerArgs};
 
-/// How often `shs logs -f` asks for new lines.
+/// How often `shs logs -f` asks for new lines from a server without `/stream`.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 
 /// The most lines `shs logs -f` asks for at a time.
@@ -22,6 +22,9 @@ const FOLLOW_PAGE: usize = 1000;
 
 /// The largest answer read, in bytes (well above the server's own limits).
 const MAX_ANSWER: u64 = 1 << 30;
+
+/// The longest line of a stream read, in bytes (a log line is at most 64 KiB, escaped).
+const MAX_STREAM_LINE: u64 = 1 << 20;
 
 /// A connection to the server: its base URL and the API key to send.
 struct Client {
@@ -123,6 +126,23 @@ impl Client {
             request = request.header(*name, *value);
         }
         self.reply(request.send(body))
+    }
+
+    /// `GET path` on a stream (`/stream`): its body to read as it comes, or the whole answer
+    /// when it is not a success.
+    fn open_stream(&self, path: &str) -> anyhow::Result<Result<impl BufRead + use<>, Reply>> {
+        let mut request = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("accept", "text/event-stream");
+        if let Some(key) = &self.api_key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        let response = request.call().map_err(|e| self.transport_error(e))?;
+        if response.status().is_success() {
+            return Ok(Ok(BufReader::new(response.into_body().into_reader())));
+        }
+        self.reply(Ok(response)).map(Err)
     }
 
     fn reply(
@@ -519,10 +539,103 @@ fn log_line(line: &Value) -> String {
     text
 }
 
+/// One server-sent event: its name and data.
+struct SseEvent {
+    name: String,
+    data: String,
+}
+
+/// Reads the next event of a server-sent-events stream; none at its end.
+fn next_event(reader: &mut impl BufRead) -> anyhow::Result<Option<SseEvent>> {
+    let mut event = SseEvent {
+        name: String::new(),
+        data: String::new(),
+    };
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = reader
+            .by_ref()
+            .take(MAX_STREAM_LINE)
+            .read_until(b'\n', &mut line)
+            .context("reading the stream")?;
+        if read == 0 {
+            return Ok(None);
+        }
+        if line.last() != Some(&b'\n') && read as u64 == MAX_STREAM_LINE {
+            bail!("the server's stream has a line over {MAX_STREAM_LINE} bytes");
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.is_empty() {
+            if !event.data.is_empty() || !event.name.is_empty() {
+                return Ok(Some(event));
+            }
+            continue;
+        }
+        let (field, value) = text.split_once(':').unwrap_or((text, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => event.name = value.to_owned(),
+            "data" => {
+                if !event.data.is_empty() {
+                    event.data.push('\n');
+                }
+                event.data.push_str(value);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `shs logs NAME -f` on `GET /stream`: the last lines, then each new one as it is logged.
+/// Returns the answer when the server has no `/stream` (an older shs), to poll instead.
+fn follow_stream(client: &Client, args: &LogsArgs) -> anyhow::Result<Option<Reply>> {
+    let mut path = format!("/stream?topics=logs:{}", args.name);
+    if let Some(n) = args.tail {
+        path.push_str(&format!("&tail={n}"));
+    }
+    let mut reader = match client.open_stream(&path)? {
+        Ok(reader) => reader,
+        Err(reply) => {
+            let no_route = reply.status == 404
+                && reply.json().is_ok_and(|b| {
+                    b["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("no route for"))
+                });
+            if no_route {
+                return Ok(Some(reply));
+            }
+            return Err(client.error(&reply, Hint::Function));
+        }
+    };
+    while let Some(event) = next_event(&mut reader)? {
+        let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+        match event.name.as_str() {
+            "log" => out(log_line(&data).as_bytes())?,
+            "skipped" => eprintln!(
+                "shs: {} lines skipped: this terminal fell behind the log",
+                cell(&data["lines"])
+            ),
+            "gone" => eprintln!(
+                "shs: {} is no longer deployed; following it if it comes back",
+                args.name
+            ),
+            "bye" => bail!("shs at {} is shutting down: stopped following", client.base),
+            _ => {}
+        }
+    }
+    bail!("shs at {} closed the stream", client.base)
+}
+
 /// `shs logs NAME [-f] [--tail N]`.
 pub(crate) fn logs(args: &LogsArgs) -> anyhow::Result<()> {
     check_name(&args.name)?;
     let client = Client::new(&args.server)?;
+    if args.follow && follow_stream(&client, args)?.is_none() {
+        return Ok(());
+    }
     let fetch = |query: String| -> anyhow::Result<Vec<Value>> {
         let reply = client.get(&format!("/functions/{}/logs?{query}", args.name))?;
         if !reply.ok() {
@@ -551,6 +664,7 @@ pub(crate) fn logs(args: &LogsArgs) -> anyhow::Result<()> {
     if !args.follow {
         return Ok(());
     }
+    // A server without `/stream`: ask for new lines every FOLLOW_EVERY.
     let mut behind = false;
     loop {
         // Right away while catching up with a burst, else every FOLLOW_EVERY.
@@ -578,6 +692,29 @@ pub(crate) fn logs(args: &LogsArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn server_sent_events_are_read_one_at_a_time() {
+        let text = "retry: 2000\n\n: keep-alive\n\nevent: log\ndata: {\"a\":1}\n\n\
+                    event: two\r\ndata: x\r\ndata:y\r\n\r\nevent: cut";
+        let mut reader = std::io::Cursor::new(text.as_bytes());
+        let first = next_event(&mut reader).ok().flatten().expect("an event");
+        assert_eq!(
+            (first.name.as_str(), first.data.as_str()),
+            ("log", "{\"a\":1}")
+        );
+        let second = next_event(&mut reader).ok().flatten().expect("another");
+        assert_eq!(
+            (second.name.as_str(), second.data.as_str()),
+            ("two", "x\ny")
+        );
+        assert!(
+            matches!(next_event(&mut reader), Ok(None)),
+            "an unfinished event is none"
+        );
+        let long = format!("data: {}\n\n", "x".repeat(MAX_STREAM_LINE as usize));
+        assert!(next_event(&mut std::io::Cursor::new(long.as_bytes())).is_err());
+    }
 
     #[test]
     fn tables_pad_every_column_but_the_last() {

@@ -191,6 +191,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body: args.max_body,
         workers,
         shutdown_grace: grace,
+        ui: args.ui == crate::cli::Switch::On,
     };
     let http = shs_http::server(listener, supervisor.clone(), &http_config)
         .context("cannot start the HTTP server")?;

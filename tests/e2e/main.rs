@@ -28,3 +28,5 @@ mod ops;
 mod protocol;
 mod run;
 mod sdk;
+mod stream;
+mod ui;

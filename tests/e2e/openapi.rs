@@ -367,8 +367,10 @@ impl<'a> Walker<'a> {
     fn new(server: &'a Server) -> Walker<'a> {
         Walker {
             server,
+            // Redirects are answers to check, not to follow.
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("client"),
             spec: Spec::embedded(),
@@ -391,6 +393,36 @@ impl<'a> Walker<'a> {
 
     async fn get(&mut self, path: &str) -> Reply {
         self.send("GET", path, None, &[]).await
+    }
+
+    /// `GET path` on a stream: the answer with what came until `enough` holds of the body read
+    /// so far (the stream is then dropped), checked like any other.
+    async fn stream(&mut self, path: &str, enough: impl Fn(&str) -> bool) -> Reply {
+        let mut response = self
+            .client
+            .get(format!("{}{path}", self.server.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let mut body = Vec::new();
+        let deadline = Instant::now() + PATIENCE;
+        while !enough(&String::from_utf8_lossy(&body)) && Instant::now() < deadline {
+            match tokio::time::timeout(PATIENCE, response.chunk()).await {
+                Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        let reply = Reply {
+            method: Method::GET,
+            path: path.to_owned(),
+            status,
+            headers,
+            body,
+        };
+        self.spec.check(&reply);
+        reply
     }
 
     /// `GET path` again and again until `done` holds of its answer, or [`PATIENCE`] passes;
@@ -452,7 +484,7 @@ async fn the_document_is_served_and_describes_exactly_the_routes() {
     assert_eq!(doc["info"]["title"], "shs");
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(doc["security"], json!([{"apiKey": []}, {"bearer": []}, {}]));
-    for open in ["/health", "/ready"] {
+    for open in OPEN {
         assert_eq!(doc["paths"][open]["get"]["security"], json!([]), "{open}");
     }
 
@@ -507,8 +539,9 @@ async fn the_document_is_served_and_describes_exactly_the_routes() {
         "/nope",
         "/run",
         "/functions/",
-        "/functions/echo",
+        "/functions/echo/x",
         "/events/a/b",
+        "/ui/a/b",
     ] {
         let reply = walker.get(unknown).await;
         assert_eq!(reply.status, 404, "{reply:?}");
@@ -517,6 +550,9 @@ async fn the_document_is_served_and_describes_exactly_the_routes() {
     walker.spec.assert_clean();
     server.stop_and_check();
 }
+
+/// The routes that need no API key: probes, and the dashboard's shell (which holds no data).
+const OPEN: [&str; 5] = ["/health", "/ready", "/ui", "/ui/", "/ui/{file}"];
 
 /// The functions the walk deploys.
 fn walk_server() -> ServerBuilder {
@@ -657,6 +693,45 @@ async fn every_route_answers_as_the_document_says() {
     w.expect(400, "GET", "/metrics/bad.name", None, &[]).await;
     w.expect(404, "GET", "/metrics/nope", None, &[]).await;
     w.expect(200, "GET", "/subscriptions", None, &[]).await;
+    let echo = w.expect(200, "GET", "/functions/echo", None, &[]).await;
+    assert_eq!(echo.json()["config"]["mode"], "rpc", "{echo:?}");
+    assert!(echo.json()["process_list"][0]["pid"].is_u64(), "{echo:?}");
+    w.expect(200, "GET", "/functions/exec-cat", None, &[]).await;
+    let broken = w.expect(200, "GET", "/functions/bad-toml", None, &[]).await;
+    assert_eq!(broken.json()["config"], Value::Null, "{broken:?}");
+    w.expect(400, "GET", "/functions/bad.name", None, &[]).await;
+    w.expect(404, "GET", "/functions/nope", None, &[]).await;
+
+    // Live updates, and what the stream refuses.
+    let streamed = w
+        .stream(
+            "/stream?topics=functions,function:echo,logs:echo&tail=5",
+            |b| b.contains("event: functions") && b.contains("event: function\n"),
+        )
+        .await;
+    assert_eq!(streamed.status, 200, "{streamed:?}");
+    assert_eq!(streamed.header("content-type"), Some("text/event-stream"));
+    w.expect(400, "GET", "/stream", None, &[]).await;
+    w.expect(400, "GET", "/stream?topics=events", None, &[])
+        .await;
+    w.expect(400, "GET", "/stream?topics=logs:bad.name", None, &[])
+        .await;
+    w.expect(400, "GET", "/stream?topics=functions&tail=many", None, &[])
+        .await;
+    w.expect(404, "GET", "/stream?topics=logs:nope", None, &[])
+        .await;
+
+    // The dashboard's shell.
+    w.expect(308, "GET", "/ui", None, &[]).await;
+    let page = w.expect(200, "GET", "/ui/", None, &[]).await;
+    let etag = page.header("etag").expect("an ETag").to_owned();
+    w.expect(304, "GET", "/ui/", None, &[("if-none-match", &etag)])
+        .await;
+    for file in ["app.js", "style.css", "favicon.svg", "index.html"] {
+        w.expect(200, "GET", &format!("/ui/{file}"), None, &[])
+            .await;
+    }
+    w.expect(404, "GET", "/ui/nope.js", None, &[]).await;
 
     // Publishing, in each form.
     let simple = w
@@ -920,16 +995,19 @@ async fn every_route_answers_as_the_document_says() {
     w.expect(404, "GET", "/nope", None, &[]).await;
 
     w.spec.assert_clean();
-    // Every operation answered a success at least once (but `POST /run/`, which cannot).
+    // Every operation answered a success at least once (but `POST /run/`, which cannot, and
+    // `GET /ui`, a redirect).
     let missing: Vec<_> = w
         .spec
         .operations()
         .into_iter()
-        .filter(|op| !w.spec.succeeded.contains(op) && op.1 != "/run/")
+        .filter(|op| !w.spec.succeeded.contains(op) && op.1 != "/run/" && op.1 != "/ui")
         .collect();
     assert!(missing.is_empty(), "never answered 2xx: {missing:?}");
     let seen = w.spec.statuses.clone();
-    for status in [200, 202, 400, 404, 405, 413, 415, 500, 502, 503, 504] {
+    for status in [
+        200, 202, 304, 308, 400, 404, 405, 413, 415, 500, 502, 503, 504,
+    ] {
         assert!(seen.contains(&status), "no {status} in {seen:?}");
     }
     drop(w);
@@ -938,7 +1016,7 @@ async fn every_route_answers_as_the_document_says() {
 
 #[tokio::test]
 async fn refusals_before_the_route_are_as_the_document_says() {
-    // Without a key: 401 on every route but /health and /ready, with the right one: through.
+    // Without a key: 401 on every route but the open ones, with the right one: through.
     let mut server = ServerBuilder::new()
         .fixture("echo")
         .args(&["--api-key", "walk-key"])
@@ -949,8 +1027,9 @@ async fn refusals_before_the_route_are_as_the_document_says() {
     for (method, template) in shs_http::ROUTES {
         let path = fill(template, "echo");
         let reply = w.send(method, &path, Some("{}"), &[]).await;
-        if ["/health", "/ready"].contains(template) {
-            assert_eq!(reply.status, 200, "{reply:?}");
+        if OPEN.contains(template) {
+            assert!([200, 308, 404].contains(&reply.status), "{reply:?}");
+            assert!(!reply.message().starts_with("no route"), "{reply:?}");
         } else {
             assert_eq!(reply.status, 401, "{reply:?}");
             let keyed = w

@@ -12,9 +12,10 @@
 //!   not itself a trusted proxy ([`client_of`]). Addresses are compared in canonical form (an
 //!   IPv4-mapped IPv6 address, as a dual-stack listener sees IPv4 peers, is the IPv4 address),
 //!   and an IPv6 client is its /64 ([`bucket_of`]): one host commonly has a whole /64.
-//! - **API keys.** With `--api-key` set, every route but `/health` and `/ready` needs one of the
-//!   keys in `X-API-Key` or `Authorization: Bearer`. Keys are compared in constant time
-//!   ([`subtle`]), every configured key every time.
+//! - **API keys.** With `--api-key` set, every route but `/health`, `/ready` and the
+//!   dashboard's shell (`/ui`, `/ui/...`: files that hold no data) needs one of the keys in
+//!   `X-API-Key` or `Authorization: Bearer`. Keys are compared in constant time ([`subtle`]),
+//!   every configured key every time.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
@@ -332,7 +333,9 @@ pub(crate) async fn guard<B: MessageBody + 'static>(
         }
         return respond(req, response);
     }
-    if !open && !guard.keys.is_empty() && !key_of(&req).is_some_and(|k| guard.accepts(k)) {
+    let shell = req.path() == "/ui" || req.path().starts_with("/ui/");
+    if !open && !shell && !guard.keys.is_empty() && !key_of(&req).is_some_and(|k| guard.accepts(k))
+    {
         let mut response = error_response(
             StatusCode::UNAUTHORIZED,
             "missing or wrong API key: send it in X-API-Key or Authorization: Bearer",

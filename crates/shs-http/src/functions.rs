@@ -42,7 +42,7 @@ fn status_of(error: &InvokeError) -> StatusCode {
     StatusCode::from_u16(error.kind().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-fn invoke_error_response(error: &InvokeError) -> HttpResponse {
+pub(crate) fn invoke_error_response(error: &InvokeError) -> HttpResponse {
     let mut extra = Map::new();
     extra.insert(
         "function".into(),
@@ -164,11 +164,11 @@ struct PoolRow<'a> {
     last_cold_start_ms: Option<f64>,
 }
 
-fn millis(d: Duration) -> f64 {
+pub(crate) fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-fn rfc3339(t: std::time::SystemTime) -> String {
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 

@@ -1,17 +1,19 @@
 //! The shs HTTP API.
 //!
 //! This crate owns the routes ([`ROUTES`]: `/run/{name}`, `/events`, dead letters and event
-//! history, `/functions`, logs, `/subscriptions`, `/metrics`, `/health`, `/ready`, and
-//! `/openapi.json`, which serves [`OPENAPI`], the OpenAPI 3.1 description of all of them),
-//! reading request bodies within the size limit, and how supervisor errors are answered (with
-//! the status of their [`shs_supervisor::ErrorKind`]). Every error answer has the body
+//! history, `/functions`, logs, `/subscriptions`, `/metrics`, `/health`, `/ready`, the live
+//! `/stream` and the dashboard at `/ui/` ([`ui`]), and `/openapi.json`, which serves
+//! [`OPENAPI`], the OpenAPI 3.1 description of all of them), reading request bodies within the
+//! size limit, and how supervisor errors are answered (with the status of their
+//! [`shs_supervisor::ErrorKind`]). Every error answer has the body
 //! `{"error": {"message": str, ...}}`. It holds no process or bus logic of its own: it calls
 //! the [`Supervisor`] and the [`shs_bus::Bus`].
 //!
 //! This module owns the server, the route table and the answers that are about no function
 //! (`/health`, `/ready`, `/openapi.json`, 404 and 405); [`events`] owns `/events`, `functions`
-//! the routes about functions, `body` reading requests, `access` the guard every request
-//! passes (keys, rate limit, request ids) and `lifecycle` the graceful stop.
+//! the routes about functions, `live` `/stream` and `GET /functions/{name}`, `ui` the
+//! dashboard's files, `body` reading requests, `access` the guard every request passes (keys,
+//! rate limit, request ids) and `lifecycle` the graceful stop.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -29,7 +31,9 @@ mod body;
 pub mod events;
 mod functions;
 mod lifecycle;
+mod live;
 mod query;
+pub mod ui;
 
 use body::{read_body, request_meta};
 use functions::{
@@ -58,6 +62,8 @@ pub struct HttpConfig {
     pub workers: usize,
     /// How long in-flight requests get to finish once shutdown starts.
     pub shutdown_grace: Duration,
+    /// Whether the dashboard is served at `/ui/`.
+    pub ui: bool,
 }
 
 /// What every handler shares.
@@ -110,11 +116,15 @@ pub fn server(
         }
     });
     let cors_origins = config.cors_origins.clone();
+    let hub = web::Data::new(live::Hub::new(lifecycle.clone()));
+    let dashboard = web::Data::new(ui::Dashboard { enabled: config.ui });
     let server = actix_web::HttpServer::new(move || {
         attach_worker(&state.supervisor);
         actix_web::App::new()
             .app_data(web::Data::new(state.clone()))
             .app_data(guard.clone())
+            .app_data(hub.clone())
+            .app_data(dashboard.clone())
             .wrap(actix_web::middleware::from_fn(access::guard))
             .wrap(actix_web::middleware::Condition::new(
                 !cors_origins.is_empty(),
@@ -208,11 +218,16 @@ route_table! {
     DELETE "/events/dead-letters/{id}" => events::delete_dead_letter,
     GET "/events/{id}" => events::event,
     GET "/functions" => functions,
+    GET "/functions/{name}" => live::function,
     GET "/functions/{name}/logs" => function_logs,
     GET "/subscriptions" => subscriptions,
     GET "/metrics" => metrics,
     GET "/metrics/{name}" => function_metrics,
     GET "/openapi.json" => openapi,
+    GET "/stream" => live::stream,
+    GET "/ui" => ui::redirect,
+    GET "/ui/" => ui::index,
+    GET "/ui/{file}" => ui::file,
 }
 
 /// The OpenAPI 3.1 description of this API, served at `GET /openapi.json`.

@@ -3,14 +3,16 @@
 //! stopped what the workers still serve) close everything.
 //!
 //! actix's own graceful stop waits for idle keep-alive connections to time out; counting the
-//! requests in flight lets shs stop as soon as the last one is answered.
+//! requests in flight lets shs stop as soon as the last one is answered. A stream
+//! (`GET /stream`) counts only until its answer has begun: it is told to end when the drain
+//! starts ([`Lifecycle::stopping`]), so it never holds the shutdown up.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// Requests in flight, and whether the server is draining.
 #[derive(Default)]
@@ -18,6 +20,8 @@ pub struct Lifecycle {
     in_flight: AtomicUsize,
     draining: AtomicBool,
     idle: Notify,
+    /// Set to true when the drain starts, for long-lived answers to end.
+    stop: watch::Sender<bool>,
 }
 
 /// Counts one request in flight until dropped.
@@ -37,6 +41,11 @@ impl Lifecycle {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight(self.clone());
         (!self.draining.load(Ordering::Acquire)).then_some(guard)
+    }
+
+    /// Becomes true when the server starts draining: long-lived answers (streams) end then.
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
     }
 
     /// Requests being served now.
@@ -63,6 +72,7 @@ impl Lifecycle {
     /// running (they may handle function processes' pipes) until [`ServerHandle::stop`].
     pub async fn drain(&self, handle: &ServerHandle, grace: Duration) -> bool {
         self.draining.store(true, Ordering::Release);
+        self.stop.send_replace(true);
         handle.pause().await;
         let drained = self.drained(grace).await;
         if !drained {

@@ -64,8 +64,8 @@ pub use error::{ErrorKind, InvokeError, SpecError, StartError};
 pub use logs::LogLine;
 pub use pool::PoolStatus;
 pub use spec::{FunctionSpec, Mode, validate_name};
-pub use stats::FunctionStats;
-pub use supervisor::{FunctionInfo, Output, Supervisor};
+pub use stats::{Activity, FunctionStats, ProcessInfo};
+pub use supervisor::{FunctionDetail, FunctionInfo, FunctionSummary, Output, Supervisor};
 
 /// How the supervisor runs functions.
 #[derive(Clone, Debug)]

@@ -71,6 +71,8 @@ struct Entry {
     /// Whether it has been given a request: a death from then on is the request's doing, not
     /// a failure to start.
     took: bool,
+    /// Requests and deliveries it has been given.
+    requests: u64,
 }
 
 struct Waiter {
@@ -300,6 +302,7 @@ impl Pool {
             })?;
         entry.busy += 1;
         entry.took = true;
+        entry.requests += 1;
         Some(Slot {
             pool: self.arc(),
             process: entry.process.clone(),
@@ -330,6 +333,7 @@ impl Pool {
                     .find(|e| e.process.id() == slot.process.id())
                 {
                     e.busy -= 1;
+                    e.requests -= 1;
                 }
             }
         }
@@ -390,6 +394,31 @@ impl Pool {
             cold_start_total: st.cold_start_total,
             last_cold_start: st.last_cold_start,
         }
+    }
+
+    /// Its live processes: pid, since when, requests given and in flight.
+    pub(crate) fn processes(&self) -> Vec<crate::stats::ProcessInfo> {
+        let st = self.state.lock();
+        let now = Instant::now();
+        st.procs
+            .iter()
+            .filter(|e| !e.process.is_doomed())
+            .map(|e| {
+                let uptime = now.saturating_duration_since(e.ready_at);
+                crate::stats::ProcessInfo {
+                    pid: e.process.pid(),
+                    started: humantime::format_rfc3339_millis(
+                        SystemTime::now()
+                            .checked_sub(uptime)
+                            .unwrap_or(SystemTime::UNIX_EPOCH),
+                    )
+                    .to_string(),
+                    uptime_seconds: (uptime.as_secs_f64() * 10.0).round() / 10.0,
+                    requests: e.requests,
+                    in_flight: e.busy,
+                }
+            })
+            .collect()
     }
 
     /// Takes no more requests, lets those in flight finish for up to `drain`, then stops every

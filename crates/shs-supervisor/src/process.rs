@@ -169,6 +169,11 @@ impl Process {
         self.id
     }
 
+    /// Its operating-system process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// The attached thread that handles its pipes, if one does.
     pub(crate) fn io_thread(&self) -> Option<usize> {
         self.io_thread

@@ -231,6 +231,13 @@ pub enum Found {
     },
 }
 
+impl Fingerprint {
+    /// The `function.toml` text the function was deployed with, if it has one.
+    pub fn manifest(&self) -> Option<&str> {
+        self.manifest.as_deref()
+    }
+}
+
 impl Found {
     /// The function's name.
     pub fn name(&self) -> &str {

@@ -6,6 +6,9 @@
 //! the registry in step with the functions folder ([`reconcile`]) and the bus's side of event
 //! delivery ([`deliver`]: the [`shs_bus::Deliver`] implementation and its retry policy).
 
+mod detail;
+pub use detail::{FunctionDetail, FunctionSummary};
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

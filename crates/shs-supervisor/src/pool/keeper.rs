@@ -77,6 +77,7 @@ impl Pool {
                     ready_at: now,
                     served: false,
                     took: false,
+                    requests: 0,
                 });
                 st.last_failure = None;
                 st.next_try = None;
