@@ -64,8 +64,11 @@ async fn a_deeply_nested_event_is_refused_in_every_form_and_nothing_is_stored() 
         } else {
             &[]
         };
-        for body in [&simple, &structured] {
-            let mut headers = vec![("content-type", "application/cloudevents+json")];
+        for (body, content_type) in [
+            (&simple, "application/json"),
+            (&structured, "application/cloudevents+json"),
+        ] {
+            let mut headers = vec![("content-type", content_type)];
             headers.extend_from_slice(prefer);
             let answer = server
                 .request(
