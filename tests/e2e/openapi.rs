@@ -337,6 +337,23 @@ impl Spec {
             let body: Value = serde_json::from_slice(&reply.body)
                 .map_err(|e| format!("declared JSON, but the body is not: {e}"))?;
             self.validate(&schema, &body)
+        } else if kind == "text/event-stream" {
+            // OpenAPI 3.1 describes each event of a stream with `schema` (as Schemathesis reads
+            // it): check every event, and its `data` against `contentSchema` when it is JSON.
+            let text = std::str::from_utf8(&reply.body)
+                .map_err(|_| "an event stream that is not UTF-8".to_owned())?;
+            let content_schema = schema.pointer("/properties/data/contentSchema");
+            for event in sse_events(text) {
+                self.validate(&schema, &event)?;
+                if let (Some(content_schema), Some(data)) =
+                    (content_schema, event.get("data").and_then(Value::as_str))
+                {
+                    let data: Value = serde_json::from_str(data)
+                        .map_err(|e| format!("an event's data is not JSON: {e}: {data}"))?;
+                    self.validate(content_schema, &data)?;
+                }
+            }
+            Ok(())
         } else if kind.starts_with("text/") {
             let text = std::str::from_utf8(&reply.body)
                 .map_err(|_| "a text answer that is not UTF-8".to_owned())?;
@@ -354,6 +371,44 @@ impl Spec {
             self.failures.join("\n")
         );
     }
+}
+
+/// The complete events of a server-sent-events body, each as an object of its fields (`event`,
+/// `data`, `id` as strings, `retry` as a number), as the SSE parsing rules dispatch them: an
+/// event ends at a blank line, comments (`:`) are skipped, and a block with only `retry` sets
+/// the reconnection time without dispatching an event.
+fn sse_events(text: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut blocks: Vec<&str> = text.split("\n\n").collect();
+    blocks.pop(); // what follows the last blank line: an unfinished event, or nothing
+    for block in blocks {
+        let mut event = serde_json::Map::new();
+        let mut data: Option<String> = None;
+        for line in block.lines().filter(|l| !l.starts_with(':')) {
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "data" => {
+                    let d = data.get_or_insert_with(String::new);
+                    if !d.is_empty() {
+                        d.push('\n');
+                    }
+                    d.push_str(value);
+                }
+                "retry" => {
+                    event.insert("retry".into(), json!(value.parse::<u64>().ok()));
+                }
+                other => {
+                    event.insert(other.into(), Value::String(value.to_owned()));
+                }
+            }
+        }
+        if let Some(data) = data {
+            event.insert("data".into(), Value::String(data));
+            events.push(Value::Object(event));
+        }
+    }
+    events
 }
 
 /// A client of `server` that checks every answer against the document.
