@@ -146,6 +146,8 @@ SCENARIOS = [
              "respond-async", "async-sub"),
 ]
 SCENARIO = {s.key: s for s in SCENARIOS}
+# What `--compare` runs unless `--only` says otherwise: the warm-invoke and event paths.
+COMPARE_DEFAULT = ["rs-1", "rs-32", "py-32", "ev1-32", "pub-32"]
 
 RATIOS = [
     Ratio("r-rs-32", "warm invoke Rust / raw echo, 32 conns, req/s", "rs-32", "echo-32", "rps",
@@ -744,6 +746,88 @@ def measure(args, wrk: str) -> tuple[Results, dict]:
     return results, servers
 
 
+def measure_compare(args, wrk: str) -> str:
+    """`--compare BASE`: this build's shs against another shs binary, side by side.
+
+    Both servers serve the same function folder; every selected scenario runs on one and then
+    the other, in an order that alternates each round, and each row is the ratio of the two
+    figures of the same round. Returns the report (Markdown).
+    """
+    base = Path(args.compare).resolve()
+    if not os.access(base, os.X_OK):
+        raise SystemExit(f"[bench] --compare: {base} is not an executable")
+    work = Path(tempfile.mkdtemp(prefix="shs-bench-compare-"))
+    atexit.register(shutil.rmtree, work, True)
+    lua = work / "bench.lua"
+    lua.write_text(WRK_LUA)
+    fns = work / "functions"
+    write_functions(fns)
+    workers = str(args.workers)
+
+    def serve(binary: Path, data: str) -> list[str]:
+        return [str(binary), "serve", "--functions-dir", str(fns), "--listen",
+                "127.0.0.1:{port}", "--workers", workers, "--no-watch", "--data-dir",
+                str(work / data)]
+
+    servers = {"shs": start("shs", serve(RELEASE / "shs", "data"), work),
+               "base": start("base", serve(base, "base-data"), work)}
+    for server in servers.values():
+        wait_until(f"{server.name} to be ready",
+                   lambda s=server: request("GET", s.url + "/ready")[0] == 200)
+    keys = args.only.split(",") if args.only else COMPARE_DEFAULT
+    unknown = [k for k in keys if k not in SCENARIO]
+    if unknown:
+        raise SystemExit(f"[bench] unknown scenarios {unknown}; known: {', '.join(SCENARIO)}")
+    scenarios = [SCENARIO[k] for k in keys]
+    unfit = [s.key for s in scenarios if s.server != "shs" or s.delivered_by]
+    if unfit:
+        raise SystemExit(f"[bench] --compare takes synchronous shs scenarios only, not {unfit}")
+    for scenario in scenarios:
+        for name in servers:
+            wait_until(f"{name} to answer {scenario.key}",
+                       lambda n=name, s=scenario: verify({"shs": servers[n]}, s) is None,
+                       timeout=20)
+    samples = {(k, n): [] for k in keys for n in servers}
+    wrk_log = open(work / "wrk.log", "w")
+    for r in range(args.rounds):
+        log(f"round {r + 1} of {args.rounds}")
+        order = list(servers) if r % 2 == 0 else list(reversed(list(servers)))
+        for scenario in scenarios:
+            for name in order:
+                server = servers[name]
+                check_alive(server)
+                if args.warmup > 0:
+                    run_wrk(wrk_cmd(wrk, lua, scenario, server.url, args.warmup), scenario.body,
+                            wrk_log)
+                sample = run_wrk(wrk_cmd(wrk, lua, scenario, server.url, args.duration),
+                                 scenario.body, wrk_log)
+                samples[(scenario.key, name)].append(sample)
+                log(f"  {scenario.key:9} {name:4} {sample.rps:10.0f} req/s  "
+                    f"p50 {sample.p50:7.3f} ms  p99 {sample.p99:7.3f} ms")
+    wrk_log.close()
+    stop_all()
+
+    out = ["# shs: this build against a baseline\n",
+           f"Written by `{shlex.join(['scripts/bench'] + sys.argv[1:])}` on "
+           f"{datetime.date.today()}: {args.rounds} rounds of {args.duration} s per scenario, "
+           "the two servers alternating. Each figure is this build / the baseline, measured in "
+           "the same round: the median of the rounds and, in brackets, the lowest and highest.\n",
+           f"- this build: `{RELEASE / 'shs'}`", f"- baseline: `{base}`\n",
+           "| scenario | req/s | p50 | p99 | errors |", "|---|---|---|---|---|"]
+    for scenario in scenarios:
+        mine, theirs = samples[(scenario.key, "shs")], samples[(scenario.key, "base")]
+
+        def ratio(metric: str, mine=mine, theirs=theirs) -> str:
+            values = [getattr(a, metric) / getattr(b, metric)
+                      for a, b in zip(mine, theirs) if getattr(b, metric) > 0]
+            return med_range(values, ".3f") + "x"
+
+        errors = sum(x.errors for x in mine + theirs)
+        out.append(f"| {scenario.title} | {ratio('rps')} | {ratio('p50')} | {ratio('p99')} | "
+                   f"{errors} |")
+    return "\n".join(out) + "\n"
+
+
 # ---------------------------------------------------------------------------------------------
 # Report
 
@@ -975,6 +1059,12 @@ def main() -> None:
     parser.add_argument("--no-build", action="store_true", help="use the binaries as they are")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md",
                         help="where to write the report (the plot goes next to it)")
+    parser.add_argument("--compare", metavar="SHS",
+                        help="compare this build's shs with another shs binary, side by side "
+                        "(writes target/bench-compare.md, not BENCHMARKS.md)")
+    parser.add_argument("--only", metavar="KEYS",
+                        help="with --compare: the scenario keys to run, comma-separated "
+                        f"(default {','.join(COMPARE_DEFAULT)})")
     args = parser.parse_args()
     quick = {"rounds": 2, "duration": 2, "warmup": 1, "cold_reps": 5}
     full = {"rounds": 3, "duration": 5, "warmup": 1, "cold_reps": 15}
@@ -990,6 +1080,13 @@ def main() -> None:
     if not args.no_build:
         run(BUILD)
     wrk = ensure_wrk()
+    if args.compare:
+        report = measure_compare(args, wrk)
+        path = ROOT / "target" / "bench-compare.md"
+        path.write_text(report)
+        print(report)
+        log(f"wrote {path} in {time.monotonic() - started:.0f} s")
+        return
     tool = plotter()
     machine = describe_machine()
     results, _servers = measure(args, wrk)
