@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use shs_bus::Deployment;
+
 use super::{Function, Kind, Supervisor};
 use crate::exec::ExecRunner;
 use crate::logs::LogRing;
@@ -59,7 +61,9 @@ impl Supervisor {
                 let stats = old
                     .as_ref()
                     .map_or_else(|| Arc::new(Stats::new(&name)), |o| o.stats.clone());
-                let function = Arc::new(self.build(now, logs, stats));
+                // Processes of the deployment this one replaces subscribe no more.
+                let deployment = bus.begin_deployment(&name);
+                let function = Arc::new(self.build(now, logs, stats, deployment));
                 // Subscriptions from function.toml are in force before the process starts;
                 // those a redeploy no longer lists are dropped.
                 let new_subscriptions = function
@@ -125,13 +129,19 @@ impl Supervisor {
         }
     }
 
-    fn build(&self, found: Found, logs: Arc<LogRing>, stats: Arc<Stats>) -> Function {
+    fn build(
+        &self,
+        found: Found,
+        logs: Arc<LogRing>,
+        stats: Arc<Stats>,
+        deployment: Deployment,
+    ) -> Function {
         let host = &self.inner.host;
         let kind = match &found {
             Found::Function(spec) => {
                 let spec = Arc::new((**spec).clone());
                 match spec.mode {
-                    Mode::Rpc => Kind::Rpc(Pool::new(spec, host.clone(), logs.clone())),
+                    Mode::Rpc => Kind::Rpc(Pool::new(spec, host.clone(), logs.clone(), deployment)),
                     Mode::Exec => Kind::Exec(ExecRunner::new(spec, host.clone(), logs.clone())),
                 }
             }
