@@ -611,3 +611,93 @@ async fn an_event_is_unique_by_id_and_source() {
     assert_eq!(info.body["event"]["source"], "/sensors/b");
     server.stop_and_check();
 }
+
+/// With `flaky` deployed as `fl` (one process, one attempt per event), keeps its process busy
+/// with an invoke for `busy_for` seconds, publishes `last.try` asynchronously, and waits until that delivery is queued
+/// for the busy process: on its first and last attempt, and not yet sent. Returns its id.
+async fn a_delivery_waiting_on_its_last_attempt(server: &Server, busy_for: u32) -> String {
+    let (client, url) = (server.client.clone(), server.url.clone());
+    tokio::spawn(async move {
+        let _ = client
+            .post(format!("{url}/run/fl"))
+            .json(&json!({"sleep": busy_for}))
+            .send()
+            .await;
+    });
+    server.wait_for_log("sleeping").await;
+    let answer = publish_async(server, "last.try", json!({"n": 1})).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    assert!(
+        poll(|| async {
+            server
+                .function_info("fl")
+                .await
+                .is_some_and(|f| f["queued"] == 1)
+        })
+        .await,
+        "the delivery waits for the busy process; log:\n{}",
+        server.logs()
+    );
+    answer.body["event_id"]
+        .as_str()
+        .expect("event id")
+        .to_owned()
+}
+
+/// Waits until event `id` was delivered to `fl`, and checks it made no dead letter.
+async fn delivered_not_buried(server: &Server, id: &str) {
+    assert!(
+        poll(|| async {
+            server.get(&format!("/events/{id}")).await.body["deliveries"][0]["state"] == "delivered"
+        })
+        .await,
+        "delivered: {:?}; log:\n{}",
+        server.get(&format!("/events/{id}")).await,
+        server.logs()
+    );
+    let attempts = std::fs::read_to_string(server.functions_dir().join("fl/attempts").join(id));
+    assert_eq!(attempts.ok().as_deref(), Some("1"), "sent once");
+    let dead = server.get("/events/dead-letters").await;
+    assert_eq!(dead.body["dead_letters"], json!([]), "{dead:?}");
+}
+
+fn one_attempt_flaky() -> ServerBuilder {
+    ServerBuilder::new()
+        .fixture_as("flaky", "fl")
+        .toml(
+            "fl",
+            "env = { ON = \"last.try\", FAILS = \"0\" }\nmax_attempts = 1\ninstances = 1\nretry_backoff = 0.2\ntimeout = 120\n",
+        )
+        .args(&["--shutdown-grace", "2"])
+}
+
+#[tokio::test]
+async fn a_delivery_not_sent_at_shutdown_on_its_last_attempt_is_delivered_after_the_restart() {
+    let mut server = one_attempt_flaky().start().await;
+    server.wait_ready().await;
+    let id = a_delivery_waiting_on_its_last_attempt(&server, 60).await;
+    server.restart();
+    server.wait_ready().await;
+    delivered_not_buried(&server, &id).await;
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn a_delivery_not_sent_at_a_redeploy_on_its_last_attempt_is_delivered_by_the_new_one() {
+    let mut server = one_attempt_flaky().start().await;
+    server.wait_ready().await;
+    // The old deployment drains its invoke (5 s) in the background.
+    let id = a_delivery_waiting_on_its_last_attempt(&server, 5).await;
+    crate::harness::write_file(
+        &server.functions_dir().join("fl"),
+        "function.toml",
+        "env = { ON = \"last.try\", FAILS = \"0\", VERSION = \"2\" }\nmax_attempts = 1\ninstances = 1\nretry_backoff = 0.2\ntimeout = 120\n",
+    );
+    server.wait_for_log("function redeployed").await;
+    delivered_not_buried(&server, &id).await;
+    assert!(
+        poll(|| async { server.pids_of("fl").len() == 1 }).await,
+        "the old process stopped after its invoke"
+    );
+    server.stop_and_check();
+}

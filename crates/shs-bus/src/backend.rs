@@ -147,7 +147,7 @@ impl Core {
         self.table.read().all()
     }
 
-    /// Delivers `event` to `function` on this node, in `cause`; a retryable 503 when the
+    /// Delivers `event` to `function` on this node, in `cause`; a 503 (not an attempt) when the
     /// deliverer is gone (the supervisor is shutting down).
     pub async fn deliver(
         &self,
@@ -157,7 +157,7 @@ impl Core {
     ) -> Result<(), DeliveryError> {
         match self.deliverer() {
             Some(deliverer) => deliverer.deliver(function, event, cause).await,
-            None => Err(DeliveryError::retryable(
+            None => Err(DeliveryError::not_attempted(
                 503,
                 "the supervisor is shutting down",
             )),
