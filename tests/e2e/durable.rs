@@ -701,3 +701,75 @@ async fn a_delivery_not_sent_at_a_redeploy_on_its_last_attempt_is_delivered_by_t
     );
     server.stop_and_check();
 }
+
+/// A `function.toml` broken and fixed again, on the embedded store or (with `ns`) on NATS: its
+/// last valid subscriptions stay meanwhile, and an event accepted meanwhile is delivered once
+/// the file is fixed.
+async fn an_event_accepted_while_function_toml_is_broken(ns: Option<&crate::nats::Namespace>) {
+    let valid = "subscribe = [\"fix.me\"]\nmax_attempts = 30\nretry_backoff = 0.2\n";
+    let builder = recorder(ServerBuilder::new(), "rec", "", valid);
+    let mut server = match ns {
+        Some(ns) => crate::nats::node(builder, ns).await,
+        None => builder.start().await,
+    };
+    server.wait_ready().await;
+    let wanted = ("fix.me".to_owned(), "rec".to_owned());
+    assert!(server.subscriptions().await.contains(&wanted));
+    let dir = server.functions_dir().join("rec");
+    crate::harness::write_file(
+        &dir,
+        "function.toml",
+        &format!("{valid}timeout = \"soon\"\n"),
+    );
+    assert!(
+        poll(|| async {
+            server
+                .function_info("rec")
+                .await
+                .is_some_and(|f| f["state"] == "failed")
+        })
+        .await,
+        "broken; log:\n{}",
+        server.logs()
+    );
+    assert!(
+        server.subscriptions().await.contains(&wanted),
+        "the last valid subscriptions stay: {:?}",
+        server.subscriptions().await
+    );
+    let answer = publish_async(&server, "fix.me", json!({"while": "broken"})).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let id = answer.body["event_id"]
+        .as_str()
+        .expect("event id")
+        .to_owned();
+    server.wait_for_log("delivery failed; retrying").await;
+    crate::harness::write_file(&dir, "function.toml", &format!("{valid}timeout = 5\n"));
+    assert!(
+        poll(|| async {
+            recorded(&server, "rec")
+                .iter()
+                .any(|e| e["id"] == id.as_str())
+        })
+        .await,
+        "delivered once fixed; log:\n{}",
+        server.logs()
+    );
+    let dead = server.get("/events/dead-letters").await;
+    assert_eq!(dead.body["dead_letters"], json!([]), "{dead:?}");
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn an_event_accepted_while_function_toml_is_broken_is_delivered_once_fixed() {
+    an_event_accepted_while_function_toml_is_broken(None).await;
+}
+
+#[tokio::test]
+async fn an_event_accepted_while_function_toml_is_broken_is_delivered_once_fixed_on_nats() {
+    if !crate::nats::nats_available() {
+        return;
+    }
+    let ns = crate::nats::Namespace::new();
+    an_event_accepted_while_function_toml_is_broken(Some(&ns)).await;
+}
