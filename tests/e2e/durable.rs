@@ -773,3 +773,68 @@ async fn an_event_accepted_while_function_toml_is_broken_is_delivered_once_fixed
     let ns = crate::nats::Namespace::new();
     an_event_accepted_while_function_toml_is_broken(Some(&ns)).await;
 }
+
+/// The bytes of the event store (database and write-ahead log).
+fn store_bytes(server: &Server) -> u64 {
+    let data = server.functions_dir().with_file_name("data");
+    ["shs.db", "shs.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(data.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[tokio::test]
+async fn big_events_nobody_takes_do_not_grow_the_store_and_still_answer() {
+    let mut server = ServerBuilder::new()
+        .fixture_as("flaky", "fl")
+        .toml("fl", "env = { ON = \"big.taken\", FAILS = \"0\" }\n")
+        .start()
+        .await;
+    server.wait_ready().await;
+    let big = json!({"blob": "x".repeat(900 * 1024)});
+    // Settle the store's first writes.
+    let first = server.publish("warm.up", json!({})).await;
+    assert_eq!(first.status, 200);
+    let before = store_bytes(&server);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let answer = server.publish("big.nobody", big.clone()).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        ids.push(answer.body["event_id"].as_str().expect("id").to_owned());
+    }
+    let lonely = publish_async(&server, "big.nobody", big.clone()).await;
+    assert_eq!(lonely.status, 202, "{lonely:?}");
+    let taken = server.publish("big.taken", big.clone()).await;
+    assert_eq!(taken.body["delivered"], 1, "{taken:?}");
+    let small = server.publish("big.taken", json!({"small": true})).await;
+    assert_eq!(small.body["delivered"], 1, "{small:?}");
+
+    // What GET /events/{id} answers of each.
+    let info = server.get(&format!("/events/{}", ids[0])).await;
+    assert_eq!(info.status, 200, "{info:?}");
+    assert_eq!(info.body["payload_omitted"], "no subscriber");
+    assert_eq!(info.body["event"]["payload"], Value::Null);
+    assert_eq!(info.body["event"]["type"], "big.nobody");
+    let id = lonely.body["event_id"].as_str().expect("id");
+    let info = server.get(&format!("/events/{id}")).await;
+    assert_eq!(info.body["payload_omitted"], "no subscriber", "{info:?}");
+    let id = taken.body["event_id"].as_str().expect("id");
+    let info = server.get(&format!("/events/{id}")).await;
+    assert_eq!(
+        info.body["payload_omitted"], "larger than 64 KiB",
+        "{info:?}"
+    );
+    assert_eq!(info.body["deliveries"][0]["state"], "delivered");
+    let id = small.body["event_id"].as_str().expect("id");
+    let info = server.get(&format!("/events/{id}")).await;
+    assert!(info.body.get("payload_omitted").is_none(), "{info:?}");
+    assert_eq!(info.body["event"]["payload"], json!({"small": true}));
+
+    let grown = store_bytes(&server).saturating_sub(before);
+    assert!(
+        grown < 1024 * 1024,
+        "seven 900 KiB events grew the store by {grown} bytes"
+    );
+    server.stop_and_check();
+}
