@@ -36,6 +36,9 @@ impl Settled {
     }
 }
 
+/// The longest wait before a delivery that was never sent is made again.
+const POSTPONE_AT_MOST: Duration = Duration::from_secs(1);
+
 /// Makes attempt number `attempt` (1-based) of the asynchronous delivery of `event` to
 /// `function`, and settles it under `policy`.
 ///
@@ -76,7 +79,8 @@ pub(crate) fn settle(
         Err(e) => e,
     };
     if !e.attempted {
-        let delay = policy.delay(1, jitter());
+        // Soon: what stopped it (a redeploy) is over at once; at shutdown it waits on disk.
+        let delay = policy.delay(1, jitter()).min(POSTPONE_AT_MOST);
         tracing::info!(
             function,
             attempt,
