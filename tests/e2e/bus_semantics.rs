@@ -61,6 +61,7 @@ on_both!(
     failures_are_retried_then_dead_lettered_and_a_retry_numbers_on,
     patterns_match_alike_and_each_function_gets_an_event_once,
     a_deliverer_that_is_gone_is_reported_as_shutting_down,
+    a_delivery_never_sent_uses_no_attempt,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -261,6 +262,42 @@ async fn async_delivery_carries_the_cause_and_hops_of_its_chain(kind: Kind) {
     assert_eq!((child.hops, child.object["shshops"].clone()), (1, json!(1)));
     assert_eq!(child.delivery_hops, 2);
     assert_eq!(rig.seen("paid").len(), 1, "delivered once");
+    rig.finish().await;
+}
+
+async fn a_delivery_never_sent_uses_no_attempt(kind: Kind) {
+    // Two failed attempts of three; the third is never sent (as at shutdown or a redeploy),
+    // twice; then the function takes it. Nothing was tried three times: no dead letter.
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let Some(rig) = Rig::new(kind, 8, &[("late", "last.try")], move |_call| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            match n {
+                0 | 1 => Err(DeliveryError::retryable(503, "busy")),
+                2 | 3 => Err(DeliveryError::not_attempted(503, "shutting down")),
+                _ => Ok(()),
+            }
+        })
+    })
+    .await
+    else {
+        return;
+    };
+    rig.bus
+        .publish_async(event("last.try"), Causation::root())
+        .await
+        .expect("accepted");
+    rig.wait_for("late", 5).await;
+    assert!(
+        rig.dead_letters_of("late", 0).await.is_empty(),
+        "delivered, not buried"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        5,
+        "delivered once it was sent"
+    );
     rig.finish().await;
 }
 

@@ -244,3 +244,53 @@ async fn the_default_relative_functions_folder_runs_every_kind_of_function() {
     assert_eq!(server.run("echo", json!({})).await.status, 200);
     server.stop_and_check();
 }
+
+#[tokio::test]
+async fn a_function_removed_while_it_initializes_subscribes_nothing() {
+    // late-subscriber subscribes 2 s into its initialize; its folder goes before that.
+    let mut server = ServerBuilder::new()
+        .fixture_as("late-subscriber", "late")
+        .toml("late", "env = { ON = \"late.type\", DELAY = \"2\" }\n")
+        .start()
+        .await;
+    server.wait_for_log("late: initializing").await;
+    std::fs::remove_dir_all(server.functions_dir().join("late")).expect("rm late");
+    server.wait_for_log("function removed").await;
+    server.wait_for_log("late subscribe:").await;
+    let logs = server.logs();
+    assert!(
+        logs.contains("late subscribe: {\"error\"") && logs.contains("was removed or redeployed"),
+        "its subscribe was refused; log:\n{logs}"
+    );
+    // Its answer to initialize (with `subscribe`) is refused too.
+    assert!(
+        poll(|| async { server.logs().matches("refused: function").count() >= 2 }).await,
+        "both subscriptions were refused; log:\n{}",
+        server.logs()
+    );
+    assert_eq!(server.subscriptions().await, Vec::<(String, String)>::new());
+    let accepted = server
+        .request(
+            reqwest::Method::POST,
+            "/events",
+            Some(json!({"type": "late.type", "payload": {}}).to_string()),
+            &[("prefer", "respond-async")],
+        )
+        .await;
+    assert_eq!(accepted.status, 202, "{accepted:?}");
+    let dead = server.get("/events/dead-letters").await;
+    assert_eq!(dead.body["dead_letters"], json!([]), "{dead:?}");
+
+    // A later function of the same name, after a restart, inherits nothing.
+    deploy_fixture("echo", &server.functions_dir().join("late"));
+    assert!(
+        poll(|| async { server.run("late", json!({})).await.status == 200 }).await,
+        "the new function runs; log:\n{}",
+        server.logs()
+    );
+    server.restart();
+    server.wait_ready().await;
+    assert_eq!(server.run("late", json!({})).await.status, 200);
+    assert_eq!(server.subscriptions().await, Vec::<(String, String)>::new());
+    server.stop_and_check();
+}

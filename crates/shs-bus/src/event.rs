@@ -360,6 +360,32 @@ impl SharedEvent {
         &self.json
     }
 
+    /// The same event without its data: `payload` null and no `data_base64` (what history keeps
+    /// of an event whose payload it does not keep). The other members are kept as they are.
+    pub(crate) fn without_payload(&self) -> SharedEvent {
+        let members = serde_json::from_str::<std::collections::BTreeMap<String, Box<RawValue>>>(
+            self.json.get(),
+        );
+        let json = match members {
+            Ok(mut members) => {
+                members.remove("data_base64");
+                members.insert("payload".to_owned(), null());
+                serde_json::value::to_raw_value(&members).unwrap_or_else(|_| null())
+            }
+            Err(_) => null(),
+        };
+        SharedEvent {
+            id: self.id.clone(),
+            event_type: self.event_type.clone(),
+            source: self.source.clone(),
+            hops: self.hops,
+            cause: self.cause.clone(),
+            origin: self.origin.clone(),
+            traceparent: self.traceparent.clone(),
+            json,
+        }
+    }
+
     /// Rebuilds a shared event from its stored object.
     pub fn from_stored(
         id: String,

@@ -56,7 +56,7 @@ pub mod settle;
 pub mod store;
 pub mod table;
 
-pub use backend::{Backend, Core, Fanout, Publication};
+pub use backend::{Backend, Core, Deployment, Fanout, Publication};
 pub use bus::Bus;
 pub use causation::{Causation, Failures};
 pub use deliver::{Deliver, DeliveryError, RetryPolicy};
@@ -98,6 +98,15 @@ pub enum BusError {
         name: String,
         /// What is wrong.
         reason: &'static str,
+    },
+    /// A process of a deployment that was removed or replaced tried to change its function's
+    /// subscriptions.
+    #[error(
+        "function {function:?} was removed or redeployed: this process may no longer change its subscriptions"
+    )]
+    Retired {
+        /// The function.
+        function: String,
     },
     /// The bus has no durable store, so it cannot do this.
     #[error("{0} needs the event store, which this bus does not have")]

@@ -251,6 +251,12 @@ async fn handle(inner: &Inner, function: &Arc<str>, source: &Source, message: je
             inner.record_attempt(&event.id, function, attempt).await;
             let _ = message.ack_with(jetstream::AckKind::Nak(Some(delay))).await;
         }
+        Settled::Postponed(delay) => {
+            // Never sent (this supervisor is stopping, or the function was redeployed): no
+            // attempt is recorded. JetStream's count still grows, but a redelivery is always
+            // made before it is settled, so it is never buried untried.
+            let _ = message.ack_with(jetstream::AckKind::Nak(Some(delay))).await;
+        }
         Settled::Dead(attempt) => {
             let attempts = inner.record_attempt(&event.id, function, attempt).await;
             let record = DeadRecord::new(function, &event, attempts);

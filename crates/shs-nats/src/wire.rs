@@ -131,6 +131,7 @@ impl SyncReply {
                 status: self.status,
                 message: self.message,
                 retryable: self.retryable,
+                attempted: true,
             })
         };
         (outcome, self.nested)

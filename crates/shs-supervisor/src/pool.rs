@@ -27,7 +27,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
-use shs_bus::Causation;
+use shs_bus::{Causation, Deployment};
 use tokio::sync::oneshot;
 
 use crate::Host;
@@ -132,16 +132,24 @@ pub(crate) struct Pool {
     spec: Arc<FunctionSpec>,
     host: Arc<Host>,
     logs: Arc<LogRing>,
+    /// The deployment its processes change subscriptions under.
+    deployment: Deployment,
     me: Weak<Pool>,
     state: Mutex<State>,
 }
 
 impl Pool {
-    pub(crate) fn new(spec: Arc<FunctionSpec>, host: Arc<Host>, logs: Arc<LogRing>) -> Arc<Pool> {
+    pub(crate) fn new(
+        spec: Arc<FunctionSpec>,
+        host: Arc<Host>,
+        logs: Arc<LogRing>,
+        deployment: Deployment,
+    ) -> Arc<Pool> {
         let pool = Arc::new_cyclic(|me| Pool {
             spec,
             host,
             logs,
+            deployment,
             me: me.clone(),
             state: Mutex::new(State::default()),
         });

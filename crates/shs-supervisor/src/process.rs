@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use shs_bus::Deployment;
 use tokio::net::unix::pipe;
 use tokio::process::{Child, ChildStderr};
 use tokio::sync::watch;
@@ -55,6 +56,8 @@ pub(crate) struct Process {
     pid: u32,
     function: Arc<str>,
     host: Arc<Host>,
+    /// The deployment of its function it belongs to: it changes subscriptions under it.
+    deployment: Deployment,
     /// The attached thread whose runtime handles its stdin and stdout, if one does.
     io_thread: Option<usize>,
     stdin: Arc<StdinWriter>,
@@ -94,6 +97,7 @@ impl Process {
         host: &Arc<Host>,
         logs: &Arc<LogRing>,
         home: IoHome,
+        deployment: Deployment,
     ) -> Result<Arc<Process>, String> {
         let _enter = host.handle.enter();
         let Spawned {
@@ -127,6 +131,7 @@ impl Process {
             pid,
             function: Arc::from(spec.name.as_str()),
             host: host.clone(),
+            deployment,
             io_thread: home.thread,
             stdin: stdin.clone(),
             calls: Mutex::new(Calls::default()),

@@ -76,6 +76,9 @@ enum Kind {
 struct Function {
     found: Found,
     kind: Kind,
+    /// The subscriptions from `function.toml` in force: its own, or while it is broken, those
+    /// of the last valid one.
+    manifest_subscriptions: Vec<String>,
     /// Its recent log lines (kept across redeployments).
     logs: Arc<LogRing>,
     /// What it has done (kept across redeployments).

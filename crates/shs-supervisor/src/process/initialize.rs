@@ -51,7 +51,7 @@ impl Process {
                 match serde_json::from_str::<InitializeResult>(result.get()) {
                     Ok(init) => {
                         for pattern in init.subscribe {
-                            if let Err(e) = self.host.bus.subscribe(function, &pattern) {
+                            if let Err(e) = self.change_subscription(&pattern, true) {
                                 tracing::warn!(
                                     function,
                                     "ignoring a subscription from initialize: {e}"

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use shs_bus::event::TRACEPARENT;
-use shs_bus::{Causation, Event, Origin};
+use shs_bus::{BusError, Causation, Event, Origin};
 use shs_protocol::methods::{
     self, PublishParams, PublishResult, SubscribeParams, SubscribeResult, UnsubscribeResult,
     error_code,
@@ -173,22 +173,44 @@ impl Process {
         subscribe: bool,
     ) -> Result<Box<RawValue>, RpcError> {
         let params: SubscribeParams = parse_params(params)?;
-        let bus = &self.host.bus;
+        self.change_subscription(&params.event_type, subscribe)
+            .map_err(|e| {
+                let code = if e.is_invalid_input() {
+                    error_code::INVALID_PARAMS
+                } else {
+                    error_code::INTERNAL_ERROR
+                };
+                RpcError::new(code, e.to_string())
+            })?;
         let result = if subscribe {
-            bus.subscribe(&self.function, &params.event_type)
-                .map_err(|e| RpcError::new(error_code::INVALID_PARAMS, e.to_string()))?;
             serde_json::value::to_raw_value(&SubscribeResult {
                 subscribed: true,
                 event_type: params.event_type,
             })
         } else {
-            bus.unsubscribe(&self.function, &params.event_type);
             serde_json::value::to_raw_value(&UnsubscribeResult {
                 unsubscribed: true,
                 event_type: params.event_type,
             })
         };
         result.map_err(|e| RpcError::new(error_code::INTERNAL_ERROR, e.to_string()))
+    }
+
+    /// Subscribes (or unsubscribes) its function to `pattern`, unless the deployment this
+    /// process belongs to was removed or replaced meanwhile (then refused, and logged).
+    pub(super) fn change_subscription(
+        &self,
+        pattern: &str,
+        subscribe: bool,
+    ) -> Result<bool, BusError> {
+        let changed = self
+            .host
+            .bus
+            .change_as(&self.function, self.deployment, pattern, subscribe);
+        if let Err(e @ BusError::Retired { .. }) = &changed {
+            tracing::warn!(function = %self.function, pid = self.pid, pattern, "refused: {e}");
+        }
+        changed
     }
 
     /// The causation of a publish this process makes: that of the call it names by
