@@ -367,3 +367,152 @@ async fn patterns_work_the_same_on_nats() {
     a.stop_and_check();
     b.stop_and_check();
 }
+
+/// The attribute a request must be refused for, its body and its headers.
+type Case = (
+    &'static str,
+    Option<String>,
+    Vec<(&'static str, &'static str)>,
+);
+
+/// Posts events whose `source`, `shscause`, `subject` or an extension holds CR or LF, in
+/// every form and both modes, to `server` (whose function `rec` takes `ctl.event`): each is
+/// a 400 naming the attribute, and the server keeps serving.
+async fn control_characters_are_refused(server: &Server) {
+    let structured = |attributes: Value| {
+        let mut event = json!({"specversion": "1.0", "id": "ctl-1", "source": "/ok", "type": "ctl.event", "data": {}});
+        for (k, v) in attributes.as_object().expect("object") {
+            event[k] = v.clone();
+        }
+        event.to_string()
+    };
+    let cases: Vec<Case> = vec![
+        (
+            "source",
+            Some(structured(json!({"source": "/a\r\nNats-Msg-Id: x"}))),
+            vec![("content-type", "application/cloudevents+json")],
+        ),
+        (
+            "source",
+            Some(structured(json!({"source": "/a\nb"}))),
+            vec![],
+        ),
+        (
+            "shscause",
+            Some(structured(json!({"shscause": "e\r\nShs-Hops: 0"}))),
+            vec![],
+        ),
+        (
+            "subject",
+            Some(structured(json!({"subject": "s\rt"}))),
+            vec![],
+        ),
+        (
+            "tenant",
+            Some(structured(json!({"tenant": "a\u{85}b"}))),
+            vec![],
+        ),
+        (
+            "source",
+            Some(json!({"type": "ctl.event", "source": "/x\r\n"}).to_string()),
+            vec![],
+        ),
+        (
+            "shscause",
+            Some(json!({"type": "ctl.event", "shscause": "a\nb"}).to_string()),
+            vec![],
+        ),
+        (
+            "source",
+            Some("{}".to_owned()),
+            vec![
+                ("ce-specversion", "1.0"),
+                ("ce-id", "b-1"),
+                ("ce-type", "ctl.event"),
+                ("ce-source", "/a%0D%0Ab"),
+            ],
+        ),
+        (
+            "shscause",
+            Some("{}".to_owned()),
+            vec![
+                ("ce-specversion", "1.0"),
+                ("ce-id", "b-2"),
+                ("ce-type", "ctl.event"),
+                ("ce-source", "/a"),
+                ("ce-shscause", "x%0Ay"),
+            ],
+        ),
+        (
+            "source",
+            Some("{}".to_owned()),
+            vec![
+                ("ce-specversion", "1.0"),
+                ("ce-id", "b-3"),
+                ("ce-type", "ctl.event"),
+                ("ce-source", "/a b"),
+            ],
+        ),
+    ];
+    for asynchronous in [false, true] {
+        for (attribute, body, headers) in &cases {
+            let mut headers = headers.clone();
+            if asynchronous {
+                headers.push(("prefer", "respond-async"));
+            }
+            let answer = server
+                .request(reqwest::Method::POST, "/events", body.clone(), &headers)
+                .await;
+            assert_eq!(
+                answer.status, 400,
+                "{attribute} (async {asynchronous}): {answer:?}"
+            );
+            assert!(
+                answer
+                    .message()
+                    .contains(&format!("invalid attribute \"{attribute}\"")),
+                "{attribute}: {answer:?}"
+            );
+        }
+    }
+    // Still serving, and a valid event of each form goes through.
+    let ok = server
+        .request(
+            reqwest::Method::POST,
+            "/events",
+            Some(structured(
+                json!({"source": "/shop/eu?x=%20#frag", "shscause": "c-1"}),
+            )),
+            &[("prefer", "respond-async")],
+        )
+        .await;
+    assert_eq!(ok.status, 202, "{ok:?}");
+    assert!(
+        poll(|| async { recorded_ids(server, "rec").contains(&"ctl-1".to_owned()) }).await,
+        "the valid event is delivered; log:\n{}",
+        server.logs()
+    );
+    assert_eq!(
+        server.publish("ctl.event", json!({})).await.body["delivered"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn control_characters_in_attributes_are_a_400_on_both_buses() {
+    let mut embedded = recorder(ServerBuilder::new(), "rec", "ctl.event", "")
+        .start()
+        .await;
+    embedded.wait_ready().await;
+    control_characters_are_refused(&embedded).await;
+    embedded.stop_and_check();
+    if !nats_available() {
+        return;
+    }
+    let ns = Namespace::new();
+    let mut server = node(recorder(ServerBuilder::new(), "rec", "ctl.event", ""), &ns).await;
+    server.wait_ready().await;
+    sees(&server, "ctl.event", "rec").await;
+    control_characters_are_refused(&server).await;
+    server.stop_and_check();
+}

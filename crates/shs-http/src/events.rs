@@ -465,13 +465,13 @@ fn event_of(attributes: Attributes, request_id: Option<String>) -> Result<Event,
         event = event.with_time(time).map_err(invalid)?;
     }
     if let Some(subject) = subject {
-        event = event.with_subject(subject);
+        event = event.with_subject(subject).map_err(invalid)?;
     }
     if let Some(content_type) = content_type {
-        event = event.with_content_type(content_type);
+        event = event.with_content_type(content_type).map_err(invalid)?;
     }
     if let Some(dataschema) = dataschema {
-        event = event.with_dataschema(dataschema);
+        event = event.with_dataschema(dataschema).map_err(invalid)?;
     }
     // In one order whichever mode they came in (by name), so that the event is the same.
     let mut extensions = attributes.extensions;

@@ -84,6 +84,15 @@ fn backend(e: impl std::fmt::Display) -> BusError {
     BusError::Backend(e.to_string())
 }
 
+/// An event that cannot be written on NATS (a header value with a line break): refused as
+/// invalid input, never a panic.
+fn invalid(e: wire::BadHeader) -> BusError {
+    BusError::InvalidAttribute {
+        name: e.name.to_owned(),
+        reason: "a line break cannot travel in a NATS header (CloudEvents attributes hold no control characters)",
+    }
+}
+
 /// The state every task of the backend shares.
 struct Inner {
     client: async_nats::Client,
@@ -179,8 +188,8 @@ impl Inner {
         event: &SharedEvent,
         msg_id: &str,
     ) -> Result<(), BusError> {
-        let mut headers = wire::headers_of(event);
-        wire::set_msg_id(&mut headers, msg_id);
+        let mut headers = wire::headers_of(event).map_err(invalid)?;
+        wire::set_msg_id(&mut headers, msg_id).map_err(invalid)?;
         let ack = self
             .js
             .publish_with_headers(subject, headers, wire::body_of(event))
