@@ -43,7 +43,7 @@ impl Namespace {
         &self.0
     }
 
-    /// The name of one of its streams (`EVENTS`, `DEAD`, `SUBSCRIPTIONS`, `ATTEMPTS`).
+    /// The name of one of its streams (`EVENTS`, `DEAD`, `SUBSCRIPTIONS`, `ATTEMPTS`, `CLAIMS`).
     pub(crate) fn stream(&self, suffix: &str) -> String {
         format!("{}_{suffix}", self.0.to_ascii_uppercase())
     }
@@ -74,7 +74,7 @@ impl Drop for Namespace {
                     return;
                 };
                 let js = async_nats::jetstream::new(client);
-                for suffix in ["EVENTS", "DEAD", "SUBSCRIPTIONS", "ATTEMPTS"] {
+                for suffix in ["EVENTS", "DEAD", "SUBSCRIPTIONS", "ATTEMPTS", "CLAIMS"] {
                     let _ = js.delete_stream(format!("{upper}_{suffix}")).await;
                 }
             });
@@ -514,5 +514,65 @@ async fn control_characters_in_attributes_are_a_400_on_both_buses() {
     server.wait_ready().await;
     sees(&server, "ctl.event", "rec").await;
     control_characters_are_refused(&server).await;
+    server.stop_and_check();
+}
+
+/// Issue 11, item 3: a function on `orders.paid` that subscribes to `orders.*` while handling
+/// its first event gets the second accepted `orders.paid` event too (it was lost: the
+/// consumer of `orders.paid` left it to `orders.*`, whose consumer was created after it).
+#[tokio::test]
+async fn a_pattern_added_while_handling_an_event_loses_no_accepted_event() {
+    if !nats_available() {
+        return;
+    }
+    let ns = Namespace::new();
+    let mut server = node(
+        ServerBuilder::new().fixture("recorder").toml(
+            "recorder",
+            "env = { ON = \"orders.paid\", WIDEN = \"orders.*\" }\n",
+        ),
+        &ns,
+    )
+    .await;
+    server.wait_ready().await;
+    sees(&server, "orders.paid", "recorder").await;
+    let dir = server.functions_dir().join("recorder");
+    let first = publish_async(&server, "orders.paid", json!(1)).await;
+    assert_eq!(first.status, 202, "{first:?}");
+    assert!(
+        poll(|| async { dir.join("widened").exists() }).await,
+        "the first event is being handled; log:\n{}",
+        server.logs()
+    );
+    let second = publish_async(&server, "orders.paid", json!(2)).await;
+    assert_eq!(second.status, 202, "{second:?}");
+    std::fs::write(dir.join("go"), "").expect("go");
+    sees(&server, "orders.*", "recorder").await;
+    let id = |a: &Answer| a.body["event_id"].as_str().expect("id").to_owned();
+    let expected = vec![id(&first), id(&second)];
+    assert!(
+        poll(|| async { recorded_ids(&server, "recorder").len() >= 2 }).await,
+        "both accepted events delivered: {:?}; log:\n{}",
+        recorded_ids(&server, "recorder"),
+        server.logs()
+    );
+    // Once both consumers exist, an event that both patterns match is delivered once.
+    let third = publish_async(&server, "orders.paid", json!(3)).await;
+    let mut expected = expected;
+    expected.push(id(&third));
+    let other = publish_async(&server, "orders.other", json!(4)).await;
+    expected.push(id(&other));
+    assert!(
+        poll(|| async { recorded_ids(&server, "recorder").len() >= 4 }).await,
+        "{:?}",
+        recorded_ids(&server, "recorder")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got = recorded_ids(&server, "recorder");
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "each exactly once");
+    let letters = server.get("/events/dead-letters").await;
+    assert_eq!(letters.body["dead_letters"], json!([]), "{letters:?}");
     server.stop_and_check();
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use shs_bus::settle::{self, Settled};
@@ -129,16 +130,63 @@ impl Inner {
         }
     }
 
-    /// Whether `function` takes an event of `event_type` from the consumer of `pattern`: a
-    /// function with several matching patterns takes it from the first one only.
-    fn takes_from(&self, function: &str, pattern: &str, event_type: &str) -> bool {
-        let first = self
+    /// Whether the consumer of `pattern` delivers an event of `event_type` to `function`.
+    ///
+    /// When one of the function's patterns matches, yes. When several do, each of their
+    /// consumers holds the event, and the first to claim it (message `seq` of the events
+    /// stream) in `<NS>_CLAIMS` delivers it: a compare-and-set on the claim's subject
+    /// (`Nats-Expected-Last-Subject-Sequence: 0`), so exactly one consumer wins, and the
+    /// winner's redelivery (after a retry or a crash) finds its own name there and goes on.
+    /// The others acknowledge the event without delivering. This works whenever the
+    /// consumers were created (a pattern added later cannot lose what an older consumer holds),
+    /// and on NATS servers without multi-filter consumers (2.9).
+    async fn claims(&self, function: &str, pattern: &str, event_type: &str, seq: u64) -> Claim {
+        let matching = self
             .core
             .patterns_of(function)
             .into_iter()
-            .find(|p| SubscriptionTable::pattern_matches(p, event_type));
-        first.is_none_or(|first| first == pattern)
+            .filter(|p| SubscriptionTable::pattern_matches(p, event_type))
+            .count();
+        if matching <= 1 {
+            return Claim::Mine;
+        }
+        let subject = self.names.claim_subject(function, seq);
+        let me = self.names.consumer(function, pattern);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+        let published = self
+            .js
+            .publish_with_headers(subject.clone(), headers, me.clone().into())
+            .await;
+        let error = match published {
+            Ok(ack) => match ack.await {
+                Ok(_) => return Claim::Mine,
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        if error.kind() != PublishErrorKind::WrongLastSequence {
+            return Claim::Unknown(error.to_string());
+        }
+        match self.claims.get_last_raw_message_by_subject(&subject).await {
+            Ok(claim) if claim.payload.as_ref() == me.as_bytes() => Claim::Mine,
+            Ok(_) => Claim::Theirs,
+            Err(e) => Claim::Unknown(e.to_string()),
+        }
     }
+}
+
+/// Header: the compare-and-set of a JetStream publish on the subject's last sequence.
+const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+
+/// Who delivers an event that several of a function's consumers hold.
+enum Claim {
+    /// This consumer.
+    Mine,
+    /// Another consumer of the function.
+    Theirs,
+    /// Not known (NATS failed): ask again later.
+    Unknown(String),
 }
 
 /// Deliveries in flight at once from one consumer.
@@ -219,11 +267,26 @@ async fn handle(inner: &Inner, function: &Arc<str>, source: &Source, message: je
         let _ = message.ack_with(jetstream::AckKind::Term).await;
         return;
     };
-    if let Source::Pattern(pattern) = source
-        && !inner.takes_from(function, pattern, &event.event_type)
-    {
-        let _ = message.ack().await;
-        return;
+    if let Source::Pattern(pattern) = source {
+        let seq = message.info().map_or(0, |i| i.stream_sequence);
+        match inner
+            .claims(function, pattern, &event.event_type, seq)
+            .await
+        {
+            Claim::Mine => {}
+            Claim::Theirs => {
+                // Another consumer of this function delivers it.
+                let _ = message.ack().await;
+                return;
+            }
+            Claim::Unknown(e) => {
+                tracing::warn!(%function, event_id = %event.id, "cannot claim the delivery, trying again: {e}");
+                let _ = message
+                    .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                return;
+            }
+        }
     }
     let Some(deliverer) = inner.core.deliverer() else {
         // Shutting down: leave it to another supervisor, or to this one after a restart.

@@ -20,8 +20,11 @@
 //!   is redelivered after the ack wait. A failed attempt is recorded (stream `<NS>_ATTEMPTS`)
 //!   and negatively acknowledged with the backoff the bus decided as its delay; a dead letter
 //!   goes to the stream `<NS>_DEAD` with every attempt (`dead`). A function with several
-//!   patterns matching one event gets it from the consumer of the first of them (in sort
-//!   order); the others acknowledge it without delivering.
+//!   patterns matching one event gets it from whichever of their consumers claims it first
+//!   in the stream `<NS>_CLAIMS` (a compare-and-set per stored message, so once); the others
+//!   acknowledge it without delivering. NATS 2.9 has no consumer with several filters, and a
+//!   consumer made for a new pattern starts at new events, so the consumers that hold an
+//!   event must be able to deliver it whichever was made first.
 //! - **Synchronous events**, over core NATS request-reply (`sync`): for each subscribing
 //!   function, the publisher sends a request to `<ns>.sync.<function>`, which every
 //!   supervisor running the function answers as a queue group (so exactly one of them takes
@@ -104,6 +107,7 @@ struct Inner {
     dead: stream::Stream,
     subscriptions: stream::Stream,
     attempts: stream::Stream,
+    claims: stream::Stream,
     /// The tasks taking the events of the functions deployed here.
     local: Mutex<HashMap<String, Local>>,
     me: Weak<Inner>,
@@ -159,6 +163,13 @@ impl Inner {
             Duration::from_secs(7 * 24 * 3600),
         )
         .await?;
+        let claims = last_per_subject(
+            &js,
+            &names.claims,
+            names.claims_filter(),
+            Duration::from_secs(7 * 24 * 3600),
+        )
+        .await?;
         let inner = Arc::new_cyclic(|me| Inner {
             client,
             js,
@@ -169,6 +180,7 @@ impl Inner {
             dead,
             subscriptions,
             attempts,
+            claims,
             local: Mutex::new(HashMap::new()),
             me: me.clone(),
         });
