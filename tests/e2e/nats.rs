@@ -576,3 +576,193 @@ async fn a_pattern_added_while_handling_an_event_loses_no_accepted_event() {
     assert_eq!(letters.body["dead_letters"], json!([]), "{letters:?}");
     server.stop_and_check();
 }
+
+/// A NATS server of the test's own (`/usr/sbin/nats-server -js`), on a free port, with its
+/// store in a temporary folder; stopped and reaped when dropped.
+pub(crate) struct PrivateNats {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+impl PrivateNats {
+    /// Starts one, or `None` (skipped) when there is no nats-server binary and NATS is not
+    /// required.
+    pub(crate) fn start() -> Option<PrivateNats> {
+        if !std::path::Path::new(NATS_SERVER).exists() {
+            assert!(
+                std::env::var_os("SHS_REQUIRE_NATS").is_none(),
+                "SHS_REQUIRE_NATS is set but {NATS_SERVER} is missing"
+            );
+            eprintln!("skipped: no {NATS_SERVER}");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut nats = PrivateNats {
+            child: None,
+            port: 0,
+            dir,
+        };
+        nats.launch();
+        Some(nats)
+    }
+
+    /// Runs the server: on a random port the first time (read from its ports file), on the
+    /// same port after.
+    fn launch(&mut self) {
+        let ports = self.dir.path().join("ports");
+        let _ = std::fs::create_dir_all(&ports);
+        let port = if self.port == 0 {
+            "-1".to_owned()
+        } else {
+            self.port.to_string()
+        };
+        let child = std::process::Command::new(NATS_SERVER)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
+            .arg(self.dir.path().join("store"))
+            .arg("--ports_file_dir")
+            .arg(&ports)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let file = ports.join(format!("nats-server_{}.ports", child.id()));
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let read = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .and_then(|v| v["nats"][0].as_str().map(str::to_owned));
+            if let Some(url) = read
+                && let Some(port) = url.rsplit(':').next().and_then(|p| p.parse().ok())
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
+                self.port = port;
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The URL for `--bus`.
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(child) = &self.child {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+            nix::sys::signal::kill(pid, signal).expect("signal nats-server");
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.
+    pub(crate) fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Thaws it (SIGCONT).
+    pub(crate) fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL after 10 s) and reaps it.
+    pub(crate) fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        self.signal_child(&child, nix::sys::signal::Signal::SIGCONT);
+        self.signal_child(&child, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while child.try_wait().ok().flatten().is_none() {
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal_child(&self, child: &std::process::Child, signal: nix::sys::signal::Signal) {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+    }
+
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A supervisor on the private server `nats`.
+pub(crate) async fn node_on(builder: ServerBuilder, nats: &PrivateNats) -> Server {
+    builder
+        .args(&["--bus", &nats.url(), "--bus-namespace", "shs"])
+        .start()
+        .await
+}
+
+/// Issue 11, item 12: when JetStream does not acknowledge an asynchronous publish in time,
+/// the answer says the outcome is unknown (504, with the id and source to retry with), and the
+/// retry with the same source and id is accepted and the event delivered once.
+#[tokio::test]
+async fn an_unacknowledged_publish_is_a_504_and_its_retry_is_delivered_once() {
+    let Some(nats) = PrivateNats::start() else {
+        return;
+    };
+    let mut server = node_on(recorder(ServerBuilder::new(), "rec", "pay.made", ""), &nats).await;
+    server.wait_ready().await;
+    sees(&server, "pay.made", "rec").await;
+    let event = json!({"specversion": "1.0", "id": "pay-77", "source": "/shop", "type": "pay.made", "data": {"n": 77}})
+        .to_string();
+    let post = || {
+        server.request(
+            reqwest::Method::POST,
+            "/events",
+            Some(event.clone()),
+            &[
+                ("prefer", "respond-async"),
+                ("content-type", "application/cloudevents+json"),
+            ],
+        )
+    };
+    nats.pause();
+    let unknown = post().await;
+    nats.resume();
+    assert_eq!(unknown.status, 504, "{unknown:?}");
+    assert_eq!(unknown.body["error"]["event_id"], "pay-77", "{unknown:?}");
+    assert_eq!(unknown.body["error"]["source"], "/shop", "{unknown:?}");
+    assert!(
+        unknown.message().contains("may or may not be accepted")
+            && unknown.message().contains("same source"),
+        "{unknown:?}"
+    );
+    // The first publish reached the server after all; the retry is dropped as a repeat.
+    let retried = post().await;
+    assert_eq!(retried.status, 202, "{retried:?}");
+    assert!(
+        poll(|| async { !recorded_ids(&server, "rec").is_empty() }).await,
+        "delivered; log:\n{}",
+        server.logs()
+    );
+    let again = post().await;
+    assert_eq!(again.status, 202, "{again:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(recorded_ids(&server, "rec"), ["pay-77"], "once");
+    assert_eq!(
+        server.publish("pay.made", json!({})).await.body["delivered"],
+        1
+    );
+    server.stop_and_check();
+}

@@ -52,12 +52,24 @@ fn bus_error(error: &BusError) -> HttpResponse {
     let status = match error {
         e if e.is_invalid_input() => StatusCode::BAD_REQUEST,
         BusError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+        BusError::Unconfirmed { .. } => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
+    let mut extra = Map::new();
+    if let BusError::Unconfirmed {
+        event_id,
+        event_source,
+        ..
+    } = error
+    {
+        tracing::warn!("{error}");
+        extra.insert("event_id".into(), Value::String(event_id.clone()));
+        extra.insert("source".into(), Value::String(event_source.clone()));
+    }
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!("event bus failure: {error}");
     }
-    error_response(status, error.to_string(), Map::new())
+    error_response(status, error.to_string(), extra)
 }
 
 /// Standard base64 with padding, as CloudEvents' `data_base64` is; trailing bits that are not

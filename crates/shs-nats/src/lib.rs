@@ -41,6 +41,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, stream};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -193,22 +194,32 @@ impl Inner {
     }
 
     /// Stores `event` in the events stream under `subject`, de-duplicated by `msg_id`;
-    /// resolves once JetStream has acknowledged it.
+    /// resolves once JetStream has acknowledged it. No acknowledgement in time (the server is
+    /// stalled, or the connection is down and the message waits to be sent) is
+    /// [`Stored::Unknown`]: the event may be stored, now or once the message goes out.
     async fn store_event(
         &self,
         subject: String,
         event: &SharedEvent,
         msg_id: &str,
-    ) -> Result<(), BusError> {
-        let mut headers = wire::headers_of(event).map_err(invalid)?;
-        wire::set_msg_id(&mut headers, msg_id).map_err(invalid)?;
+    ) -> Result<(), Stored> {
+        let failed = |e: BusError| Stored::Failed(e);
+        let mut headers = wire::headers_of(event).map_err(invalid).map_err(failed)?;
+        wire::set_msg_id(&mut headers, msg_id)
+            .map_err(invalid)
+            .map_err(failed)?;
         let ack = self
             .js
             .publish_with_headers(subject, headers, wire::body_of(event))
             .await
-            .map_err(backend)?;
-        ack.await.map_err(backend)?;
-        Ok(())
+            .map_err(|e| Stored::Failed(backend(e)))?;
+        match ack.await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == PublishErrorKind::TimedOut => Err(Stored::Unknown(format!(
+                "no acknowledgement from JetStream: {e}"
+            ))),
+            Err(e) => Err(Stored::Failed(backend(e))),
+        }
     }
 
     /// Stores a message in a stream; resolves once JetStream has acknowledged it.
@@ -235,8 +246,35 @@ impl Inner {
         // An event is unique by id and source (CloudEvents): the same pair again within the
         // stream's duplicate window is stored once.
         let msg_id = format!("{} {}", event.source, event.id);
-        self.store_event(self.names.event_subject(&event.event_type), &event, &msg_id)
-            .await
+        let stored = self
+            .store_event(self.names.event_subject(&event.event_type), &event, &msg_id)
+            .await;
+        match stored {
+            Err(Stored::Unknown(reason)) => Err(BusError::Unconfirmed {
+                event_id: event.id.clone(),
+                event_source: event.source.clone(),
+                reason,
+            }),
+            Err(Stored::Failed(e)) => Err(e),
+            Ok(()) => Ok(()),
+        }
+    }
+}
+
+/// Why an event was not stored for sure.
+enum Stored {
+    /// It was not stored.
+    Failed(BusError),
+    /// JetStream did not acknowledge it in time: it may be stored.
+    Unknown(String),
+}
+
+impl From<Stored> for BusError {
+    fn from(stored: Stored) -> BusError {
+        match stored {
+            Stored::Failed(e) => e,
+            Stored::Unknown(reason) => BusError::Backend(reason),
+        }
     }
 }
 
