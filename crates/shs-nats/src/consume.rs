@@ -118,12 +118,10 @@ impl Inner {
             durable_name: Some(name),
             filter_subject: filter,
             ack_policy: consumer::AckPolicy::Explicit,
-            // Long enough for the function's own timeout, twice (waiting for a process, then
-            // the call), before JetStream gives the event to another supervisor.
-            ack_wait: self
-                .config
-                .ack_wait
-                .max(policy.timeout * 2 + Duration::from_secs(2)),
+            // Short: the supervisor handling an event says it is still at work with a progress
+            // ack every quarter of it (`handle`), so a delivery moves to another supervisor
+            // within this wait of its supervisor dying, however long the function may take.
+            ack_wait: self.config.ack_wait,
             deliver_policy: consumer::DeliverPolicy::New,
             max_ack_pending: i64::try_from(in_flight(policy)).unwrap_or(1),
             ..Default::default()
@@ -260,6 +258,21 @@ async fn consume(inner: Arc<Inner>, function: String, source: Source) {
     }
 }
 
+/// Tells JetStream every quarter of the ack wait that `message` is still being worked on
+/// (`AckKind::Progress`), so that it is not given to another supervisor while this one lives;
+/// never ends.
+async fn keep_alive(message: &jetstream::Message, ack_wait: Duration) -> std::convert::Infallible {
+    let every = (ack_wait / 4).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = message.ack_with(jetstream::AckKind::Progress).await {
+            tracing::debug!("cannot send a progress ack: {e}");
+        }
+    }
+}
+
 /// Delivers one asynchronous event, then acknowledges it, retries it later, or buries it.
 async fn handle(inner: &Inner, function: &Arc<str>, source: &Source, message: jetstream::Message) {
     let Some(event) = wire::event_of(message.headers.as_ref(), &message.payload) else {
@@ -300,7 +313,12 @@ async fn handle(inner: &Inner, function: &Arc<str>, source: &Source, message: je
         .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
         .unwrap_or(1);
     let event = Arc::new(event);
-    match settle::attempt(&deliverer, function, event.clone(), number, &policy).await {
+    let attempt = settle::attempt(&deliverer, function, event.clone(), number, &policy);
+    let settled = tokio::select! {
+        settled = attempt => settled,
+        never = keep_alive(&message, inner.config.ack_wait) => match never {},
+    };
+    match settled {
         Settled::Delivered(_) => {
             if let Err(e) = message.double_ack().await {
                 tracing::warn!(%function, event_id = %event.id, "cannot acknowledge: {e}");

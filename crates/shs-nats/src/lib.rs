@@ -16,8 +16,9 @@
 //!   one durable pull consumer per (function, pattern), named
 //!   `<ns>_<function>_<hash of the pattern>`, shared by every supervisor that runs the
 //!   function: JetStream hands each event to one of them (`consume`). The event is
-//!   acknowledged after the function answers; an unacknowledged event (a supervisor that died)
-//!   is redelivered after the ack wait. A failed attempt is recorded (stream `<NS>_ATTEMPTS`)
+//!   acknowledged after the function answers, and kept alive meanwhile by progress acks; an
+//!   event that goes [`DEFAULT_ACK_WAIT`] without either (a supervisor that died) is given to
+//!   another supervisor. A failed attempt is recorded (stream `<NS>_ATTEMPTS`)
 //!   and negatively acknowledged with the backoff the bus decided as its delay; a dead letter
 //!   goes to the stream `<NS>_DEAD` with every attempt (`dead`). A function with several
 //!   patterns matching one event gets it from whichever of their consumers claims it first
@@ -60,6 +61,9 @@ mod wire;
 use consume::Local;
 use names::Names;
 
+/// The ack wait of the consumers: a dead supervisor's deliveries move to another within it.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(4);
+
 /// How the NATS bus runs.
 #[derive(Clone, Debug)]
 pub struct NatsConfig {
@@ -70,8 +74,10 @@ pub struct NatsConfig {
     pub namespace: String,
     /// How long a synchronous publish waits for each subscriber's answer.
     pub sync_timeout: Duration,
-    /// How long an asynchronous delivery may stay unacknowledged before JetStream gives it to
-    /// another supervisor.
+    /// How long an asynchronous delivery may go without a sign of life before JetStream gives
+    /// it to another supervisor. The supervisor working on it sends a progress ack every
+    /// quarter of it, so a long delivery keeps its place while its supervisor lives;
+    /// [`DEFAULT_ACK_WAIT`] unless a test wants otherwise.
     pub ack_wait: Duration,
     /// Deliveries a chain of events may take before it is cut.
     pub max_hops: u32,
