@@ -280,10 +280,13 @@ async fn handle(inner: &Inner, function: &Arc<str>, source: &Source, message: je
         let _ = message.ack_with(jetstream::AckKind::Term).await;
         return;
     };
-    if let Source::Pattern(pattern) = source {
-        let seq = message.info().map_or(0, |i| i.stream_sequence);
+    // A message without its stream sequence (never from JetStream) is delivered unclaimed:
+    // twice at worst, never zero times.
+    if let Source::Pattern(pattern) = source
+        && let Ok(info) = message.info()
+    {
         match inner
-            .claims(function, pattern, &event.event_type, seq)
+            .claims(function, pattern, &event.event_type, info.stream_sequence)
             .await
         {
             Claim::Mine => {}
