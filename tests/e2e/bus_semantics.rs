@@ -62,6 +62,7 @@ on_both!(
     patterns_match_alike_and_each_function_gets_an_event_once,
     a_deliverer_that_is_gone_is_reported_as_shutting_down,
     a_delivery_never_sent_uses_no_attempt,
+    a_wider_pattern_added_mid_delivery_loses_no_accepted_event,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -464,6 +465,64 @@ async fn a_deliverer_that_is_gone_is_reported_as_shutting_down(kind: Kind) {
         result.errors,
         [failure("f", "the supervisor is shutting down")]
     );
+    rig.finish().await;
+}
+
+async fn a_wider_pattern_added_mid_delivery_loses_no_accepted_event(kind: Kind) {
+    // "f" takes orders.paid; while handling its first event it subscribes to orders.* too,
+    // and holds that delivery until a second orders.paid event is accepted.
+    let second_accepted = Arc::new(AtomicBool::new(false));
+    let subscribed = Arc::new(AtomicBool::new(false));
+    let (accepted, first) = (second_accepted.clone(), subscribed.clone());
+    let Some(rig) = Rig::new(kind, 8, &[("f", "orders.paid")], move |call| {
+        let (accepted, first) = (accepted.clone(), first.clone());
+        Box::pin(async move {
+            if !first.swap(true, Ordering::SeqCst) {
+                call.bus
+                    .subscribe(&call.function, "orders.*")
+                    .expect("valid pattern");
+                assert!(
+                    poll(|| async { accepted.load(Ordering::SeqCst) }).await,
+                    "the second event is accepted"
+                );
+            }
+            Ok(())
+        })
+    })
+    .await
+    else {
+        return;
+    };
+    let one = rig
+        .bus
+        .publish_async(event("orders.paid"), Causation::root())
+        .await
+        .expect("accepted");
+    rig.wait_for("f", 1).await;
+    let two = rig
+        .bus
+        .publish_async(event("orders.paid"), Causation::root())
+        .await
+        .expect("accepted");
+    second_accepted.store(true, Ordering::SeqCst);
+    rig.wait_for("f", 2).await;
+    // Both consumers exist now: an event both patterns match is delivered once.
+    rig.ready(&[("f", "orders.paid"), ("f", "orders.*")]).await;
+    let three = rig
+        .bus
+        .publish_async(event("orders.paid"), Causation::root())
+        .await
+        .expect("accepted");
+    rig.wait_for("f", 3).await;
+    rig.quiet().await;
+    let ids: Vec<String> = rig.seen("f").into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, [one, two, three], "each once, in order, on {kind:?}");
+    let letters = rig.bus.dead_letters(DeadLetterFilter {
+        function: None,
+        event_type: None,
+        limit: 10,
+    });
+    assert!(letters.await.expect("listed").is_empty(), "no dead letter");
     rig.finish().await;
 }
 

@@ -117,6 +117,23 @@ pub enum BusError {
     /// The backend (e.g. NATS) failed.
     #[error("the event bus failed: {0}")]
     Backend(String),
+    /// The backend did not confirm in time that it stored an asynchronous event: it may have
+    /// stored it or not. Publishing it again with the same `source` and `id` is safe (a repeat
+    /// is dropped).
+    #[error(
+        "the event bus did not confirm in time that it stored event {event_id:?} ({reason}): it \
+         may or may not be accepted. Publish it again with the same source ({event_source:?}) and id \
+         (as a CloudEvents event, in structured or binary mode, if you sent the simple form): a \
+         repeat within 2 minutes is dropped, so it is accepted once"
+    )]
+    Unconfirmed {
+        /// The event's id.
+        event_id: String,
+        /// The event's `source`.
+        event_source: String,
+        /// What happened (e.g. the acknowledgement timed out).
+        reason: String,
+    },
 }
 
 impl BusError {

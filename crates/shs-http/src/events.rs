@@ -52,12 +52,24 @@ fn bus_error(error: &BusError) -> HttpResponse {
     let status = match error {
         e if e.is_invalid_input() => StatusCode::BAD_REQUEST,
         BusError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+        BusError::Unconfirmed { .. } => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
+    let mut extra = Map::new();
+    if let BusError::Unconfirmed {
+        event_id,
+        event_source,
+        ..
+    } = error
+    {
+        tracing::warn!("{error}");
+        extra.insert("event_id".into(), Value::String(event_id.clone()));
+        extra.insert("source".into(), Value::String(event_source.clone()));
+    }
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!("event bus failure: {error}");
     }
-    error_response(status, error.to_string(), Map::new())
+    error_response(status, error.to_string(), extra)
 }
 
 /// Standard base64 with padding, as CloudEvents' `data_base64` is; trailing bits that are not
@@ -465,13 +477,13 @@ fn event_of(attributes: Attributes, request_id: Option<String>) -> Result<Event,
         event = event.with_time(time).map_err(invalid)?;
     }
     if let Some(subject) = subject {
-        event = event.with_subject(subject);
+        event = event.with_subject(subject).map_err(invalid)?;
     }
     if let Some(content_type) = content_type {
-        event = event.with_content_type(content_type);
+        event = event.with_content_type(content_type).map_err(invalid)?;
     }
     if let Some(dataschema) = dataschema {
-        event = event.with_dataschema(dataschema);
+        event = event.with_dataschema(dataschema).map_err(invalid)?;
     }
     // In one order whichever mode they came in (by name), so that the event is the same.
     let mut extensions = attributes.extensions;
