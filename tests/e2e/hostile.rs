@@ -3,8 +3,11 @@
 //!
 //! - `stdin`: every line written to a function's stdin is one line for every common reader, so
 //!   no function can forge messages on another's stdin.
+//! - `isolation`: what a function can reach of the supervisor (session, descriptors,
+//!   environment, zombies).
 //! - `input`: oversized, deeply nested and flooding input, at every boundary, with the
 //!   supervisor's memory and log and the other functions checked afterwards.
 
 mod input;
+mod isolation;
 mod stdin;

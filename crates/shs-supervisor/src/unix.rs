@@ -2,7 +2,7 @@
 //! process group.
 //!
 //! [`spawn`] starts every function process, rpc or exec: in its folder, with a clean
-//! environment, in its own process group, under its resource limits and user, with all three
+//! environment, in a session and process group of its own, under its resource limits and user, with all three
 //! pipes. [`kill_group`] is the one graceful stop of a group (SIGTERM, a grace period, SIGKILL);
 //! [`signal_group`] sends one signal, and [`reap`] waits for a leader and kills what it
 //! leaves behind. A group is named by its leader's pid.
@@ -79,23 +79,28 @@ fn command(spec: &FunctionSpec, host: &Host) -> Command {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(false);
     if let Some(run_as) = &spec.run_as {
         cmd.uid(run_as.uid).gid(run_as.gid);
     }
-    if !spec.limits.is_empty() {
-        set_limits(&mut cmd, spec.limits);
-    }
+    in_child(&mut cmd, spec.limits);
     cmd
 }
 
-/// Makes the child set `limits` on itself before it runs the function. A limit above the
-/// supervisor's own hard limit is lowered to it (only root may raise a hard limit).
+/// Makes the child, between fork and exec, start a new session (so it is the leader of its
+/// own session and process group, and has no controlling terminal: it cannot reach the
+/// supervisor's), then set `limits` on itself. A limit above the supervisor's own hard limit is
+/// lowered to it (only root may raise a hard limit).
+///
+/// `setsid` and not `process_group(0)`: a process group leader cannot start a session.
 #[allow(unsafe_code)]
-fn set_limits(cmd: &mut Command, limits: Limits) {
+fn in_child(cmd: &mut Command, limits: Limits) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let apply = move || -> std::io::Result<()> {
+        nix::unistd::setsid()?;
+        if limits.is_empty() {
+            return Ok(());
+        }
         for (resource, value, slack) in [
             (Resource::RLIMIT_DATA, limits.memory, 0),
             // One second between SIGXCPU (soft) and SIGKILL (hard).
@@ -111,8 +116,8 @@ fn set_limits(cmd: &mut Command, limits: Limits) {
         Ok(())
     };
     // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
-    // functions may be called. It calls getrlimit(2) and setrlimit(2), both async-signal-safe,
-    // allocates nothing and takes no lock.
+    // functions may be called. It calls setsid(2), getrlimit(2) and setrlimit(2), all
+    // async-signal-safe, allocates nothing and takes no lock.
     unsafe {
         cmd.pre_exec(apply);
     }
