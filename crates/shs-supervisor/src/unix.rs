@@ -89,7 +89,8 @@ fn command(spec: &FunctionSpec, host: &Host) -> Command {
 
 /// Makes the child, between fork and exec, start a new session (so it is the leader of its
 /// own session and process group, and has no controlling terminal: it cannot reach the
-/// supervisor's), then set `limits` on itself. A limit above the supervisor's own hard limit is
+/// supervisor's), mark every descriptor but 0, 1 and 2 close-on-exec (so none that shs
+/// inherited from its parent reaches the function), then set `limits` on itself. A limit above the supervisor's own hard limit is
 /// lowered to it (only root may raise a hard limit).
 ///
 /// `setsid` and not `process_group(0)`: a process group leader cannot start a session.
@@ -98,6 +99,7 @@ fn in_child(cmd: &mut Command, limits: Limits) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let apply = move || -> std::io::Result<()> {
         nix::unistd::setsid()?;
+        cloexec_from_3()?;
         if limits.is_empty() {
             return Ok(());
         }
@@ -116,11 +118,44 @@ fn in_child(cmd: &mut Command, limits: Limits) {
         Ok(())
     };
     // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
-    // functions may be called. It calls setsid(2), getrlimit(2) and setrlimit(2), all
-    // async-signal-safe, allocates nothing and takes no lock.
+    // functions may be called. It calls setsid(2), close_range(2) or fcntl(2), getrlimit(2) and
+    // setrlimit(2), all async-signal-safe system calls, allocates nothing and takes no lock.
     unsafe {
         cmd.pre_exec(apply);
     }
+}
+
+/// Marks every descriptor from 3 up close-on-exec, in the child between fork and exec. Closing
+/// them is not an option: the standard library reports a failed exec through a descriptor of
+/// its own (close-on-exec already). `close_range(2)` (Linux 5.11), else `fcntl(2)` on each
+/// descriptor below the soft `RLIMIT_NOFILE`, capped at 65,536.
+#[allow(unsafe_code)]
+fn cloexec_from_3() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a system call with integer arguments; it touches no memory of ours.
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3_u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        if done == 0 {
+            return Ok(());
+        }
+    }
+    let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+    let last = i32::try_from(soft.min(65_536)).unwrap_or(65_536);
+    for fd in 3..last {
+        // SAFETY: fcntl(2) on a number that may or may not be an open descriptor: EBADF then,
+        // ignored; it only changes the descriptor's flags.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    Ok(())
 }
 
 /// Signals a whole process group, ignoring a group that is already gone.

@@ -56,3 +56,34 @@ async fn a_function_runs_in_a_session_of_its_own() {
     assert_ne!(seen["sid"], session_of(server.pid()), "{seen}");
     server.stop_and_check();
 }
+
+#[tokio::test]
+async fn descriptors_shs_inherited_do_not_reach_a_function() {
+    // shs starts with descriptors 7 and 8 open, as a parent could leave them.
+    let mut server = ServerBuilder::new()
+        .file("inspect", "main.py", INSPECT)
+        .wrap(&["sh", "-c", r#"exec 7</dev/null 8>&2; exec "$@""#, "sh"])
+        .start()
+        .await;
+    server.wait_ready().await;
+    let shs_fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .expect("shs's descriptors")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        shs_fds.iter().any(|fd| fd == "7") && shs_fds.iter().any(|fd| fd == "8"),
+        "shs inherited 7 and 8: {shs_fds:?}"
+    );
+    let seen = inspect(&server).await;
+    // 0, 1, 2, and the one Python's listdir opened to list them.
+    let fds: Vec<i64> = seen["fds"]
+        .as_array()
+        .expect("fds")
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    assert_eq!(fds.len(), 4, "{fds:?}");
+    assert_eq!(fds[..3], [0, 1, 2], "{fds:?}");
+    server.stop_and_check();
+}
