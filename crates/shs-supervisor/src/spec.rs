@@ -379,15 +379,18 @@ fn find_entry(dir: &Path) -> Option<(PathBuf, Vec<String>)> {
 }
 
 /// The environment a function runs in: `PATH`, `HOME`, `LANG`, `TZ` from the supervisor's own
-/// environment (all of it when `inherit` is set), `PYTHONUNBUFFERED=1`, the function's `env`,
-/// and `SHS_FUNCTION` and `SHS_URL`.
+/// environment (all of it when `inherit` is set, but never shs's own settings: no `SHS_*`
+/// variable, `SHS_API_KEY` among them), `PYTHONUNBUFFERED=1`, the function's `env`, and
+/// `SHS_FUNCTION` and `SHS_URL`.
 pub fn environment(
     spec: &FunctionSpec,
     inherit: bool,
     server_url: &str,
 ) -> HashMap<String, String> {
     let mut env: HashMap<String, String> = if inherit {
-        std::env::vars().collect()
+        std::env::vars()
+            .filter(|(k, _)| !k.starts_with("SHS_"))
+            .collect()
     } else {
         ["PATH", "HOME", "LANG", "TZ"]
             .into_iter()

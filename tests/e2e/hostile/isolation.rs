@@ -87,3 +87,35 @@ async fn descriptors_shs_inherited_do_not_reach_a_function() {
     assert_eq!(fds[..3], [0, 1, 2], "{fds:?}");
     server.stop_and_check();
 }
+
+#[tokio::test]
+async fn inherit_env_never_passes_shs_s_own_settings() {
+    let mut server = ServerBuilder::new()
+        .file("inspect", "main.py", INSPECT)
+        .env("SHS_API_KEY", "secret-key-1,secret-key-2")
+        .env("SHS_BUS", "nats://user:secret@127.0.0.1:4222")
+        .env("SHS_INHERIT_ENV", "true")
+        .env("SOME_SETTING", "passed")
+        .args(&["--bus", "local"])
+        .start()
+        .await;
+    let answer = server
+        .request(
+            reqwest::Method::POST,
+            "/run/inspect",
+            Some("{}".to_owned()),
+            &[("authorization", "Bearer secret-key-1")],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}; log:\n{}", server.logs());
+    let env = answer.body["env"].as_object().expect("env");
+    // The rest of the environment is inherited...
+    assert_eq!(env.get("SOME_SETTING"), Some(&json!("passed")), "{env:?}");
+    // ...but no SHS_* setting but the two shs sets for the function.
+    let mut shs: Vec<&String> = env.keys().filter(|k| k.starts_with("SHS_")).collect();
+    shs.sort();
+    assert_eq!(shs, ["SHS_FUNCTION", "SHS_URL"], "{env:?}");
+    let text = answer.body["env"].to_string();
+    assert!(!text.contains("secret"), "{text}");
+    server.stop_and_check();
+}
