@@ -268,11 +268,20 @@ fn find_program(program: &str, path: &str) -> Option<PathBuf> {
 }
 
 /// Looks up `user` (and `group`) to run as; `None` when neither is set. Switching user needs
-/// the supervisor to run as root, unless it is the user it already runs as.
+/// the supervisor to run as root, unless it is the user it already runs as. `group` alone is
+/// refused: it would run the function as the supervisor's user (root) with another group.
 fn resolve_user(user: Option<&str>, group: Option<&str>) -> Result<Option<RunAs>, String> {
     use nix::unistd::{Gid, Group, Uid, User};
-    if user.is_none() && group.is_none() {
-        return Ok(None);
+    match (user, group) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => {
+            return Err(
+                "`group` needs `user`: without it the function would run as shs's own user \
+                 (root) with another group"
+                    .to_owned(),
+            );
+        }
+        _ => {}
     }
     let (uid, mut gid, home) = match user {
         Some(name) => match User::from_name(name) {

@@ -624,8 +624,19 @@ processes = 20
         write(&dir, "main.py", "");
         write(&dir, "function.toml", "user = \"no-such-user-here\"\n");
         assert!(error_of(read_function("f", &dir, &defaults())).contains("there is no user"));
-        write(&dir, "function.toml", "group = \"no-such-group-here\"\n");
+        write(
+            &dir,
+            "function.toml",
+            "user = \"nobody\"\ngroup = \"no-such-group-here\"\n",
+        );
         assert!(error_of(read_function("f", &dir, &defaults())).contains("there is no group"));
+        // A group without a user would run as root with another group: refused, whoever runs
+        // shs, and whether or not the group exists.
+        for group in ["root", "nogroup", "no-such-group-here"] {
+            write(&dir, "function.toml", &format!("group = \"{group}\"\n"));
+            let error = error_of(read_function("f", &dir, &defaults()));
+            assert!(error.contains("`group` needs `user`"), "{error}");
+        }
         write(&dir, "function.toml", "user = \"nobody\"\n");
         let found = read_function("f", &dir, &defaults());
         if nix::unistd::Uid::effective().is_root() {
