@@ -5,9 +5,11 @@
 //!   no function can forge messages on another's stdin.
 //! - `isolation`: what a function can reach of the supervisor (session, descriptors,
 //!   environment, zombies).
+//! - `killed`: function processes killed with SIGKILL give back what the supervisor held.
 //! - `input`: oversized, deeply nested and flooding input, at every boundary, with the
 //!   supervisor's memory and log and the other functions checked afterwards.
 
 mod input;
 mod isolation;
+mod killed;
 mod stdin;
