@@ -421,6 +421,11 @@ impl Pool {
             .collect()
     }
 
+    /// Why the pool was closed ("removed", "redeployed"), once it is.
+    pub(crate) fn closed_for(&self) -> Option<&'static str> {
+        self.state.lock().closed
+    }
+
     /// Takes no more requests, lets those in flight finish for up to `drain`, then stops every
     /// process (stdin closed, then SIGTERM and SIGKILL to its group).
     pub(crate) async fn close(&self, what: &'static str, drain: Duration) {
