@@ -143,15 +143,16 @@ pub(crate) fn build_spec(
         .unwrap_or(timeout);
     let instances = match manifest.instances {
         None => defaults.instances,
-        Some(0) => return Err(invalid("`instances` must be at least 1".into())),
-        Some(n) => n,
+        Some(n) => between(n, 1, MAX_INSTANCES, "instances").map_err(invalid)?,
     };
     let concurrency = match manifest.concurrency {
         None => defaults::CONCURRENCY,
-        Some(0) => return Err(invalid("`concurrency` must be at least 1".into())),
-        Some(n) => n,
+        Some(n) => between(n, 1, MAX_CONCURRENCY, "concurrency").map_err(invalid)?,
     };
-    let queue = manifest.queue.unwrap_or(defaults.queue);
+    let queue = match manifest.queue {
+        None => defaults.queue,
+        Some(n) => between(n, 0, MAX_QUEUE, "queue").map_err(invalid)?,
+    };
     let idle_timeout = match manifest.idle_timeout {
         None => defaults.idle_timeout,
         Some(0.0) => None,
@@ -247,6 +248,24 @@ pub(crate) fn build_spec(
         ordered: manifest.ordered.unwrap_or(defaults::ORDERED),
         fingerprint: Fingerprint::default(),
     })
+}
+
+/// The most processes `instances` may ask for.
+const MAX_INSTANCES: usize = 4096;
+/// The most requests `concurrency` may put on one process at once.
+const MAX_CONCURRENCY: usize = 65_536;
+/// The most requests `queue` may let wait.
+const MAX_QUEUE: usize = 1 << 20;
+
+/// `value` of `key`, if it is from `min` to `max`.
+fn between(value: usize, min: usize, max: usize, key: &str) -> Result<usize, String> {
+    if value < min {
+        Err(format!("`{key}` must be at least {min}"))
+    } else if value > max {
+        Err(format!("`{key}` must be at most {max}, not {value}"))
+    } else {
+        Ok(value)
+    }
 }
 
 fn at_least_one(value: Option<u64>, key: &str) -> Result<Option<u64>, String> {

@@ -256,7 +256,7 @@ impl Pool {
         let backing_off = st.next_try.is_some_and(|t| t > Instant::now());
         !backing_off
             && st.procs.len() + st.starting < self.spec.instances
-            && waiting > coming * self.spec.concurrency
+            && waiting > coming.saturating_mul(self.spec.concurrency)
     }
 
     /// The error for a request that comes while the pool waits to try a start again.
