@@ -276,6 +276,9 @@ impl Supervisor {
         config.functions_dir = dir.clone();
         let defaults = config.defaults();
         let watch_folder = config.watch;
+        if crate::unix::reap_orphans_if_init() {
+            tracing::info!("running as PID 1: orphaned processes are reaped");
+        }
         let io = crate::io::IoThreads::new(config.io_threads);
         let host = Arc::new(Host {
             config,

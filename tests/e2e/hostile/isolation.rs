@@ -1,6 +1,8 @@
 //! What a function can reach of the supervisor: its session and terminal, its descriptors,
 //! its environment, its zombies. The `inspect` function answers what it sees of itself.
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use crate::harness::{Server, ServerBuilder};
@@ -118,4 +120,118 @@ async fn inherit_env_never_passes_shs_s_own_settings() {
     let text = answer.body["env"].to_string();
     assert!(!text.contains("secret"), "{text}");
     server.stop_and_check();
+}
+
+/// Answers each `invoke` after leaving `{"orphans": n}` processes behind: each a grandchild
+/// whose parent has exited, which ends a moment later.
+const ORPHANER: &str = r#"
+import json, os, sys, time
+
+def ended(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(") ", 1)[1].startswith("Z")
+    except OSError:
+        return True
+
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg or "method" not in msg:
+        continue
+    orphans = []
+    if msg["method"] == "invoke":
+        for _ in range((msg["params"].get("input") or {}).get("orphans", 0)):
+            r, w = os.pipe()
+            child = os.fork()
+            if child == 0:
+                grandchild = os.fork()
+                if grandchild == 0:
+                    time.sleep(0.1)
+                    os._exit(0)
+                os.write(w, str(grandchild).encode())
+                os._exit(0)
+            os.close(w)
+            orphans.append(int(os.read(r, 32)))
+            os.close(r)
+            os.waitpid(child, 0)
+        # Answer once every orphan has ended (a zombie, or reaped already).
+        deadline = time.time() + 10
+        while not all(ended(p) for p in orphans) and time.time() < deadline:
+            time.sleep(0.01)
+    result = {"orphans": orphans}
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}) + "\n")
+    sys.stdout.flush()
+"#;
+
+/// The children of process `pid` (in the harness's view of /proc).
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The zombies whose parent is `pid`.
+fn zombies_of(pid: u32) -> Vec<u32> {
+    children_of(pid)
+        .into_iter()
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z'))
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn as_pid_1_shs_reaps_the_orphans_functions_leave() {
+    let works = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        assert!(
+            std::env::var_os("SHS_REQUIRE_UNSHARE").is_none(),
+            "unshare --pid is needed"
+        );
+        eprintln!("skipped: unshare --pid does not work here (needs root)");
+        return;
+    }
+    // shs is PID 1 of a new PID namespace, as in a container.
+    let mut server = ServerBuilder::new()
+        .file("orphaner", "main.py", ORPHANER)
+        .wrap(&["unshare", "--pid", "--fork", "--mount-proc"])
+        .start()
+        .await;
+    server.wait_ready().await;
+    let shs = children_of(server.pid());
+    assert_eq!(shs.len(), 1, "unshare's one child is shs: {shs:?}");
+    let shs = shs[0];
+    assert!(
+        server.logs().contains("running as PID 1"),
+        "{}",
+        server.logs()
+    );
+
+    for _ in 0..3 {
+        let answer = server.run("orphaner", json!({"orphans": 5})).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(answer.body["orphans"].as_array().map(Vec::len), Some(5));
+    }
+    // 15 orphans were re-parented to shs and have ended: none stays a zombie.
+    let reaped = crate::harness::poll(|| async { zombies_of(shs).is_empty() }).await;
+    assert!(reaped, "zombies of shs: {:?}", zombies_of(shs));
+    // The function itself is still shs's child, and still served.
+    assert_eq!(server.run("orphaner", json!({})).await.status, 200);
+
+    // unshare does not pass SIGTERM on: stop shs itself, and it ends the namespace.
+    kill(
+        Pid::from_raw(i32::try_from(shs).expect("pid")),
+        Signal::SIGTERM,
+    )
+    .expect("SIGTERM to shs");
+    let status = server.stop().expect("the server was running");
+    assert!(status.success(), "shs exited with {status}");
 }
