@@ -202,6 +202,13 @@ pub(crate) fn build_spec(
         .map_err(invalid)?
         .unwrap_or(defaults.retry_backoff);
     let subscribe = manifest.subscribe.unwrap_or_default();
+    if subscribe.len() > shs_bus::MAX_SUBSCRIPTIONS_PER_FUNCTION {
+        return Err(invalid(format!(
+            "`subscribe` lists {} patterns; a function may have at most {}",
+            subscribe.len(),
+            shs_bus::MAX_SUBSCRIPTIONS_PER_FUNCTION
+        )));
+    }
     for pattern in &subscribe {
         shs_bus::validate_pattern(pattern).map_err(|e| invalid(format!("`subscribe`: {e}")))?;
     }
