@@ -294,3 +294,71 @@ async fn a_function_removed_while_it_initializes_subscribes_nothing() {
     assert_eq!(server.subscriptions().await, Vec::<(String, String)>::new());
     server.stop_and_check();
 }
+
+/// Answers each request after `SLEEP` seconds with its version.
+fn slow_version(version: u32) -> String {
+    format!(
+        r#"
+import json, sys, time
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg or "method" not in msg:
+        continue
+    if msg["method"] == "invoke":
+        time.sleep(0.02)
+    sys.stdout.write(json.dumps({{"jsonrpc": "2.0", "id": msg["id"], "result": {{"version": {version}}}}}) + "\n")
+    sys.stdout.flush()
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_redeploy_under_load_serves_every_request() {
+    // Few slots and a long line of waiters: at each redeploy, requests hold slots of the old
+    // processes, and more wait in line for them.
+    let toml = "instances = 2\nconcurrency = 1\nqueue = 1000\ntimeout = 20\n";
+    let mut server = ServerBuilder::new()
+        .file("slow", "main.py", &slow_version(1))
+        .toml("slow", toml)
+        .start()
+        .await;
+    server.wait_ready().await;
+    let dir = server.functions_dir().join("slow");
+    let load = futures::future::join_all((0..16).map(|_| {
+        let server = &server;
+        async move {
+            let mut answers = Vec::new();
+            for _ in 0..40 {
+                let answer = server.run("slow", json!({})).await;
+                answers.push((answer.status, answer.body));
+            }
+            answers
+        }
+    }));
+    let redeploys = async {
+        for version in 2..=4 {
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            write_file(&dir, "main.py", &slow_version(version));
+        }
+    };
+    let (answers, ()) = tokio::join!(load, redeploys);
+    let failed: Vec<_> = answers
+        .iter()
+        .flatten()
+        .filter(|(s, _)| *s != 200)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}; log:\n{}",
+        failed.len(),
+        answers.iter().flatten().count(),
+        failed.first(),
+        server.logs()
+    );
+    // The last version serves in the end.
+    assert!(
+        poll(|| async { server.run("slow", json!({})).await.body["version"] == 4 }).await,
+        "version 4 is served"
+    );
+    server.stop_and_check();
+}

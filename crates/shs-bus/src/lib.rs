@@ -64,7 +64,10 @@ pub use event::{Event, Origin, SharedEvent};
 pub use rules::LOOP_DETECTED;
 pub use settle::Settled;
 pub use store::{Attempt, DeadLetter, DeadLetterFilter, EventInfo};
-pub use table::{Subscription, SubscriptionTable, validate_pattern, validate_type};
+pub use table::{
+    MAX_SUBSCRIPTIONS_PER_FUNCTION, Subscription, SubscriptionTable, validate_pattern,
+    validate_type,
+};
 
 /// Counts a publish (`mode` is `sync` or `async`) for `GET /metrics`.
 fn count_published(mode: &'static str) {
@@ -134,6 +137,16 @@ pub enum BusError {
         /// What happened (e.g. the acknowledgement timed out).
         reason: String,
     },
+    /// A function subscribing to one more pattern than it may.
+    #[error(
+        "function {function:?} is subscribed to {limit} patterns, the most a function may have; unsubscribe from one first"
+    )]
+    TooManySubscriptions {
+        /// The function.
+        function: String,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl BusError {
@@ -141,7 +154,9 @@ impl BusError {
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self,
-            BusError::InvalidType { .. } | BusError::InvalidAttribute { .. }
+            BusError::InvalidType { .. }
+                | BusError::InvalidAttribute { .. }
+                | BusError::TooManySubscriptions { .. }
         )
     }
 }

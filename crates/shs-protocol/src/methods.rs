@@ -37,6 +37,9 @@ pub mod error_code {
     pub const INTERNAL_ERROR: i64 = -32603;
     /// The conventional code for a function's own failure (any code is allowed).
     pub const FUNCTION_ERROR: i64 = -32000;
+    /// The request would take the function past one of its limits (subscriptions, publishes
+    /// in flight); it may be made again once under the limit.
+    pub const LIMIT_EXCEEDED: i64 = -32001;
 }
 
 /// Parameters of `initialize`.

@@ -1,7 +1,7 @@
 //! shs process supervision.
 //!
 //! This crate owns the function processes: finding functions on disk ([`spec`]), following the
-//! functions folder as it changes, spawning each process in its own process group with a clean
+//! functions folder as it changes, spawning each process in its own session and process group with a clean
 //! environment, the `initialize` handshake, the pool of processes of each function and the
 //! slots requests take on them, timeouts and kills, and mode exec (a process per request). It
 //! serves the requests functions make (`publish`, `subscribe`, `unsubscribe`) through the
@@ -33,7 +33,7 @@
 //! - Nothing but `initialize` is written to a process until it has answered `initialize`.
 //! - A process never has more supervisor requests in flight than its `concurrency`; a slot is
 //!   freed only by the answer or the process's death, never by a caller giving up.
-//! - Every process runs in its own process group, and the group is killed when the process
+//! - Every process runs in its own session and process group, and the group is killed when the process
 //!   exits, times out or is stopped: nothing it started outlives it.
 //! - Reading a process's output costs bounded memory: stdout lines are limited (`max_line`),
 //!   stderr lines are cut, and the write queue to stdin is bounded.

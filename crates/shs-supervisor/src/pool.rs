@@ -264,7 +264,7 @@ impl Pool {
         let backing_off = st.next_try.is_some_and(|t| t > Instant::now());
         !backing_off
             && st.procs.len() + st.starting < self.spec.instances
-            && waiting > coming * self.spec.concurrency
+            && waiting > coming.saturating_mul(self.spec.concurrency)
     }
 
     /// The error for a request that comes while the pool waits to try a start again.
@@ -427,6 +427,11 @@ impl Pool {
                 }
             })
             .collect()
+    }
+
+    /// Why the pool was closed ("removed", "redeployed"), once it is.
+    pub(crate) fn closed_for(&self) -> Option<&'static str> {
+        self.state.lock().closed
     }
 
     /// Takes no more requests, lets those in flight finish for up to `drain`, then stops every

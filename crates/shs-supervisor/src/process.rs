@@ -261,8 +261,13 @@ impl Process {
         self.wait_dead().await;
     }
 
-    /// Marks the process dead and fails every call in flight with `death`.
+    /// Marks the process dead, fails every call in flight with `death`, and closes its stdin.
+    ///
+    /// Closing stdin ends the flusher: a process that died idle leaves nothing in the backlog
+    /// to fail on, and without this the flusher would wait for work forever, holding the
+    /// pipe's descriptor and the `Process` (one descriptor lost per process killed).
     fn fail_all(&self, death: Death) {
+        self.stdin.close();
         let pending = {
             let mut calls = self.calls.lock();
             calls.death.get_or_insert(death.clone());

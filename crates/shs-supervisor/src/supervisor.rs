@@ -39,6 +39,21 @@ mod reconcile;
 
 use deliver::Deliverer;
 
+/// What a pool closed for a redeploy says it was.
+const REDEPLOYED: &str = "redeployed";
+/// How many deployments in a row a request may find closing before it is refused: each try
+/// means a redeploy happened while the request waited.
+const MAX_REDEPLOY_TRIES: u32 = 4;
+
+/// The input as a line-safe JSON text, copied only when it has a line break to escape.
+fn safe_input(input: &RawValue) -> Cow<'_, RawValue> {
+    if shs_protocol::codec::is_line_safe(input.get()) {
+        Cow::Borrowed(input)
+    } else {
+        Cow::Owned(line_safe(input.to_owned()))
+    }
+}
+
 /// What a function returned.
 #[derive(Debug)]
 pub enum Output {
@@ -102,17 +117,32 @@ impl Function {
     }
 
     /// The one call path of invokes and event deliveries: a slot on a process and a call
-    /// (rpc), a process of its own (exec), or the reason it cannot run.
-    async fn run(&self, name: &str, request: Request<'_>) -> Result<Output, InvokeError> {
+    /// (rpc), a process of its own (exec), or the reason it cannot run. The error says too
+    /// whether the function never saw the request because its pool was closed for a
+    /// redeploy: then the new deployment may take it.
+    async fn run(&self, name: &str, request: &Request<'_>) -> Result<Output, (InvokeError, bool)> {
         let Request {
             job,
             request_id,
             trace,
             cause,
         } = request;
+        let (request_id, trace) = (*request_id, *trace);
         match &self.kind {
             Kind::Rpc(pool) => {
-                let slot = pool.acquire(&cause).await?;
+                let slot = match pool.acquire(cause).await {
+                    Ok(slot) => slot,
+                    Err(e) => {
+                        let redeployed = matches!(
+                            e,
+                            InvokeError::Gone {
+                                what: REDEPLOYED,
+                                ..
+                            }
+                        );
+                        return Err((e, redeployed));
+                    }
+                };
                 let process = slot.process().clone();
                 let context = Context {
                     request_id,
@@ -123,7 +153,7 @@ impl Function {
                     Job::Invoke(input) => (
                         methods::INVOKE,
                         Params::Invoke(InvokeParams {
-                            input: line_safe(input),
+                            input: safe_input(input),
                             context,
                         }),
                     ),
@@ -137,11 +167,17 @@ impl Function {
                 };
                 let timeout = pool.spec().timeout;
                 let meta = CallMeta::new(request_id, trace);
-                process
-                    .call(method, &params, cause, meta, Some(slot), timeout)
+                match process
+                    .call(method, &params, cause.clone(), meta, Some(slot), timeout)
                     .await
-                    .map(Output::Json)
-                    .map_err(|e| call_error(name, e, timeout))
+                {
+                    Ok(result) => Ok(Output::Json(result)),
+                    Err(e) => {
+                        let unseen = matches!(e, CallError::NotSent(_))
+                            && pool.closed_for() == Some(REDEPLOYED);
+                        Err((call_error(name, e, timeout), unseen))
+                    }
+                }
             }
             Kind::Exec(runner) => {
                 let input = match &job {
@@ -153,12 +189,19 @@ impl Function {
                         Cow::Owned(line)
                     }
                 };
-                runner.run(&input, request_id, trace).await.map(Output::Raw)
+                runner
+                    .run(&input, request_id, trace)
+                    .await
+                    .map(Output::Raw)
+                    .map_err(|e| (e, false))
             }
-            Kind::Broken(reason) => Err(InvokeError::Broken {
-                function: name.to_owned(),
-                reason: reason.clone(),
-            }),
+            Kind::Broken(reason) => Err((
+                InvokeError::Broken {
+                    function: name.to_owned(),
+                    reason: reason.clone(),
+                },
+                false,
+            )),
         }
     }
 }
@@ -186,7 +229,7 @@ enum Job<'a> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Params<'a> {
-    Invoke(InvokeParams<Box<RawValue>, &'a str>),
+    Invoke(InvokeParams<Cow<'a, RawValue>, &'a str>),
     Event(EventParams<&'a RawValue, &'a str>),
 }
 
@@ -236,6 +279,9 @@ impl Supervisor {
         config.functions_dir = dir.clone();
         let defaults = config.defaults();
         let watch_folder = config.watch;
+        if crate::unix::reap_orphans_if_init() {
+            tracing::info!("running as PID 1: orphaned processes are reaped");
+        }
         let io = crate::io::IoThreads::new(config.io_threads);
         let host = Arc::new(Host {
             config,
@@ -394,16 +440,26 @@ impl Supervisor {
         self.run(name, request).await
     }
 
-    /// Makes `request` of function `name`, and records what it did.
+    /// Makes `request` of function `name`, and records what it did. A request that the
+    /// function never saw because a redeploy closed its pool (it waited in line, or was
+    /// handed a slot of a process that was stopping) goes to the new deployment.
     async fn run(&self, name: &str, request: Request<'_>) -> Result<Output, InvokeError> {
-        let function = self.lookup(name)?;
         let event = matches!(request.job, Job::Event(_));
         let began = Instant::now();
-        let result = function.run(name, request).await;
-        function
-            .stats
-            .record(event, began.elapsed(), result.as_ref().map(drop));
-        result
+        let mut tries = 0;
+        loop {
+            let function = self.lookup(name)?;
+            let result = function.run(name, &request).await;
+            tries += 1;
+            let result = match result {
+                Err((_, true)) if tries < MAX_REDEPLOY_TRIES => continue,
+                other => other.map_err(|(e, _)| e),
+            };
+            function
+                .stats
+                .record(event, began.elapsed(), result.as_ref().map(drop));
+            return result;
+        }
     }
 
     /// Stops following the folder, takes no more requests, lets those in flight finish for up
@@ -431,11 +487,13 @@ fn call_error(function: &str, error: CallError, timeout: Duration) -> InvokeErro
             function,
             error: Box::new(error),
         },
-        CallError::Died(death) if death.protocol => InvokeError::Protocol {
-            function,
-            detail: death.detail,
-        },
-        CallError::Died(death) => InvokeError::Crashed {
+        CallError::Died(death) | CallError::NotSent(death) if death.protocol => {
+            InvokeError::Protocol {
+                function,
+                detail: death.detail,
+            }
+        }
+        CallError::Died(death) | CallError::NotSent(death) => InvokeError::Crashed {
             function,
             detail: format!("{} while handling the request", death.detail),
             stderr: death.stderr,

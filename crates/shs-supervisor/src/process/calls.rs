@@ -41,6 +41,9 @@ pub(crate) enum CallError {
     Rpc(RpcError),
     /// The process is gone; the call may or may not have been seen.
     Died(Death),
+    /// The process was going or gone before the call was written: the function never saw it,
+    /// so it may be made again elsewhere.
+    NotSent(Death),
     /// No answer in time; the process has been killed.
     Timeout,
     /// The answer was not a valid JSON-RPC answer.
@@ -120,11 +123,11 @@ impl Process {
         {
             let mut calls = self.calls.lock();
             if let Some(death) = &calls.death {
-                return Err(CallError::Died(death.clone()));
+                return Err(CallError::NotSent(death.clone()));
             }
             if self.is_doomed() && method != methods::INITIALIZE {
                 drop(calls);
-                return Err(CallError::Died(self.death_or_unknown()));
+                return Err(CallError::NotSent(self.death_or_unknown()));
             }
             calls.pending.insert(
                 id,

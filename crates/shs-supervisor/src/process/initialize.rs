@@ -82,7 +82,7 @@ impl Process {
                     "initialize answered with an error (the process is used anyway): {e}"
                 );
             }
-            Err(CallError::Died(death)) => {
+            Err(CallError::Died(death) | CallError::NotSent(death)) => {
                 return Err(StartFailure {
                     reason: format!("its process {} before answering initialize", death.detail),
                     stderr: death.stderr,

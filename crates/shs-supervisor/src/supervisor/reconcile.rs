@@ -94,7 +94,7 @@ impl Supervisor {
                 bus.deployed(&name);
                 registry.insert(name, function.clone());
                 if let Some(old) = old {
-                    retired.push((old, "redeployed"));
+                    retired.push((old, super::REDEPLOYED));
                 }
                 deployed.push(function);
             }
