@@ -97,12 +97,24 @@ struct Spec {
 }
 
 /// The path template of `ROUTES` that `path` (without its query) matches, in routing order:
-/// `{x}` matches one non-empty segment.
+/// `{x}` matches one non-empty segment, and a last `{tail}` the rest of the path, whatever it
+/// is.
 fn template_of(path: &str) -> Option<&'static str> {
     let path = path.split('?').next().unwrap_or_default();
     let segments: Vec<&str> = path.split('/').collect();
     shs_http::ROUTES.iter().map(|(_, t)| *t).find(|template| {
         let parts: Vec<&str> = template.split('/').collect();
+        if let Some(head) = template.strip_suffix("/{tail}") {
+            let head: Vec<&str> = head.split('/').collect();
+            return segments.len() > head.len()
+                && head.iter().zip(&segments).all(|(part, segment)| {
+                    if part.starts_with('{') {
+                        !segment.is_empty()
+                    } else {
+                        part == segment
+                    }
+                });
+        }
         parts.len() == segments.len()
             && parts.iter().zip(&segments).all(|(part, segment)| {
                 if part.starts_with('{') {
@@ -158,7 +170,10 @@ impl Spec {
             .as_object()
             .map(|item| {
                 item.keys()
-                    .filter(|k| ["get", "post", "put", "delete", "patch"].contains(&k.as_str()))
+                    .filter(|k| {
+                        ["get", "head", "post", "put", "delete", "patch", "options"]
+                            .contains(&k.as_str())
+                    })
                     .map(|k| k.to_ascii_uppercase())
                     .collect()
             })
@@ -312,6 +327,14 @@ impl Spec {
                         .map_err(|e| format!("header {name}: {e}"))?;
                 }
             }
+        }
+        if reply.method == Method::HEAD {
+            // No body, whatever the document says a GET would have.
+            return if reply.body.is_empty() {
+                Ok(())
+            } else {
+                Err("a body in the answer to HEAD".into())
+            };
         }
         let Some(content) = response.get("content").and_then(Value::as_object) else {
             return if reply.body.is_empty() {
@@ -666,6 +689,36 @@ async fn every_route_answers_as_the_document_says() {
         .await;
     assert_eq!(echoed.header("x-request-id"), Some("walk-1"));
     w.expect(200, "POST", "/run/echo", Some(""), &[]).await;
+    // Every method, with and without a sub-path, and bodies that are not JSON.
+    for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+        w.expect(200, method, "/run/echo", None, &[]).await;
+        w.expect(200, method, "/run/echo/a/b%20c/?x=1&y=2", None, &[])
+            .await;
+    }
+    w.expect(
+        200,
+        "POST",
+        "/run/echo/form",
+        Some("a=1&b=two"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+    )
+    .await;
+    w.expect(
+        200,
+        "PUT",
+        "/run/exec-cat/text",
+        Some("plain words"),
+        &[("content-type", "text/plain")],
+    )
+    .await;
+    w.expect(
+        400,
+        "PATCH",
+        "/run/echo/a",
+        Some("{nope"),
+        &[("content-type", "application/json")],
+    )
+    .await;
     w.expect(200, "POST", "/run/exec-cat", Some("[1, 2, 3]"), &[])
         .await;
     let text = w.expect(200, "POST", "/run/text", Some("{}"), &[]).await;
@@ -678,8 +731,14 @@ async fn every_route_answers_as_the_document_says() {
         bytes.header("content-type"),
         Some("application/octet-stream")
     );
-    w.expect(400, "POST", "/run/echo", Some("{not json"), &[])
-        .await;
+    w.expect(
+        400,
+        "POST",
+        "/run/echo",
+        Some("{not json"),
+        &[("content-type", "application/json")],
+    )
+    .await;
     w.expect(400, "POST", "/run/bad.name", Some("{}"), &[])
         .await;
     w.expect(404, "POST", "/run/", Some("{}"), &[]).await;
@@ -1042,7 +1101,8 @@ async fn every_route_answers_as_the_document_says() {
     .await;
 
     // Wrong methods and unknown paths.
-    w.expect(405, "GET", "/run/echo", None, &[]).await;
+    w.expect(405, "TRACE", "/run/echo", None, &[]).await;
+    w.expect(405, "TRACE", "/run/echo/a/b", None, &[]).await;
     w.expect(405, "DELETE", "/functions", None, &[]).await;
     w.expect(405, "GET", "/events", None, &[]).await;
     w.expect(405, "GET", "/events/dead-letters/x", None, &[])

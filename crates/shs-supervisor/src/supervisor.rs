@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::error::{InvokeError, SpecError, StartError};
 use crate::exec::ExecRunner;
+use crate::http::HttpInvoke;
 use crate::logs::{LogLine, LogRing};
 use crate::pool::{Pool, PoolStatus};
 use crate::process::{CallError, CallMeta};
@@ -122,8 +123,22 @@ impl Function {
                         Params::Invoke(InvokeParams {
                             input: line_safe(input),
                             context,
+                            http: None,
                         }),
                     ),
+                    Job::Http(invoke) => {
+                        let raw_body = pool.spec().raw_body || process.wants_raw_body();
+                        let http = invoke.wire(raw_body);
+                        let (input, _) = invoke.into_parts();
+                        (
+                            methods::INVOKE,
+                            Params::Invoke(InvokeParams {
+                                input: line_safe(input),
+                                context,
+                                http: Some(http),
+                            }),
+                        )
+                    }
                     Job::Event(event) => (
                         methods::EVENT,
                         Params::Event(EventParams {
@@ -143,6 +158,13 @@ impl Function {
             Kind::Exec(runner) => {
                 let input = match &job {
                     Job::Invoke(input) => Cow::Borrowed(input.get().as_bytes()),
+                    // JSON as v1 had it (`{}` for an empty body), any other body as it came.
+                    Job::Http(invoke)
+                        if invoke.body_is_json() || invoke.request().body.is_empty() =>
+                    {
+                        Cow::Borrowed(invoke.input().get().as_bytes())
+                    }
+                    Job::Http(invoke) => Cow::Borrowed(&invoke.request().body[..]),
                     // An event is one line of JSON.
                     Job::Event(event) => {
                         let mut line = event.json().get().as_bytes().to_vec();
@@ -173,8 +195,10 @@ struct Request<'a> {
 
 /// What a function is asked to do: the two kinds of request.
 enum Job<'a> {
-    /// `POST /run`: the input, any JSON; the result is the answer.
+    /// An invoke without an HTTP request: the input, any JSON; the result is the answer.
     Invoke(Box<RawValue>),
+    /// `/run/NAME...`: the input and the HTTP request; the result is the answer.
+    Http(HttpInvoke),
     /// An event delivery; a result is not used.
     Event(&'a SharedEvent),
 }
@@ -384,6 +408,25 @@ impl Supervisor {
     ) -> Result<Output, InvokeError> {
         let request = Request {
             job: Job::Invoke(input),
+            request_id,
+            trace,
+            cause: Causation::root(),
+        };
+        self.run(name, request).await
+    }
+
+    /// Runs function `name` on an HTTP request (`/run/NAME...`): an rpc function gets its
+    /// `input` and the `http` member; an exec function the body on stdin (`{}` when empty).
+    /// `request_id` and `trace` (a W3C `traceparent`) go to the function in `context`.
+    pub async fn invoke_http(
+        &self,
+        name: &str,
+        invoke: HttpInvoke,
+        request_id: &str,
+        trace: Option<&str>,
+    ) -> Result<Output, InvokeError> {
+        let request = Request {
+            job: Job::Http(invoke),
             request_id,
             trace,
             cause: Causation::root(),

@@ -1,0 +1,297 @@
+//! HTTP functions: `/run/{name}[/{tail}]` with every method, the HTTP request passed through
+//! as `http` (method, path, query, headers, raw body), and the `input` rules.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{Answer, Server, ServerBuilder};
+
+/// Sends `method path` with `body` and `headers`, straight from the client (no defaults).
+async fn send(
+    server: &Server,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut req = server
+        .client
+        .request(method, format!("{}{path}", server.url));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req
+        .body(body)
+        .send()
+        .await
+        .expect("the request is answered");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("a body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Answer {
+        status,
+        body,
+        headers,
+    }
+}
+
+#[tokio::test]
+async fn every_method_and_a_sub_path_reach_the_function() {
+    let mut server = ServerBuilder::new().fixture("http-echo").start().await;
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+        let method = Method::from_bytes(method.as_bytes()).expect("a method");
+        let answer = send(
+            &server,
+            method.clone(),
+            "/run/http-echo/a/b%20c/?x=1&y=two&x=3",
+            Vec::new(),
+            &[],
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{method}: {answer:?}");
+        let http = &answer.body["http"];
+        assert_eq!(http["method"], json!(method.as_str()));
+        assert_eq!(http["path"], json!("/a/b%20c/"), "the tail as it was sent");
+        assert_eq!(http["query"], json!("x=1&y=two&x=3"));
+        assert_eq!(http["remote_addr"], json!("127.0.0.1"));
+        assert_eq!(answer.body["input"], json!({}), "an empty body is {{}}");
+    }
+    // Without a tail or a query.
+    let answer = send(&server, Method::GET, "/run/http-echo", Vec::new(), &[]).await;
+    assert_eq!(answer.body["http"]["path"], json!("/"));
+    assert_eq!(answer.body["http"]["query"], json!(""));
+    let answer = send(&server, Method::GET, "/run/http-echo/", Vec::new(), &[]).await;
+    assert_eq!(answer.body["http"]["path"], json!("/"));
+    // HEAD is GET without the body.
+    let head = send(&server, Method::HEAD, "/run/http-echo/x", Vec::new(), &[]).await;
+    assert_eq!(head.status, 200, "{head:?}");
+    assert_eq!(head.body, json!(""), "no body");
+    assert_eq!(head.header("content-type"), Some("application/json"));
+    // Another method on the same path is 405 saying which ones work.
+    let trace = send(&server, Method::TRACE, "/run/http-echo/x", Vec::new(), &[]).await;
+    assert_eq!(trace.status, 405, "{trace:?}");
+    assert!(trace.header("allow").is_some_and(|a| a.contains("PATCH")));
+    // An unknown function is 404 on a sub-path too, and a malformed name 400.
+    let missing = send(&server, Method::GET, "/run/nope/a", Vec::new(), &[]).await;
+    assert_eq!(missing.status, 404, "{missing:?}");
+    let bad = send(&server, Method::GET, "/run/n%20pe/a", Vec::new(), &[]).await;
+    assert_eq!(bad.status, 400, "{bad:?}");
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn a_form_is_passed_raw_and_its_input_is_null() {
+    let mut server = ServerBuilder::new().fixture("http-echo").start().await;
+    let answer = send(
+        &server,
+        Method::POST,
+        "/run/http-echo",
+        b"a=1&b=two+words&c=%C3%A9".to_vec(),
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("X-Thing", "v1"),
+            ("x-thing", "v2"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body["input"], Value::Null);
+    let http = &answer.body["http"];
+    assert_eq!(http["method"], json!("POST"));
+    assert_eq!(http["body"], json!("a=1&b=two+words&c=%C3%A9"));
+    assert_eq!(
+        http["headers"]["content-type"],
+        json!("application/x-www-form-urlencoded")
+    );
+    assert_eq!(
+        http["headers"]["x-thing"],
+        json!("v1, v2"),
+        "joined, in order"
+    );
+    assert!(http.get("body_base64").is_none());
+    // What `curl -d '{...}'` sends (the form content type) is still JSON input, as in v1.
+    let curl = send(
+        &server,
+        Method::POST,
+        "/run/http-echo",
+        br#"{"name":"Ada"}"#.to_vec(),
+        &[("content-type", "application/x-www-form-urlencoded")],
+    )
+    .await;
+    assert_eq!(curl.body["input"], json!({"name": "Ada"}));
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn every_byte_value_arrives_as_sent() {
+    let mut server = ServerBuilder::new().fixture("http-echo").start().await;
+    let bytes: Vec<u8> = (0..=255).collect();
+    let answer = send(
+        &server,
+        Method::PUT,
+        "/run/http-echo/blob",
+        bytes.clone(),
+        &[("content-type", "application/octet-stream")],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body["input"], Value::Null);
+    assert!(answer.body["http"].get("body").is_none(), "not UTF-8");
+    assert!(answer.body["http"]["body_base64"].is_string());
+    assert_eq!(answer.body["body_bytes"], json!(bytes));
+    // UTF-8 with characters that end lines for some readers still arrives whole.
+    let text = "line\r\nnext\u{2028}sep\u{85}\0end";
+    let answer = send(
+        &server,
+        Method::POST,
+        "/run/http-echo",
+        text.as_bytes().to_vec(),
+        &[("content-type", "text/plain")],
+    )
+    .await;
+    assert_eq!(answer.body["http"]["body"], json!(text));
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn the_raw_json_body_is_sent_only_when_asked_for() {
+    let raw = br#"{ "b" :1, "a":[ 1.50, 2e3 ],"u":"\u00e9"}"#;
+    let mut server = ServerBuilder::new()
+        .fixture("http-echo")
+        .fixture_as("http-echo", "raw-toml")
+        .toml("raw-toml", "raw_body = true\n")
+        .fixture_as("http-echo", "raw-init")
+        .toml("raw-init", "env = { RAW_BODY = \"1\" }\n")
+        .start()
+        .await;
+    let plain = send(
+        &server,
+        Method::POST,
+        "/run/http-echo",
+        raw.to_vec(),
+        &[("content-type", "application/json")],
+    )
+    .await;
+    assert_eq!(plain.status, 200, "{plain:?}");
+    assert_eq!(
+        plain.body["input"],
+        json!({"b": 1, "a": [1.5, 2000.0], "u": "é"})
+    );
+    assert!(plain.body["http"].get("body").is_none(), "{plain:?}");
+    assert!(plain.body["http"].get("body_base64").is_none());
+    for name in ["raw-toml", "raw-init"] {
+        let answer = send(
+            &server,
+            Method::POST,
+            &format!("/run/{name}"),
+            raw.to_vec(),
+            &[("content-type", "application/json; charset=utf-8")],
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{name}: {answer:?}");
+        assert_eq!(answer.body["body_bytes"], json!(raw.to_vec()), "{name}");
+        assert_eq!(answer.body["input"]["b"], json!(1));
+    }
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn input_follows_the_content_type() {
+    let mut server = ServerBuilder::new().fixture("http-echo").start().await;
+    let run = |body: &'static [u8], ct: Option<&'static str>| {
+        let server = &server;
+        async move {
+            let headers: Vec<(&str, &str)> = ct.map(|c| ("content-type", c)).into_iter().collect();
+            send(
+                server,
+                Method::POST,
+                "/run/http-echo",
+                body.to_vec(),
+                &headers,
+            )
+            .await
+        }
+    };
+    assert_eq!(run(b"[1,2]", None).await.body["input"], json!([1, 2]));
+    assert_eq!(run(b"hello", None).await.body["input"], Value::Null);
+    assert_eq!(
+        run(b"<a/>", Some("text/xml")).await.body["input"],
+        Value::Null
+    );
+    assert_eq!(
+        run(br#"{"a":1}"#, Some("application/cloudevents+json"))
+            .await
+            .body["input"],
+        json!({"a": 1})
+    );
+    let bad = run(b"{nope", Some("application/json")).await;
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert!(
+        bad.message().starts_with(
+            "the request body is not valid JSON (its Content-Type is application/json)"
+        ),
+        "{}",
+        bad.message()
+    );
+    let deep = run(
+        Box::leak(
+            format!("{}{}", "[".repeat(200), "]".repeat(200))
+                .into_bytes()
+                .into_boxed_slice(),
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(deep.status, 400, "{deep:?}");
+    // The function still answers.
+    assert_eq!(run(b"", None).await.status, 200);
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn the_api_key_does_not_reach_the_function() {
+    let mut server = ServerBuilder::new()
+        .fixture("http-echo")
+        .args(&["--api-key", "k-one,k-two"])
+        .start()
+        .await;
+    let by_header = send(
+        &server,
+        Method::GET,
+        "/run/http-echo",
+        Vec::new(),
+        &[
+            ("x-api-key", "k-two"),
+            ("authorization", "Basic dXNlcjpwdw=="),
+        ],
+    )
+    .await;
+    assert_eq!(by_header.status, 200, "{by_header:?}");
+    let headers = &by_header.body["http"]["headers"];
+    assert!(headers.get("x-api-key").is_none(), "{headers}");
+    assert_eq!(
+        headers["authorization"],
+        json!("Basic dXNlcjpwdw=="),
+        "an Authorization that is not the key is the function's"
+    );
+    let by_bearer = send(
+        &server,
+        Method::GET,
+        "/run/http-echo",
+        Vec::new(),
+        &[("authorization", "Bearer k-one")],
+    )
+    .await;
+    assert_eq!(by_bearer.status, 200, "{by_bearer:?}");
+    let text = by_bearer.body.to_string();
+    assert!(!text.contains("k-one"), "{text}");
+    assert!(
+        by_bearer.body["http"]["headers"]
+            .get("authorization")
+            .is_none()
+    );
+    let refused = send(&server, Method::GET, "/run/http-echo", Vec::new(), &[]).await;
+    assert_eq!(refused.status, 401, "{refused:?}");
+    server.stop_and_check();
+}
