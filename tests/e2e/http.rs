@@ -295,3 +295,162 @@ async fn the_api_key_does_not_reach_the_function() {
     assert_eq!(refused.status, 401, "{refused:?}");
     server.stop_and_check();
 }
+
+/// Invokes `http-answer` with `input` and returns the raw answer: status, headers, bytes.
+async fn answer_with(server: &Server, input: Value) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    // Redirects are answers to look at, not to follow.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client");
+    let resp = client
+        .post(format!("{}/run/http-answer", server.url))
+        .header("content-type", "application/json")
+        .body(input.to_string())
+        .send()
+        .await
+        .expect("answered");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.bytes().await.expect("body").to_vec())
+}
+
+#[tokio::test]
+async fn an_http_response_sets_status_headers_and_body() {
+    let mut server = ServerBuilder::new().fixture("http-answer").start().await;
+    let (status, headers, body) = answer_with(
+        &server,
+        json!({"result": {"http_response": {
+            "status": 201,
+            "headers": {"Content-Type": "text/html; charset=utf-8",
+                        "set-cookie": ["a=1; Path=/", "b=2; Path=/"], "location": "/x",
+                        "connection": "close", "transfer-encoding": "chunked",
+                        "content-length": "999"},
+            "body": "<p>hi</p>"}}}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(body, b"<p>hi</p>");
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["location"], "/x");
+    let cookies: Vec<&str> = headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().expect("text"))
+        .collect();
+    assert_eq!(cookies, ["a=1; Path=/", "b=2; Path=/"], "one line each");
+    assert_eq!(
+        headers["content-length"], "9",
+        "the real length, not the function's"
+    );
+    assert!(headers.get("connection").is_none_or(|c| c != "close"));
+    assert!(headers.get("x-request-id").is_some());
+
+    // Defaults: text for `body`, bytes for `body_base64`, nothing without a body.
+    let (status, headers, body) = answer_with(
+        &server,
+        json!({"result": {"http_response": {"status": 200, "body": "plain"}}}),
+    )
+    .await;
+    assert_eq!((status, body.as_slice()), (200, &b"plain"[..]));
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    let bytes: Vec<u8> = (0..=255).collect();
+    let (status, headers, body) = answer_with(
+        &server,
+        json!({"result": {"http_response": {"status": 200}}, "body_bytes": bytes}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, bytes, "every byte value");
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    let (status, headers, body) = answer_with(
+        &server,
+        json!({"result": {"http_response": {"status": 302, "headers": {"location": "/there"}}}}),
+    )
+    .await;
+    assert_eq!((status, body.len()), (302, 0));
+    assert_eq!(headers["location"], "/there");
+    assert!(headers.get("content-type").is_none());
+
+    // Any other result is JSON with 200, as before.
+    for result in [
+        json!({"http_response": {"status": 201}, "other": 1}),
+        json!({"status": 201}),
+        json!([{"http_response": {"status": 201}}]),
+    ] {
+        let (status, headers, body) = answer_with(&server, json!({ "result": result })).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).expect("JSON"),
+            result
+        );
+    }
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn a_malformed_http_response_is_a_502_that_says_why() {
+    let mut server = ServerBuilder::new().fixture("http-answer").start().await;
+    for (response, says) in [
+        (json!(7), "\"http_response\" must be an object"),
+        (json!({}), "\"status\" is missing"),
+        (
+            json!({"status": 99}),
+            "\"status\" must be an integer from 100 to 599",
+        ),
+        (
+            json!({"status": "200"}),
+            "\"status\" must be an integer from 100 to 599",
+        ),
+        (
+            json!({"status": 200, "headers": {"x": 5}}),
+            "\"headers\".\"x\" must be a string or an array of strings",
+        ),
+        (
+            json!({"status": 200, "headers": {"x": "a\nb"}}),
+            "the value of header \"x\" is not valid",
+        ),
+        (
+            json!({"status": 200, "body": "a", "body_base64": "YQ=="}),
+            "at most one",
+        ),
+        (
+            json!({"status": 200, "body_base64": "%%%"}),
+            "not valid base64",
+        ),
+        (
+            json!({"status": 200, "body": 5}),
+            "\"body\" must be a string",
+        ),
+    ] {
+        let answer = send(
+            &server,
+            Method::POST,
+            "/run/http-answer",
+            json!({"result": {"http_response": response}})
+                .to_string()
+                .into_bytes(),
+            &[],
+        )
+        .await;
+        assert_eq!(answer.status, 502, "{response}: {answer:?}");
+        assert!(
+            answer
+                .message()
+                .starts_with("function \"http-answer\" answered a malformed http_response: "),
+            "{}",
+            answer.message()
+        );
+        assert!(
+            answer.message().contains(says),
+            "{says}: {}",
+            answer.message()
+        );
+        assert_eq!(answer.body["error"]["function"], json!("http-answer"));
+    }
+    // The process is fine and keeps answering.
+    let (status, _, _) = answer_with(&server, json!({"result": {"ok": true}})).await;
+    assert_eq!(status, 200);
+    server.stop_and_check();
+}

@@ -278,7 +278,10 @@ impl Spec {
         if reply.status == 405 {
             return Err("a documented operation answered 405".into());
         }
-        let Some(response) = operation["responses"].get(reply.status.to_string()) else {
+        let Some(response) = operation["responses"]
+            .get(reply.status.to_string())
+            .or_else(|| operation["responses"].get("default"))
+        else {
             return Err(format!(
                 "status {} is not declared for {method} {template}",
                 reply.status
@@ -640,6 +643,7 @@ fn walk_server() -> ServerBuilder {
         .fixture("crash")
         .fixture("exec-cat")
         .fixture("exec-fail")
+        .fixture("http-answer")
         .fixture("exit-at-start")
         .fixture("publisher")
         .fixture("hang")
@@ -711,6 +715,29 @@ async fn every_route_answers_as_the_document_says() {
         &[("content-type", "text/plain")],
     )
     .await;
+    // A function's own HTTP response, and a malformed one.
+    let html = json!({"result": {"http_response": {"status": 201,
+        "headers": {"content-type": "text/html", "set-cookie": ["a=1", "b=2"]}, "body": "<p>hi</p>"}}});
+    w.expect(
+        201,
+        "POST",
+        "/run/http-answer",
+        Some(&html.to_string()),
+        &[],
+    )
+    .await;
+    let teapot = json!({"result": {"http_response": {"status": 418, "body": "short and stout"}}});
+    w.expect(
+        418,
+        "PUT",
+        "/run/http-answer/pot",
+        Some(&teapot.to_string()),
+        &[],
+    )
+    .await;
+    let bad = json!({"result": {"http_response": {"status": 600}}});
+    w.expect(502, "POST", "/run/http-answer", Some(&bad.to_string()), &[])
+        .await;
     w.expect(
         400,
         "PATCH",

@@ -33,6 +33,7 @@ mod functions;
 mod lifecycle;
 mod live;
 mod query;
+mod response;
 mod run;
 pub mod ui;
 

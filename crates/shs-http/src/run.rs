@@ -1,6 +1,7 @@
 //! `/run/{name}` and `/run/{name}/{tail...}`, every method: invokes a function on the HTTP
 //! request ([`shs_supervisor::HttpRequest`]: method, the path after the name, the raw query,
-//! the headers less shs's API key, the raw body, the client's address) and answers its result.
+//! the headers less shs's API key, the raw body, the client's address) and answers its result:
+//! JSON, or the HTTP response of an `http_response` result ([`response`]).
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
@@ -11,7 +12,7 @@ use shs_supervisor::{HttpRequest as FunctionRequest, Output};
 use crate::access::authorization_holds_key;
 use crate::body::{read_body, request_meta};
 use crate::functions::{FunctionName, invoke_error_response, status_of};
-use crate::{AppState, error_response};
+use crate::{AppState, error_response, response};
 
 /// `/run/{name}[/{tail}]`, any method: invokes the function on the request.
 pub(crate) async fn run(
@@ -36,6 +37,13 @@ pub(crate) async fn run(
         .await
     {
         Ok(Output::Json(result)) => {
+            if response::looks_like_http_response(result.get()) {
+                match response::http_response_of(result.get()) {
+                    Ok(Some(answer)) => return answer,
+                    Ok(None) => {}
+                    Err(detail) => return response::malformed(&name, "http_response", &detail),
+                }
+            }
             let text: Box<str> = result.into();
             HttpResponse::Ok()
                 .content_type("application/json")
