@@ -454,3 +454,154 @@ async fn a_malformed_http_response_is_a_502_that_says_why() {
     assert_eq!(status, 200);
     server.stop_and_check();
 }
+
+/// Starts `POST /run/{name}` with `input`, and returns the response once its head is in.
+async fn start_stream(server: &Server, name: &str, input: Value) -> reqwest::Response {
+    server
+        .client
+        .post(format!("{}/run/{name}", server.url))
+        .header("content-type", "application/json")
+        .body(input.to_string())
+        .send()
+        .await
+        .expect("the answer begins")
+}
+
+/// The next chunk of `response`, within the harness's patience.
+async fn next_chunk(response: &mut reqwest::Response) -> Option<Vec<u8>> {
+    tokio::time::timeout(crate::harness::PATIENCE, response.chunk())
+        .await
+        .expect("a chunk in time")
+        .expect("a readable stream")
+        .map(|b| b.to_vec())
+}
+
+#[tokio::test]
+async fn chunks_arrive_before_the_invoke_ends() {
+    let mut server = ServerBuilder::new().fixture("http-stream").start().await;
+    let gate = server.functions_dir().join("gate");
+    let mut response = start_stream(
+        &server,
+        "http-stream",
+        json!({"chunks": 3, "status": 201, "headers": {"x-streamed": ["yes", "really"]},
+               "gate": gate.to_str().expect("a path")}),
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 201);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(response.headers().get_all("x-streamed").iter().count(), 2);
+    assert_eq!(response.headers()["transfer-encoding"], "chunked");
+    assert!(response.headers().get("x-request-id").is_some());
+    // The first chunk is here while the function still waits at its gate.
+    let first = next_chunk(&mut response).await.expect("a first chunk");
+    assert_eq!(first, b"chunk 0\n");
+    assert!(!gate.exists());
+    std::fs::write(&gate, "").expect("open the gate");
+    let mut rest = Vec::new();
+    while let Some(chunk) = next_chunk(&mut response).await {
+        rest.extend(chunk);
+    }
+    assert_eq!(
+        rest, b"chunk 1\nchunk 2\n",
+        "the answer to the invoke ends the stream"
+    );
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn server_sent_events_and_bytes_stream_through() {
+    let mut server = ServerBuilder::new().fixture("http-stream").start().await;
+    let response = start_stream(
+        &server,
+        "http-stream",
+        json!({"chunks": 4, "sse": true,
+               "headers": {"content-type": "text/event-stream", "cache-control": "no-cache"}}),
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["cache-control"], "no-cache");
+    let body = response.text().await.expect("the events");
+    assert_eq!(body, "data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\n");
+
+    let response = start_stream(
+        &server,
+        "http-stream",
+        json!({"chunks": 256, "binary": true}),
+    )
+    .await;
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/octet-stream"
+    );
+    let bytes = response.bytes().await.expect("the bytes").to_vec();
+    assert_eq!(bytes, (0..=255).collect::<Vec<u8>>());
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn a_malformed_first_chunk_is_a_502_and_cancels() {
+    let mut server = ServerBuilder::new().fixture("http-stream").start().await;
+    let answer = send(
+        &server,
+        Method::POST,
+        "/run/http-stream",
+        json!({"chunks": -1, "delay": 0.01, "status": 700})
+            .to_string()
+            .into_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 502, "{answer:?}");
+    assert!(
+        answer.message().starts_with(
+            "function \"http-stream\" answered a malformed stream: \"status\" must be an integer from 100 to 599"
+        ),
+        "{}",
+        answer.message()
+    );
+    server.wait_for_log("got cancel for").await;
+    server.wait_for_log("chunks (cancelled)").await;
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_and_a_slow_one_holds_the_function_back() {
+    let mut server = ServerBuilder::new()
+        .fixture("http-stream")
+        .toml("http-stream", "concurrency = 4\n")
+        .fixture("echo")
+        .start()
+        .await;
+    server.wait_ready().await;
+    let before = server.rss_kib();
+    // 64 KiB chunks as fast as the function can write them, to a client that reads one and
+    // then nothing: without back-pressure the supervisor would hold gigabytes.
+    let mut response =
+        start_stream(&server, "http-stream", json!({"chunks": -1, "size": 65536})).await;
+    assert_eq!(response.status().as_u16(), 200);
+    next_chunk(&mut response).await.expect("a first chunk");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await; // a slow reader, not a wait for an outcome
+    let during = server.rss_kib();
+    assert!(
+        during < before + 64 * 1024,
+        "the supervisor grew from {before} KiB to {during} KiB"
+    );
+    assert!(
+        !server.logs().contains("streamed 1000 chunks"),
+        "the function was not held back: {}",
+        server.logs()
+    );
+    // Others are served meanwhile.
+    assert_eq!(server.run("echo", json!({})).await.status, 200);
+    // The client goes away: the function gets `cancel` with the invoke's id, and stops.
+    drop(response);
+    server.wait_for_log("got cancel for").await;
+    server.wait_for_log("chunks (cancelled)").await;
+    let again = start_stream(&server, "http-stream", json!({"chunks": 2})).await;
+    assert_eq!(again.text().await.expect("a body"), "chunk 0\nchunk 1\n");
+    server.stop_and_check();
+}

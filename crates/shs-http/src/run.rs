@@ -31,17 +31,99 @@ pub(crate) async fn run(
         Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new()),
     };
     let (request_id, trace) = request_meta(&req);
-    match state
-        .supervisor
-        .invoke_http(&name, invoke, &request_id, trace.as_deref())
-        .await
-    {
+    let (tx, mut stream) = shs_supervisor::http_stream();
+    let supervisor = state.supervisor.clone();
+    let function = name.clone();
+    let mut call = Box::pin(async move {
+        supervisor
+            .invoke_http_streaming(&function, invoke, &request_id, trace.as_deref(), tx)
+            .await
+    });
+    // The first `stream` notification starts a streamed answer; an answer before any ends it.
+    let first = tokio::select! {
+        biased;
+        chunk = stream.recv() => chunk,
+        result = &mut call => return answer(&name, result),
+    };
+    let Some(first) = first else {
+        // The call ended (its stream with it) without a chunk.
+        return answer(&name, call.await);
+    };
+    let head = match response::head_of(first.status.as_ref(), first.headers.as_ref()) {
+        Ok(head) => head,
+        // Dropping the stream cancels the call.
+        Err(detail) => return response::malformed(&name, "stream", &detail),
+    };
+    let mut builder = head.builder();
+    if !head.has_content_type() {
+        builder.content_type(if first.binary {
+            "application/octet-stream"
+        } else {
+            "text/plain; charset=utf-8"
+        });
+    }
+    // The call goes on by itself; its answer ends the stream, a failure cuts it short.
+    let (ended, outcome) = tokio::sync::oneshot::channel();
+    actix_web::rt::spawn(async move {
+        let result = call.await;
+        if let Err(error) = &result {
+            tracing::debug!(
+                function = name,
+                "a streamed invoke failed after its answer began: {error}"
+            );
+        }
+        let _ = ended.send(result.map(drop).map_err(|e| e.to_string()));
+    });
+    builder.streaming(streamed_body(first.data, stream, outcome))
+}
+
+/// The body of a streamed answer: the chunks as they come (empty ones skipped), then the end;
+/// an error (the connection is cut, so the client sees the answer is incomplete) when the
+/// call failed. Dropped early (the client went away), the stream cancels the call.
+fn streamed_body(
+    first: web::Bytes,
+    stream: shs_supervisor::HttpStream,
+    outcome: tokio::sync::oneshot::Receiver<Result<(), String>>,
+) -> impl futures::Stream<Item = Result<web::Bytes, actix_web::Error>> {
+    futures::stream::unfold(
+        (Some(first), Some(stream), Some(outcome)),
+        |(mut pending, mut stream, mut outcome)| async move {
+            loop {
+                if let Some(data) = pending.take().filter(|d| !d.is_empty()) {
+                    return Some((Ok(data), (None, stream, outcome)));
+                }
+                if let Some(s) = stream.as_mut() {
+                    match s.recv().await {
+                        Some(chunk) => {
+                            pending = Some(chunk.data);
+                            continue;
+                        }
+                        None => drop(stream.take()),
+                    }
+                }
+                let failed = match outcome.take()?.await {
+                    Ok(Ok(())) => return None,
+                    Ok(Err(error)) => error,
+                    Err(_) => "the call was dropped".to_owned(),
+                };
+                let error =
+                    std::io::Error::other(format!("the streamed answer broke off: {failed}"));
+                return Some((Err(error.into()), (None, None, None)));
+            }
+        },
+    )
+}
+
+/// The answer to a call that did not stream: the result as JSON, an `http_response`, an exec
+/// function's output, or the error.
+fn answer(name: &str, result: Result<Output, shs_supervisor::InvokeError>) -> HttpResponse {
+    match result {
         Ok(Output::Json(result)) => {
             if response::looks_like_http_response(result.get()) {
                 match response::http_response_of(result.get()) {
                     Ok(Some(answer)) => return answer,
                     Ok(None) => {}
-                    Err(detail) => return response::malformed(&name, "http_response", &detail),
+                    Err(detail) => return response::malformed(name, "http_response", &detail),
                 }
             }
             let text: Box<str> = result.into();

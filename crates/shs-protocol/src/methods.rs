@@ -22,6 +22,10 @@ pub const PUBLISH: &str = "publish";
 pub const SUBSCRIBE: &str = "subscribe";
 /// Function to supervisor: drop a subscription of the function.
 pub const UNSUBSCRIBE: &str = "unsubscribe";
+/// Function → supervisor notification: a chunk of a streamed answer to an invoke.
+pub const STREAM: &str = "stream";
+/// Supervisor → function notification: the client of an invoke went away; stop working on it.
+pub const CANCEL: &str = "cancel";
 
 /// Error codes used in `error.code`.
 pub mod error_code {

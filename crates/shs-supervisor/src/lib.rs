@@ -58,6 +58,7 @@ mod process;
 pub mod spec;
 pub mod stats;
 mod stdin;
+pub mod stream;
 mod supervisor;
 mod unix;
 mod watch;
@@ -68,6 +69,7 @@ pub use logs::LogLine;
 pub use pool::PoolStatus;
 pub use spec::{FunctionSpec, Mode, validate_name};
 pub use stats::{Activity, FunctionStats, ProcessInfo};
+pub use stream::{HttpStream, StreamChunk, StreamTx, http_stream};
 pub use supervisor::{FunctionDetail, FunctionInfo, FunctionSummary, Output, Supervisor};
 
 /// How the supervisor runs functions.

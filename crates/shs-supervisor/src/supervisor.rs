@@ -32,6 +32,7 @@ use crate::pool::{Pool, PoolStatus};
 use crate::process::{CallError, CallMeta};
 use crate::spec::{self, Defaults, Found, FunctionSpec, Mode};
 use crate::stats::{FunctionStats, Stats};
+use crate::stream::StreamTx;
 use crate::watch::{FolderWatch, follow};
 use crate::{Config, Host};
 
@@ -117,6 +118,7 @@ impl Function {
                     function: name,
                     traceparent: trace,
                 };
+                let mut stream = None;
                 let (method, params) = match job {
                     Job::Invoke(input) => (
                         methods::INVOKE,
@@ -126,7 +128,8 @@ impl Function {
                             http: None,
                         }),
                     ),
-                    Job::Http(invoke) => {
+                    Job::Http(invoke, stream_tx) => {
+                        stream = stream_tx;
                         let raw_body = pool.spec().raw_body || process.wants_raw_body();
                         let http = invoke.wire(raw_body);
                         let (input, _) = invoke.into_parts();
@@ -148,7 +151,8 @@ impl Function {
                     ),
                 };
                 let timeout = pool.spec().timeout;
-                let meta = CallMeta::new(request_id, trace);
+                let mut meta = CallMeta::new(request_id, trace);
+                meta.stream = stream;
                 process
                     .call(method, &params, cause, meta, Some(slot), timeout)
                     .await
@@ -159,12 +163,12 @@ impl Function {
                 let input = match &job {
                     Job::Invoke(input) => Cow::Borrowed(input.get().as_bytes()),
                     // JSON as v1 had it (`{}` for an empty body), any other body as it came.
-                    Job::Http(invoke)
+                    Job::Http(invoke, _)
                         if invoke.body_is_json() || invoke.request().body.is_empty() =>
                     {
                         Cow::Borrowed(invoke.input().get().as_bytes())
                     }
-                    Job::Http(invoke) => Cow::Borrowed(&invoke.request().body[..]),
+                    Job::Http(invoke, _) => Cow::Borrowed(&invoke.request().body[..]),
                     // An event is one line of JSON.
                     Job::Event(event) => {
                         let mut line = event.json().get().as_bytes().to_vec();
@@ -197,8 +201,9 @@ struct Request<'a> {
 enum Job<'a> {
     /// An invoke without an HTTP request: the input, any JSON; the result is the answer.
     Invoke(Box<RawValue>),
-    /// `/run/NAME...`: the input and the HTTP request; the result is the answer.
-    Http(HttpInvoke),
+    /// `/run/NAME...`: the input and the HTTP request, and where `stream` notifications go
+    /// (if the caller takes them); the result is the answer.
+    Http(HttpInvoke, Option<StreamTx>),
     /// An event delivery; a result is not used.
     Event(&'a SharedEvent),
 }
@@ -426,7 +431,27 @@ impl Supervisor {
         trace: Option<&str>,
     ) -> Result<Output, InvokeError> {
         let request = Request {
-            job: Job::Http(invoke),
+            job: Job::Http(invoke, None),
+            request_id,
+            trace,
+            cause: Causation::root(),
+        };
+        self.run(name, request).await
+    }
+
+    /// [`Supervisor::invoke_http`], and the `stream` notifications the function sends while
+    /// it handles the request go to `stream` (made by [`crate::http_stream`]); the stream ends
+    /// when this call does. An exec function does not stream.
+    pub async fn invoke_http_streaming(
+        &self,
+        name: &str,
+        invoke: HttpInvoke,
+        request_id: &str,
+        trace: Option<&str>,
+        stream: StreamTx,
+    ) -> Result<Output, InvokeError> {
+        let request = Request {
+            job: Job::Http(invoke, Some(stream)),
             request_id,
             trace,
             cause: Causation::root(),
