@@ -101,6 +101,7 @@ fn write(c: &mut Criterion) {
                         function: "echo",
                         traceparent: None,
                     },
+                    http: None,
                 };
                 write_request(buf, &Id::Int(1_234_567), INVOKE, black_box(&params))
             },
@@ -121,6 +122,7 @@ fn write(c: &mut Criterion) {
                             function: "echo",
                             traceparent: None,
                         },
+                        http: None,
                     };
                     write_plain(buf, &Id::Int(1_234_567), INVOKE, black_box(&params))
                 },

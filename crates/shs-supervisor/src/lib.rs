@@ -6,7 +6,8 @@
 //! slots requests take on them, timeouts and kills, and mode exec (a process per request). It
 //! serves the requests functions make (`publish`, `subscribe`, `unsubscribe`) through the
 //! [`shs_bus::Bus`] it is given, and delivers the bus's events to functions by implementing
-//! [`shs_bus::Deliver`]. It knows nothing of HTTP.
+//! [`shs_bus::Deliver`]. Of HTTP it knows only the request a function is invoked with
+//! ([`HttpRequest`]), filled in by the HTTP server.
 //!
 //! The default of every setting is declared once, in [`defaults`]; what an invoke or a
 //! delivery error is answered with, once, in [`ErrorKind::status`].
@@ -47,6 +48,7 @@ use shs_bus::Bus;
 pub mod defaults;
 pub mod error;
 mod exec;
+pub mod http;
 mod io;
 pub mod logs;
 mod manifest;
@@ -56,15 +58,18 @@ mod process;
 pub mod spec;
 pub mod stats;
 mod stdin;
+pub mod stream;
 mod supervisor;
 mod unix;
 mod watch;
 
 pub use error::{ErrorKind, InvokeError, SpecError, StartError};
+pub use http::{BodyError, HttpInvoke, HttpRequest};
 pub use logs::LogLine;
 pub use pool::PoolStatus;
 pub use spec::{FunctionSpec, Mode, validate_name};
 pub use stats::{Activity, FunctionStats, ProcessInfo};
+pub use stream::{HttpStream, StreamChunk, StreamTx, http_stream};
 pub use supervisor::{FunctionDetail, FunctionInfo, FunctionSummary, Output, Supervisor};
 
 /// How the supervisor runs functions.

@@ -46,6 +46,7 @@ pub(crate) struct Manifest {
     max_attempts: Option<u32>,
     retry_backoff: Option<f64>,
     ordered: Option<bool>,
+    raw_body: Option<bool>,
     start_timeout: Option<f64>,
 }
 
@@ -253,6 +254,7 @@ pub(crate) fn build_spec(
         max_attempts,
         retry_backoff,
         ordered: manifest.ordered.unwrap_or(defaults::ORDERED),
+        raw_body: manifest.raw_body.unwrap_or(false),
         fingerprint: Fingerprint::default(),
     })
 }

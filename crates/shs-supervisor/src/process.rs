@@ -70,6 +70,9 @@ pub(crate) struct Process {
     /// Set as soon as the process is known to be going (killed, stopping, stdout closed): the
     /// pool gives it no new request from then on.
     doomed: AtomicBool,
+    /// It asked for the raw body of JSON HTTP requests (`"raw_body": true` in its answer to
+    /// `initialize`).
+    raw_body: AtomicBool,
     /// Set when its stderr has been read to the end.
     stderr_done: watch::Sender<bool>,
     /// The request answered last, and when: stderr and stdout are two pipes, so a line a
@@ -90,6 +93,11 @@ impl std::fmt::Debug for Process {
 }
 
 impl Process {
+    /// Whether it asked for the raw body of JSON HTTP requests in its answer to `initialize`.
+    pub(crate) fn wants_raw_body(&self) -> bool {
+        self.raw_body.load(Ordering::Relaxed)
+    }
+
     /// Starts a process for `spec`, its stdin and stdout handled on `home`; it still has to be
     /// initialized.
     pub(crate) fn spawn(
@@ -139,6 +147,7 @@ impl Process {
             logs: logs.clone(),
             kill_reason: Mutex::new(None),
             doomed: AtomicBool::new(false),
+            raw_body: AtomicBool::new(false),
             stderr_done: watch::channel(false).0,
             last_answered: Mutex::new(None),
             exit,

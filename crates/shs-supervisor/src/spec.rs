@@ -191,6 +191,8 @@ pub struct FunctionSpec {
     pub retry_backoff: Duration,
     /// Whether asynchronous deliveries of one event type are made one at a time, in order.
     pub ordered: bool,
+    /// Whether an HTTP request's raw body is sent even when it is JSON (`raw_body`).
+    pub raw_body: bool,
     /// What a change on disk is detected by.
     pub fingerprint: Fingerprint,
 }

@@ -26,11 +26,13 @@ use tokio::sync::watch;
 
 use crate::error::{InvokeError, SpecError, StartError};
 use crate::exec::ExecRunner;
+use crate::http::HttpInvoke;
 use crate::logs::{LogLine, LogRing};
 use crate::pool::{Pool, PoolStatus};
 use crate::process::{CallError, CallMeta};
 use crate::spec::{self, Defaults, Found, FunctionSpec, Mode};
 use crate::stats::{FunctionStats, Stats};
+use crate::stream::StreamTx;
 use crate::watch::{FolderWatch, follow};
 use crate::{Config, Host};
 
@@ -149,14 +151,28 @@ impl Function {
                     function: name,
                     traceparent: trace,
                 };
+                let mut stream = None;
                 let (method, params) = match job {
                     Job::Invoke(input) => (
                         methods::INVOKE,
                         Params::Invoke(InvokeParams {
                             input: safe_input(input),
                             context,
+                            http: None,
                         }),
                     ),
+                    Job::Http(invoke, stream_tx) => {
+                        stream = stream_tx.clone();
+                        let raw_body = pool.spec().raw_body || process.wants_raw_body();
+                        (
+                            methods::INVOKE,
+                            Params::Invoke(InvokeParams {
+                                input: safe_input(invoke.input()),
+                                context,
+                                http: Some(invoke.wire(raw_body)),
+                            }),
+                        )
+                    }
                     Job::Event(event) => (
                         methods::EVENT,
                         Params::Event(EventParams {
@@ -166,7 +182,8 @@ impl Function {
                     ),
                 };
                 let timeout = pool.spec().timeout;
-                let meta = CallMeta::new(request_id, trace);
+                let mut meta = CallMeta::new(request_id, trace);
+                meta.stream = stream;
                 match process
                     .call(method, &params, cause.clone(), meta, Some(slot), timeout)
                     .await
@@ -182,6 +199,13 @@ impl Function {
             Kind::Exec(runner) => {
                 let input = match &job {
                     Job::Invoke(input) => Cow::Borrowed(input.get().as_bytes()),
+                    // JSON as v1 had it (`{}` for an empty body), any other body as it came.
+                    Job::Http(invoke, _)
+                        if invoke.body_is_json() || invoke.request().body.is_empty() =>
+                    {
+                        Cow::Borrowed(invoke.input().get().as_bytes())
+                    }
+                    Job::Http(invoke, _) => Cow::Borrowed(&invoke.request().body[..]),
                     // An event is one line of JSON.
                     Job::Event(event) => {
                         let mut line = event.json().get().as_bytes().to_vec();
@@ -219,8 +243,11 @@ struct Request<'a> {
 
 /// What a function is asked to do: the two kinds of request.
 enum Job<'a> {
-    /// `POST /run`: the input, any JSON; the result is the answer.
+    /// An invoke without an HTTP request: the input, any JSON; the result is the answer.
     Invoke(Box<RawValue>),
+    /// `/run/NAME...`: the input and the HTTP request, and where `stream` notifications go
+    /// (if the caller takes them); the result is the answer.
+    Http(HttpInvoke, Option<StreamTx>),
     /// An event delivery; a result is not used.
     Event(&'a SharedEvent),
 }
@@ -433,6 +460,45 @@ impl Supervisor {
     ) -> Result<Output, InvokeError> {
         let request = Request {
             job: Job::Invoke(input),
+            request_id,
+            trace,
+            cause: Causation::root(),
+        };
+        self.run(name, request).await
+    }
+
+    /// Runs function `name` on an HTTP request (`/run/NAME...`): an rpc function gets its
+    /// `input` and the `http` member; an exec function the body on stdin (`{}` when empty).
+    /// `request_id` and `trace` (a W3C `traceparent`) go to the function in `context`.
+    pub async fn invoke_http(
+        &self,
+        name: &str,
+        invoke: HttpInvoke,
+        request_id: &str,
+        trace: Option<&str>,
+    ) -> Result<Output, InvokeError> {
+        let request = Request {
+            job: Job::Http(invoke, None),
+            request_id,
+            trace,
+            cause: Causation::root(),
+        };
+        self.run(name, request).await
+    }
+
+    /// [`Supervisor::invoke_http`], and the `stream` notifications the function sends while
+    /// it handles the request go to `stream` (made by [`crate::http_stream`]); the stream ends
+    /// when this call does. An exec function does not stream.
+    pub async fn invoke_http_streaming(
+        &self,
+        name: &str,
+        invoke: HttpInvoke,
+        request_id: &str,
+        trace: Option<&str>,
+        stream: StreamTx,
+    ) -> Result<Output, InvokeError> {
+        let request = Request {
+            job: Job::Http(invoke, Some(stream)),
             request_id,
             trace,
             cause: Causation::root(),

@@ -50,6 +50,10 @@ impl Process {
                 // Any answer marks the process ready; an object may carry subscriptions.
                 match serde_json::from_str::<InitializeResult>(result.get()) {
                     Ok(init) => {
+                        if init.raw_body {
+                            self.raw_body
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
                         for pattern in init.subscribe {
                             if let Err(e) = self.change_subscription(&pattern, true) {
                                 tracing::warn!(

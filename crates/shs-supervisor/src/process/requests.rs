@@ -57,6 +57,10 @@ impl Process {
         let outcome: Result<Box<RawValue>, RpcError> = match method {
             methods::SUBSCRIBE => self.subscribe(params.as_deref(), true),
             methods::UNSUBSCRIBE => self.subscribe(params.as_deref(), false),
+            methods::STREAM if id.is_none() => {
+                self.stream_chunk(params.as_deref()).await;
+                return;
+            }
             methods::PUBLISH => match self.publish(&id, params.as_deref(), permits).await {
                 // The task it started answers.
                 Ok(()) => return,
@@ -272,6 +276,7 @@ impl Process {
                 Some(CallMeta {
                     request_id: call.request_id.clone(),
                     trace: call.trace.clone(),
+                    stream: None,
                 }),
             ),
             None if calls.pending.is_empty() => (Causation::root(), None),
