@@ -39,11 +39,22 @@ pub struct StreamChunk {
 #[derive(Default)]
 struct CancelTarget(Mutex<Option<(Weak<Process>, u64)>>);
 
-/// The sending end of a stream: goes with the call (a clone goes with each try of it).
-#[derive(Clone)]
+/// The sending end of a stream: goes with the call (a clone goes with each try of it; only
+/// the one a call was made with clears the cancel target when dropped).
 pub struct StreamTx {
     tx: mpsc::Sender<StreamChunk>,
     target: Arc<CancelTarget>,
+    bound: std::sync::atomic::AtomicBool,
+}
+
+impl Clone for StreamTx {
+    fn clone(&self) -> Self {
+        StreamTx {
+            tx: self.tx.clone(),
+            target: self.target.clone(),
+            bound: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 /// The receiving end of a stream: chunks in order; `None` once the call has ended.
@@ -60,6 +71,7 @@ pub fn http_stream() -> (StreamTx, HttpStream) {
         StreamTx {
             tx,
             target: target.clone(),
+            bound: std::sync::atomic::AtomicBool::new(false),
         },
         HttpStream { rx, target },
     )
@@ -74,6 +86,7 @@ impl std::fmt::Debug for StreamTx {
 impl StreamTx {
     /// The call is made: `id` on `process`.
     pub(crate) fn bind(&self, process: &Arc<Process>, id: u64) {
+        self.bound.store(true, std::sync::atomic::Ordering::Relaxed);
         *self.target.0.lock() = Some((Arc::downgrade(process), id));
     }
 
@@ -86,7 +99,9 @@ impl StreamTx {
 impl Drop for StreamTx {
     /// The call has ended (answered, failed or given up): nothing left to cancel.
     fn drop(&mut self) {
-        self.target.0.lock().take();
+        if *self.bound.get_mut() {
+            self.target.0.lock().take();
+        }
     }
 }
 
