@@ -237,6 +237,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SHS_INHERIT_ENV")]
     pub(crate) inherit_env: bool,
 
+    /// The secrets folder: one file per secret, its value the file's contents (less one
+    /// trailing newline). Refused when its group or others may read it; functions name the
+    /// secrets they may read with `secrets = [...]` in function.toml.
+    #[arg(long, env = "SHS_SECRETS_DIR", default_value = defaults::SECRETS_DIR, value_name = "DIR")]
+    pub(crate) secrets_dir: PathBuf,
+
     /// Do not follow the functions folder for changes.
     #[arg(long, env = "SHS_NO_WATCH")]
     pub(crate) no_watch: bool,

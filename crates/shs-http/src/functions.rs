@@ -83,7 +83,8 @@ pub(crate) fn invoke_error_response(error: &InvokeError) -> HttpResponse {
     response
 }
 
-/// `POST /run/{name}`: invokes the function on the body.
+/// `POST /run/{name}`: invokes the function on the body (for a function with a `[webhook]`,
+/// once its signature is checked: 401 otherwise).
 pub(crate) async fn run(
     FunctionName(name): FunctionName,
     req: HttpRequest,
@@ -94,6 +95,24 @@ pub(crate) async fn run(
         Ok(body) => body,
         Err(response) => return response,
     };
+    // A webhook's signature is checked over the raw body before anything else reads it.
+    let webhook = match state.supervisor.webhook(&name) {
+        None => None,
+        Some(key) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if let Err(message) = crate::webhook::verify(&key, req.headers(), &body, now) {
+                metrics::counter!("shs_webhook_refusals_total", "function" => name.clone(), "kind" => key.kind.as_str())
+                    .increment(1);
+                tracing::info!(function = name, "webhook refused: {message}");
+                let mut extra = Map::new();
+                extra.insert("function".into(), Value::String(name));
+                return error_response(StatusCode::UNAUTHORIZED, message, extra);
+            }
+            Some(key.kind)
+        }
+    };
     let input = match parse_json_body(&body) {
         Ok(input) => input,
         Err(response) => return response,
@@ -101,7 +120,7 @@ pub(crate) async fn run(
     let (request_id, trace) = request_meta(&req);
     match state
         .supervisor
-        .invoke(&name, input, &request_id, trace.as_deref())
+        .invoke_signed(&name, input, &request_id, trace.as_deref(), webhook)
         .await
     {
         Ok(Output::Json(result)) => {

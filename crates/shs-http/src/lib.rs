@@ -34,6 +34,7 @@ mod lifecycle;
 mod live;
 mod query;
 pub mod ui;
+mod webhook;
 
 use body::{read_body, request_meta};
 use functions::{

@@ -100,6 +100,7 @@ fn write(c: &mut Criterion) {
                         request_id,
                         function: "echo",
                         traceparent: None,
+                        webhook: None,
                     },
                 };
                 write_request(buf, &Id::Int(1_234_567), INVOKE, black_box(&params))
@@ -120,6 +121,7 @@ fn write(c: &mut Criterion) {
                             request_id,
                             function: "echo",
                             traceparent: None,
+                            webhook: None,
                         },
                     };
                     write_plain(buf, &Id::Int(1_234_567), INVOKE, black_box(&params))
@@ -225,6 +227,7 @@ fn write_events(c: &mut Criterion) {
                 request_id: "0b3c2a57-3f1e-4d8e-9a36-7f1f2d1c9e55",
                 function: "event-subscriber",
                 traceparent: None,
+                webhook: None,
             },
         };
         group.throughput(Throughput::Bytes(payload.get().len() as u64));

@@ -127,12 +127,32 @@ impl Supervisor {
 
     fn build(&self, found: Found, logs: Arc<LogRing>, stats: Arc<Stats>) -> Function {
         let host = &self.inner.host;
+        let mut webhook = None;
+        let mut private = None;
         let kind = match &found {
             Found::Function(spec) => {
-                let spec = Arc::new((**spec).clone());
-                match spec.mode {
-                    Mode::Rpc => Kind::Rpc(Pool::new(spec, host.clone(), logs.clone())),
-                    Mode::Exec => Kind::Exec(ExecRunner::new(spec, host.clone(), logs.clone())),
+                let secrets = host
+                    .secrets
+                    .webhook_key(spec)
+                    .and_then(|key| Ok((key, host.secrets.private_copy(spec)?)));
+                match secrets {
+                    Ok((key, copy)) => {
+                        webhook = key.map(Arc::new);
+                        let mut spec = (**spec).clone();
+                        spec.secrets_folder = copy.as_ref().map(|c| c.path().to_owned());
+                        private = copy;
+                        let spec = Arc::new(spec);
+                        match spec.mode {
+                            Mode::Rpc => Kind::Rpc(Pool::new(spec, host.clone(), logs.clone())),
+                            Mode::Exec => {
+                                Kind::Exec(ExecRunner::new(spec, host.clone(), logs.clone()))
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        logs.push(0, None, "shs", &format!("cannot be run: {error}"));
+                        Kind::Broken(error)
+                    }
                 }
             }
             Found::Broken { error, .. } => {
@@ -145,6 +165,8 @@ impl Supervisor {
             kind,
             logs,
             stats,
+            webhook,
+            _secrets: private,
         }
     }
 }
