@@ -93,6 +93,7 @@ mod data;
 mod error;
 mod function;
 mod run;
+mod secret;
 mod wire;
 
 use serde_json::value::RawValue;
@@ -101,6 +102,7 @@ pub use context::{Context, log};
 pub use data::event_data;
 pub use error::Error;
 pub use function::{Event, Function};
+pub use secret::secret;
 pub use shs_protocol;
 pub use shs_protocol::methods::{
     DeliveryFailure, PublishResult, SubscribeResult, UnsubscribeResult,
