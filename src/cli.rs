@@ -50,6 +50,13 @@ pub(crate) enum Lang {
     Sh,
 }
 
+/// A template of `shs new` for a purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Template {
+    /// A GitHub webhook handler in Python, its signature checked by shs (`[webhook]`).
+    Webhook,
+}
+
 /// `shs new`.
 #[derive(Debug, Args)]
 pub(crate) struct NewArgs {
@@ -57,8 +64,12 @@ pub(crate) struct NewArgs {
     pub(crate) name: String,
 
     /// The language to write it in.
-    #[arg(long, value_enum)]
-    pub(crate) lang: Lang,
+    #[arg(long, value_enum, required_unless_present = "template")]
+    pub(crate) lang: Option<Lang>,
+
+    /// A function for a purpose instead of the language's greeter.
+    #[arg(long, value_enum, value_name = "TEMPLATE")]
+    pub(crate) template: Option<Template>,
 
     /// The functions folder to create it in (as a sub-folder NAME).
     #[arg(long, default_value = "functions", value_name = "DIR")]
