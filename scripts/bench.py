@@ -10,6 +10,10 @@ round, because the machine is shared and noisy.
 To add a scenario: add its functions in `write_functions`, a `Scenario` to `SCENARIOS`, and,
 if it is compared with something, a `Ratio` to `RATIOS` (with its target, if it has one).
 Scenarios that cannot run yet are listed in `PENDING`.
+
+Not a wrk load: `nats-node-loss` (`node_loss`), once per round when `/usr/sbin/nats-server`
+exists, measures how fast three supervisors on a private NATS server recover when the one
+holding an ordered delivery is killed with SIGKILL (`--node-loss-only` runs just that).
 """
 
 from __future__ import annotations
@@ -146,6 +150,8 @@ SCENARIOS = [
              "respond-async", "async-sub"),
 ]
 SCENARIO = {s.key: s for s in SCENARIOS}
+# What `--compare` runs unless `--only` says otherwise: the warm-invoke and event paths.
+COMPARE_DEFAULT = ["rs-1", "rs-32", "py-32", "ev1-32", "pub-32"]
 
 RATIOS = [
     Ratio("r-rs-32", "warm invoke Rust / raw echo, 32 conns, req/s", "rs-32", "echo-32", "rps",
@@ -188,6 +194,37 @@ THROUGHPUTS = [
     ("nats-async-32", "delivered", "asynchronous publishing, NATS JetStream: events/s delivered end "
      "to end, 1 subscriber", "", None),
 ]
+
+# Node loss on NATS: the target of issue 11 (all events handled within 10 s of the kill).
+NODE_LOSS_EVENTS = 1000
+NODE_LOSS_TARGET = 10.0
+NATS_SERVER = "/usr/sbin/nats-server"
+
+# The function of the node-loss scenario: appends "id time" to $OUT for every event, after
+# $DELAY seconds; while the file $HOLD exists it says so in $HOLD.holding and keeps the event
+# (until its supervisor is gone).
+LOSS_PY = r'''import json, os, sys, time
+out, hold, delay = os.environ["OUT"], os.environ.get("HOLD", ""), float(os.environ["DELAY"])
+parent = os.getppid()
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg or "method" not in msg:
+        continue
+    result = {}
+    if msg["method"] == "initialize":
+        result = {"subscribe": ["loss.job"]}
+    elif msg["method"] == "event":
+        if hold and os.path.exists(hold):
+            open(hold + ".holding", "w").close()
+            while os.getppid() == parent:
+                time.sleep(0.01)
+            sys.exit(0)
+        time.sleep(delay)
+        with open(out, "a") as f:
+            f.write(msg["params"]["event"]["id"] + " " + repr(time.time()) + "\n")
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}) + "\n")
+    sys.stdout.flush()
+'''
 
 # ---------------------------------------------------------------------------------------------
 # Processes: everything started is stopped at exit, whatever happens.
@@ -469,6 +506,9 @@ class Results:
     commands: list = field(default_factory=list)  # (kind: "server" or "load", name, command)
     # scenario key -> {"accepted": [events/s per round], "delivered": [events/s per round]}
     throughput: dict = field(default_factory=dict)
+    # nats-node-loss, per round: (s from the kill to the first event handled after it,
+    # s from the kill until every event was handled, duplicates)
+    node_loss: list = field(default_factory=list)
 
 
 def wrk_cmd(wrk: str, lua: Path, scenario: Scenario, url: str, seconds: float) -> list[str]:
@@ -636,6 +676,84 @@ def delete_nats_streams(namespace: str) -> None:
         log(f"could not delete the NATS streams of {namespace}: {e}")
 
 
+def node_loss(args, work: Path, results: Results, round_no: int) -> None:
+    """Three supervisors on a private NATS server run one ordered function; with
+    NODE_LOSS_EVENTS events accepted, the supervisor holding the delivery in flight is killed
+    with SIGKILL. Recovery: from the kill to the first event handled after it (the type stalls
+    meanwhile); also the time until every event is handled, and the duplicates."""
+    base = work / f"node-loss-{round_no}"
+    base.mkdir()
+    port = free_port()
+    nats = subprocess.Popen([NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd",
+                             str(base / "nats")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    STARTED.append(nats)
+    wait_until("nats-server", lambda: socket.create_connection(("127.0.0.1", port), 1).close()
+               or True, timeout=20)
+    out = base / "handled.log"
+    hold = base / "hold"
+    nodes = []
+    for name in ("a", "b", "c"):
+        fns = base / name
+        env = {"OUT": str(out), "DELAY": "0.002", "HOLD": str(hold) if name == "c" else ""}
+        write_function(fns / "loss", {"command": [sys.executable, "main.py"]}, LOSS_PY)
+        with open(fns / "loss" / "function.toml", "a") as toml:
+            toml.write("[env]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in env.items()))
+        cmd = [str(RELEASE / "shs"), "serve", "--functions-dir", str(fns), "--listen",
+               "127.0.0.1:{port}", "--workers", "1", "--no-watch", "--bus",
+               f"nats://127.0.0.1:{port}", "--bus-namespace", "loss"]
+        if round_no == 0 and name == "a":
+            results.commands.append(("server", "shs-nats-loss (three of them, one NATS server "
+                                     "of their own)", shlex.join(cmd).replace(str(work), "$WORK")))
+        nodes.append(start(f"shs-loss-{round_no}-{name}", cmd, base))
+    for node in nodes:
+        wait_until(f"{node.name} to be ready",
+                   lambda n=node: request("GET", n.url + "/ready")[0] == 200, timeout=60)
+        wait_until(f"{node.name} to see the subscription",
+                   lambda n=node: "loss.job" in request("GET", n.url + "/subscriptions")[1],
+                   timeout=30)
+
+    def handled() -> list[tuple[str, float]]:
+        if not out.exists():
+            return []
+        rows = []
+        for line in out.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                rows.append((parts[0], float(parts[1])))
+        return rows
+
+    body = event_body("loss.job")
+    for n in range(NODE_LOSS_EVENTS):
+        status, text = request("POST", nodes[n % 2].url + "/events", body,
+                               headers={"Prefer": "respond-async"})
+        if status != 202:
+            raise SystemExit(f"[bench] node loss: publish answered {status} {text[:300]}")
+    wait_until("100 events handled", lambda: len(handled()) >= 100, timeout=120)
+    hold.write_text("")
+    wait_until("c to hold a delivery", lambda: Path(str(hold) + ".holding").exists(),
+               timeout=120, every=0.005)
+    victim = nodes[2]
+    victim.proc.kill()
+    killed = time.time()
+    victim.proc.wait()
+    wait_until("every event handled",
+               lambda: len({i for i, _ in handled()}) >= NODE_LOSS_EVENTS, timeout=300)
+    rows = handled()
+    after = [t for _, t in rows if t > killed]
+    first = min(after) - killed if after else float("nan")
+    last = max(t for _, t in rows) - killed
+    duplicates = len(rows) - len({i for i, _ in rows})
+    results.node_loss.append((first, last, duplicates))
+    log(f"  nats-node-loss: first event {first:.2f} s after the kill, all {NODE_LOSS_EVENTS} "
+        f"handled {last:.2f} s after it, {duplicates} duplicates")
+    for node in nodes[:2]:
+        node.proc.send_signal(signal.SIGTERM)
+        node.proc.wait(timeout=30)
+    nats.send_signal(signal.SIGTERM)
+    nats.wait(timeout=30)
+
+
 def measure(args, wrk: str) -> tuple[Results, dict]:
     work = Path(tempfile.mkdtemp(prefix="shs-bench-"))
     atexit.register(shutil.rmtree, work, True)
@@ -729,6 +847,8 @@ def measure(args, wrk: str) -> tuple[Results, dict]:
             flag = f"  ERRORS: {sample.errors}" if sample.errors else ""
             log(f"  {scenario.key:9} {sample.rps:10.0f} req/s  p50 {sample.p50:7.3f} ms  "
                 f"p99 {sample.p99:7.3f} ms{flag}")
+        if Path(NATS_SERVER).exists():
+            node_loss(args, work, results, r)
         cold_round(shs, args.cold_reps, results)
         cold, warm = results.cold[-1]
         log(f"  cold start: {cold:.2f} ms, warm {warm:.2f} ms: extra {cold - warm:.2f} ms")
@@ -742,6 +862,88 @@ def measure(args, wrk: str) -> tuple[Results, dict]:
     for server in servers.values():
         shutil.copy(server.log_path, ROOT / "target" / f"bench-{server.name}.log")
     return results, servers
+
+
+def measure_compare(args, wrk: str) -> str:
+    """`--compare BASE`: this build's shs against another shs binary, side by side.
+
+    Both servers serve the same function folder; every selected scenario runs on one and then
+    the other, in an order that alternates each round, and each row is the ratio of the two
+    figures of the same round. Returns the report (Markdown).
+    """
+    base = Path(args.compare).resolve()
+    if not os.access(base, os.X_OK):
+        raise SystemExit(f"[bench] --compare: {base} is not an executable")
+    work = Path(tempfile.mkdtemp(prefix="shs-bench-compare-"))
+    atexit.register(shutil.rmtree, work, True)
+    lua = work / "bench.lua"
+    lua.write_text(WRK_LUA)
+    fns = work / "functions"
+    write_functions(fns)
+    workers = str(args.workers)
+
+    def serve(binary: Path, data: str) -> list[str]:
+        return [str(binary), "serve", "--functions-dir", str(fns), "--listen",
+                "127.0.0.1:{port}", "--workers", workers, "--no-watch", "--data-dir",
+                str(work / data)]
+
+    servers = {"shs": start("shs", serve(RELEASE / "shs", "data"), work),
+               "base": start("base", serve(base, "base-data"), work)}
+    for server in servers.values():
+        wait_until(f"{server.name} to be ready",
+                   lambda s=server: request("GET", s.url + "/ready")[0] == 200)
+    keys = args.only.split(",") if args.only else COMPARE_DEFAULT
+    unknown = [k for k in keys if k not in SCENARIO]
+    if unknown:
+        raise SystemExit(f"[bench] unknown scenarios {unknown}; known: {', '.join(SCENARIO)}")
+    scenarios = [SCENARIO[k] for k in keys]
+    unfit = [s.key for s in scenarios if s.server != "shs" or s.delivered_by]
+    if unfit:
+        raise SystemExit(f"[bench] --compare takes synchronous shs scenarios only, not {unfit}")
+    for scenario in scenarios:
+        for name in servers:
+            wait_until(f"{name} to answer {scenario.key}",
+                       lambda n=name, s=scenario: verify({"shs": servers[n]}, s) is None,
+                       timeout=20)
+    samples = {(k, n): [] for k in keys for n in servers}
+    wrk_log = open(work / "wrk.log", "w")
+    for r in range(args.rounds):
+        log(f"round {r + 1} of {args.rounds}")
+        order = list(servers) if r % 2 == 0 else list(reversed(list(servers)))
+        for scenario in scenarios:
+            for name in order:
+                server = servers[name]
+                check_alive(server)
+                if args.warmup > 0:
+                    run_wrk(wrk_cmd(wrk, lua, scenario, server.url, args.warmup), scenario.body,
+                            wrk_log)
+                sample = run_wrk(wrk_cmd(wrk, lua, scenario, server.url, args.duration),
+                                 scenario.body, wrk_log)
+                samples[(scenario.key, name)].append(sample)
+                log(f"  {scenario.key:9} {name:4} {sample.rps:10.0f} req/s  "
+                    f"p50 {sample.p50:7.3f} ms  p99 {sample.p99:7.3f} ms")
+    wrk_log.close()
+    stop_all()
+
+    out = ["# shs: this build against a baseline\n",
+           f"Written by `{shlex.join(['scripts/bench'] + sys.argv[1:])}` on "
+           f"{datetime.date.today()}: {args.rounds} rounds of {args.duration} s per scenario, "
+           "the two servers alternating. Each figure is this build / the baseline, measured in "
+           "the same round: the median of the rounds and, in brackets, the lowest and highest.\n",
+           f"- this build: `{RELEASE / 'shs'}`", f"- baseline: `{base}`\n",
+           "| scenario | req/s | p50 | p99 | errors |", "|---|---|---|---|---|"]
+    for scenario in scenarios:
+        mine, theirs = samples[(scenario.key, "shs")], samples[(scenario.key, "base")]
+
+        def ratio(metric: str, mine=mine, theirs=theirs) -> str:
+            values = [getattr(a, metric) / getattr(b, metric)
+                      for a, b in zip(mine, theirs) if getattr(b, metric) > 0]
+            return med_range(values, ".3f") + "x"
+
+        errors = sum(x.errors for x in mine + theirs)
+        out.append(f"| {scenario.title} | {ratio('rps')} | {ratio('p50')} | {ratio('p99')} | "
+                   f"{errors} |")
+    return "\n".join(out) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -822,6 +1024,12 @@ def write_report(args, machine: dict, results: Results, plot_ok: bool) -> str:
         values = results.throughput.get(key, {}).get(kind, [])
         ok = bool(values) and check(statistics.median(values))
         w(f"| {title}: {target} | {med_range(values, ',.0f')} events/s | {verdict(ok)} |")
+    if results.node_loss:
+        stall = [r[0] for r in results.node_loss]
+        w(f"| NATS node loss: the events of a killed supervisor handled within "
+          f"{NODE_LOSS_TARGET:g} s of the kill (first event after it) | "
+          f"{med_range(stall, '.2f')} s | "
+          f"{verdict(statistics.median(stall) <= NODE_LOSS_TARGET)} |")
     for title, target, status in PENDING:
         w(f"| {title}{': ' + target if target else ''} | {status} | — |")
     w("")
@@ -854,6 +1062,24 @@ def write_report(args, machine: dict, results: Results, plot_ok: bool) -> str:
         shown = med_range(values, ',.0f') if values else "not measured (no NATS server)"
         w(f"| {title} | {shown} | {target or '—'} | {result} |")
     w("")
+    if results.node_loss:
+        w("## Node loss on NATS\n")
+        w(f"`nats-node-loss`: three supervisors share a private `nats-server -js`; each runs "
+          f"the Python function `loss` (`LOSS_PY`: records each event's id and time, 2 ms an "
+          f"event; `ordered`, so one delivery in flight across the three). "
+          f"{NODE_LOSS_EVENTS:,} events are published asynchronously; once 100 are handled, "
+          "the next delivery that supervisor c takes is held, and c is killed with SIGKILL. "
+          "The held event waits for JetStream's ack wait (4 s, kept alive by progress acks "
+          "while a supervisor lives) and goes to a or b.\n")
+        w("| figure | median (min–max) over rounds |")
+        w("|---|---|")
+        w(f"| from the kill to the first event handled after it, s | "
+          f"{med_range([r[0] for r in results.node_loss], '.2f')} |")
+        w(f"| from the kill until all {NODE_LOSS_EVENTS:,} were handled, s | "
+          f"{med_range([r[1] for r in results.node_loss], '.2f')} |")
+        w(f"| events handled twice | "
+          f"{med_range([float(r[2]) for r in results.node_loss], '.0f')} |")
+        w("")
     w("## Ratios (same round)\n")
     w("| ratio | median (min–max) | target | result |")
     w("|---|---|---|---|")
@@ -973,8 +1199,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="HTTP workers of shs and of the baselines (default: nproc)")
     parser.add_argument("--no-build", action="store_true", help="use the binaries as they are")
+    parser.add_argument("--node-loss-only", action="store_true",
+                        help="run only nats-node-loss (--rounds times) and print its figures")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md",
                         help="where to write the report (the plot goes next to it)")
+    parser.add_argument("--compare", metavar="SHS",
+                        help="compare this build's shs with another shs binary, side by side "
+                        "(writes target/bench-compare.md, not BENCHMARKS.md)")
+    parser.add_argument("--only", metavar="KEYS",
+                        help="with --compare: the scenario keys to run, comma-separated "
+                        f"(default {','.join(COMPARE_DEFAULT)})")
     args = parser.parse_args()
     quick = {"rounds": 2, "duration": 2, "warmup": 1, "cold_reps": 5}
     full = {"rounds": 3, "duration": 5, "warmup": 1, "cold_reps": 15}
@@ -989,7 +1223,26 @@ def main() -> None:
     os.chdir(ROOT)
     if not args.no_build:
         run(BUILD)
+    if args.node_loss_only:
+        work = Path(tempfile.mkdtemp(prefix="shs-bench-"))
+        atexit.register(shutil.rmtree, work, True)
+        results = Results()
+        for r in range(args.rounds):
+            node_loss(args, work, results, r)
+        stall = [r[0] for r in results.node_loss]
+        everything = [r[1] for r in results.node_loss]
+        log(f"nats-node-loss over {args.rounds} rounds: first event after the kill "
+            f"{med_range(stall, '.2f')} s; all handled {med_range(everything, '.2f')} s; "
+            f"duplicates {[r[2] for r in results.node_loss]}")
+        return
     wrk = ensure_wrk()
+    if args.compare:
+        report = measure_compare(args, wrk)
+        path = ROOT / "target" / "bench-compare.md"
+        path.write_text(report)
+        print(report)
+        log(f"wrote {path} in {time.monotonic() - started:.0f} s")
+        return
     tool = plotter()
     machine = describe_machine()
     results, _servers = measure(args, wrk)

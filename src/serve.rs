@@ -46,7 +46,7 @@ async fn open_bus(args: &ServeArgs) -> anyhow::Result<Arc<Bus>> {
             namespace: args.bus_namespace.clone(),
             // A delivery takes at most the timeout, twice when it waits for a process first.
             sync_timeout: timeout * 2 + Duration::from_secs(5),
-            ack_wait: timeout + Duration::from_secs(2),
+            ack_wait: shs_nats::DEFAULT_ACK_WAIT,
             max_hops: args.max_hops,
         };
         let bus = shs_nats::connect(config)

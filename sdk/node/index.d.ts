@@ -43,8 +43,57 @@ export interface PublishResult {
   errors: DeliveryFailure[];
 }
 
+/** The HTTP request an invoke came with (`ctx.http`). */
+export class Request {
+  /** The method (HEAD arrives as GET). */
+  readonly method: string;
+  /** The path after /run/NAME; '/' when none. */
+  readonly path: string;
+  /** The raw query string, without '?'. */
+  readonly query: string;
+  /** Lower-case names; repeated values joined with ', '. */
+  readonly headers: Record<string, string>;
+  /** The raw body (empty for a JSON body unless rawBody was asked for). */
+  readonly body: Buffer;
+  /** The client's IP address. */
+  readonly remoteAddr: string | null;
+  /** A header's value, by name in any case. */
+  header(name: string): string | undefined;
+  /** The body as UTF-8 text. */
+  readonly text: string;
+  /** The query's parameters (the last value of each). */
+  readonly args: Record<string, string>;
+  /** The fields of an application/x-www-form-urlencoded body (the last value of each); {} otherwise. */
+  readonly form: Record<string, string>;
+}
+
+/** An HTTP answer: return it from an invoke handler. */
+export class Response {
+  constructor(
+    body?: string | Uint8Array | Json,
+    options?: { status?: number; headers?: Record<string, string | string[]>; contentType?: string },
+  );
+  /** A redirect to `location` (302 unless told). */
+  static redirect(location: string, status?: number): Response;
+  /** The {http_response: {...}} result this stands for. */
+  toJSON(): { http_response: Json };
+}
+
+/** One server-sent event as text. */
+export function sseEvent(data: unknown, options?: { event?: string; id?: string; retry?: number }): string;
+
 /** The request being handled, and the way to talk to the supervisor while handling it. */
 export class Context {
+  /** The HTTP request of an invoke made over HTTP; null otherwise. */
+  readonly http: Request | null;
+  /** Aborted when the HTTP client went away (the supervisor sent cancel). */
+  readonly signal: AbortSignal;
+  /** Whether the HTTP client went away. */
+  readonly cancelled: boolean;
+  /** Sends a chunk of a streamed answer now; the first may set status and headers. */
+  stream(chunk: string | Uint8Array, options?: { status?: number; headers?: Record<string, string | string[]> }): void;
+  /** Sends one server-sent event; the first starts a text/event-stream answer. */
+  sse(data: unknown, options?: { event?: string; id?: string; retry?: number }): void;
   /** The request's id (for an HTTP invoke, its X-Request-Id); null in setup. */
   readonly requestId: string | null;
   /** The function's name. */
@@ -86,6 +135,8 @@ export interface FunctionOptions {
   subscribe?: string[];
   /** Whether on(type) subscribes to type at start-up (default true). */
   autoSubscribe?: boolean;
+  /** Get the raw body of HTTP requests even when it is JSON (default false). */
+  rawBody?: boolean;
 }
 
 /** A function: its handlers and subscriptions. */

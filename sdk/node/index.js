@@ -155,18 +155,148 @@ class Connection {
 }
 
 /**
+ * The HTTP request an invoke came with (`ctx.http`; null for other invokes): `method` (HEAD
+ * arrives as GET), `path` (after /run/NAME, '/' when none), `query` (raw), `headers` (lower-case
+ * names, repeated values joined with ', '), `body` (a Buffer: the raw bytes; empty for a JSON
+ * body unless the function asked for rawBody), `remoteAddr`.
+ */
+class Request {
+  constructor(http) {
+    this.method = http.method ?? '';
+    this.path = http.path ?? '/';
+    this.query = http.query ?? '';
+    this.headers = isObject(http.headers) ? { ...http.headers } : {};
+    this.remoteAddr = http.remote_addr ?? null;
+    this.body = typeof http.body_base64 === 'string'
+      ? Buffer.from(http.body_base64, 'base64')
+      : Buffer.from(typeof http.body === 'string' ? http.body : '', 'utf8');
+  }
+
+  /** A header's value, by name in any case. */
+  header(name) {
+    return this.headers[String(name).toLowerCase()];
+  }
+
+  /** The body as text (UTF-8). */
+  get text() {
+    return this.body.toString('utf8');
+  }
+
+  /** The query's parameters: an object of name -> value (the last one, when repeated). */
+  get args() {
+    return Object.fromEntries(new URLSearchParams(this.query));
+  }
+
+  /** The fields of an application/x-www-form-urlencoded body (the last value of each); {} otherwise. */
+  get form() {
+    const type = (this.header('content-type') ?? '').split(';')[0].trim().toLowerCase();
+    if (type !== 'application/x-www-form-urlencoded') return {};
+    return Object.fromEntries(new URLSearchParams(this.text));
+  }
+}
+
+/**
+ * An HTTP answer: return it from an invoke handler. `body`: a string (text, default
+ * text/plain; charset=utf-8), a Buffer/Uint8Array (default application/octet-stream), anything
+ * else JSON can encode (application/json), or null for none. `headers`: name -> string, or ->
+ * an array of strings for a header sent several times (set-cookie).
+ */
+class Response {
+  constructor(body = null, { status = 200, headers = {}, contentType } = {}) {
+    this.body = body;
+    this.status = status;
+    this.headers = { ...headers };
+    if (contentType !== undefined) this.headers['content-type'] = contentType;
+  }
+
+  /** A redirect to `location`. */
+  static redirect(location, status = 302) {
+    return new Response(null, { status, headers: { location } });
+  }
+
+  /** The {http_response: {...}} result this stands for. */
+  toJSON() {
+    const response = { status: this.status, headers: { ...this.headers } };
+    const hasType = Object.keys(this.headers).some((k) => k.toLowerCase() === 'content-type');
+    if (this.body instanceof Uint8Array) {
+      response.body_base64 = Buffer.from(this.body).toString('base64');
+    } else if (typeof this.body === 'string') {
+      response.body = this.body;
+    } else if (this.body !== null && this.body !== undefined) {
+      response.body = JSON.stringify(this.body);
+      if (!hasType) response.headers['content-type'] = 'application/json';
+    }
+    return { http_response: response };
+  }
+}
+
+/** One server-sent event as text: data (a string, or JSON), optional event, id, retry (ms). */
+function sseEvent(data, { event, id, retry } = {}) {
+  const text = typeof data === 'string' ? data : JSON.stringify(data);
+  const lines = [];
+  if (event !== undefined) lines.push(`event: ${event}`);
+  if (id !== undefined) lines.push(`id: ${id}`);
+  if (retry !== undefined) lines.push(`retry: ${Math.trunc(retry)}`);
+  for (const line of text.split('\n')) lines.push(`data: ${line}`);
+  return `${lines.join('\n')}\n\n`;
+}
+
+/**
  * The request being handled, and the way to talk to the supervisor while handling it.
  * `requestId` (for an HTTP invoke, its X-Request-Id; null in setup), `function` (the
- * function's name), `method` ('invoke', 'event' or 'initialize').
+ * function's name), `method` ('invoke', 'event' or 'initialize'), `http` (the Request of an
+ * invoke made over HTTP, else null), `signal` (an AbortSignal aborted when the HTTP client went
+ * away).
  */
 class Context {
   #connection;
+  #callId;
+  #streaming = false;
+  #abort = new AbortController();
 
-  constructor(connection, requestId, functionName, method) {
+  constructor(connection, requestId, functionName, method, callId = null, http = null) {
     this.#connection = connection;
+    this.#callId = callId;
     this.requestId = requestId ?? null;
     this.function = functionName ?? null;
     this.method = method;
+    this.http = isObject(http) ? new Request(http) : null;
+    this.signal = this.#abort.signal;
+  }
+
+  /** Whether the HTTP client went away. */
+  get cancelled() {
+    return this.signal.aborted;
+  }
+
+  /** @internal the supervisor sent cancel for this invoke. */
+  cancel() {
+    this.#abort.abort();
+  }
+
+  /**
+   * Sends a chunk of a streamed answer (a string or a Buffer) to the HTTP client now. The first
+   * call starts the answer, with `status` and `headers` if given; the handler's return ends it.
+   */
+  stream(chunk, { status, headers } = {}) {
+    if (this.#callId === null) throw new ShsError('only an invoke can stream');
+    const params = { id: this.#callId };
+    if (chunk instanceof Uint8Array) params.chunk_base64 = Buffer.from(chunk).toString('base64');
+    else params.chunk = String(chunk);
+    if (!this.#streaming) {
+      if (status !== undefined) params.status = status;
+      if (headers !== undefined) params.headers = headers;
+    }
+    this.#streaming = true;
+    this.#connection.notify('stream', params);
+  }
+
+  /** Sends one server-sent event (see sseEvent); the first starts a text/event-stream answer. */
+  sse(data, options) {
+    const headers = this.#streaming
+      ? undefined
+      : { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' };
+    this.stream(sseEvent(data, options), { headers });
   }
 
   #params(type, payload) {
@@ -216,9 +346,14 @@ class ShsFunction {
    * @param {object} [options]
    * @param {string[]} [options.subscribe] event types or patterns to subscribe to at start-up
    * @param {boolean} [options.autoSubscribe=true] whether on(type) subscribes to type at start-up
+   * @param {boolean} [options.rawBody=false] get the raw body of HTTP requests (ctx.http.body)
+   *   even when it is JSON
    */
-  constructor({ subscribe = [], autoSubscribe = true } = {}) {
+  #running = new Map(); // invoke id -> Context, for cancel
+
+  constructor({ subscribe = [], autoSubscribe = true, rawBody = false } = {}) {
     this.autoSubscribe = autoSubscribe;
+    this.rawBody = rawBody;
     this.subscriptions = [];
     this.invokeHandler = null;
     this.eventHandlers = new Map();
@@ -309,6 +444,11 @@ class ShsFunction {
           connection.resolve(message);
           return;
         }
+        if (message.method === 'cancel' && !('id' in message)) {
+          const target = isObject(message.params) ? message.params.id : undefined;
+          this.#running.get(target)?.cancel();
+          return;
+        }
         const task = this.#handle(connection, message).then(
           (ok) => {
             if (ok === false) finish(1);
@@ -332,19 +472,26 @@ class ShsFunction {
     const params = isObject(message.params) ? message.params : {};
     if (method === 'initialize') return this.#initialize(connection, message.id, params);
     let outcome;
-    if (method === 'invoke') outcome = await this.#runInvoke(connection, params);
+    if (method === 'invoke') outcome = await this.#runInvoke(connection, params, message.id);
     else if (method === 'event') outcome = await this.#runEvent(connection, params);
     else outcome = new ShsError(`method not found: ${JSON.stringify(method)}`, { code: METHOD_NOT_FOUND });
     answer(connection, message.id, outcome);
     return true;
   }
 
-  #runInvoke(connection, params) {
+  async #runInvoke(connection, params, callId) {
     if (this.invokeHandler === null) {
       return new ShsError('method not found: "invoke" (this function has no invoke handler)', { code: METHOD_NOT_FOUND });
     }
-    const ctx = context(connection, params, 'invoke');
-    return guarded(connection, this.invokeHandler, params.input === undefined ? null : params.input, ctx);
+    const about = isObject(params.context) ? params.context : {};
+    const ctx = new Context(connection, about.request_id, about.function, 'invoke', callId, params.http);
+    this.#running.set(callId, ctx);
+    try {
+      const outcome = await guarded(connection, this.invokeHandler, params.input === undefined ? null : params.input, ctx);
+      return outcome instanceof Response ? outcome.toJSON() : outcome;
+    } finally {
+      this.#running.delete(callId);
+    }
   }
 
   #runEvent(connection, params) {
@@ -369,7 +516,7 @@ class ShsFunction {
       connection.log(`shs-sdk: start-up failed: ${err instanceof Error ? err.message : String(err)}`);
       return false;
     }
-    answer(connection, id, {});
+    answer(connection, id, this.rawBody ? { raw_body: true } : {});
     return true;
   }
 }
@@ -492,6 +639,9 @@ module.exports = {
   ShsFunction,
   ShsError,
   Context,
+  Request,
+  Response,
+  sseEvent,
   FUNCTION_ERROR,
   INVALID_PARAMS,
   METHOD_NOT_FOUND,

@@ -45,6 +45,7 @@ import os
 import sys
 import threading
 import traceback
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 __all__ = [
@@ -157,19 +158,153 @@ class Event:
         return isinstance(other, Event) and self.to_dict() == other.to_dict()
 
 
+class Request:
+    """The HTTP request an invoke came with (``ctx.http``; ``None`` for other invokes).
+
+    Attributes: ``method`` (``"GET"``, ...; HEAD arrives as GET), ``path`` (after
+    ``/run/NAME``, ``"/"`` when none), ``query`` (the raw query string), ``headers`` (a dict,
+    lower-case names, repeated values joined with ``", "``), ``body`` (the raw bytes; empty for
+    a JSON body unless the function asked for ``raw_body``), ``remote_addr``.
+    """
+
+    def __init__(self, http):
+        self.method = http.get("method", "")
+        self.path = http.get("path", "/")
+        self.query = http.get("query", "")
+        self.headers = dict(http.get("headers") or {})
+        self.remote_addr = http.get("remote_addr")
+        if "body_base64" in http:
+            self.body = base64.b64decode(http["body_base64"])
+        else:
+            self.body = http.get("body", "").encode("utf-8")
+
+    def header(self, name, default=None):
+        """A header's value, by name in any case."""
+        return self.headers.get(name.lower(), default)
+
+    @property
+    def text(self):
+        """The body as text (UTF-8, undecodable bytes replaced)."""
+        return self.body.decode("utf-8", "replace")
+
+    @property
+    def args(self):
+        """The query's parameters: a dict of name -> value (the last one, when repeated)."""
+        return dict(urllib.parse.parse_qsl(self.query, keep_blank_values=True))
+
+    @property
+    def form(self):
+        """The fields of an ``application/x-www-form-urlencoded`` body: a dict of name ->
+        value (the last one, when repeated); empty for any other body."""
+        content_type = self.header("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            return {}
+        return dict(urllib.parse.parse_qsl(self.text, keep_blank_values=True))
+
+    def __repr__(self):
+        return "Request(method=%r, path=%r, query=%r)" % (self.method, self.path, self.query)
+
+
+class Response:
+    """An HTTP answer: return it from an invoke handler.
+
+    ``body`` is ``str`` (text, default ``text/plain; charset=utf-8``), ``bytes`` (default
+    ``application/octet-stream``), or anything else JSON can encode (sent as JSON,
+    ``application/json``); ``None`` for no body. ``headers``: a dict of name -> str, or -> a
+    list of str for a header sent several times (``set-cookie``).
+    """
+
+    def __init__(self, body=None, status=200, headers=None, content_type=None):
+        self.body = body
+        self.status = int(status)
+        self.headers = dict(headers or {})
+        if content_type is not None:
+            self.headers["content-type"] = content_type
+
+    @classmethod
+    def redirect(cls, location, status=302):
+        """A redirect to ``location``."""
+        return cls(status=status, headers={"location": location})
+
+    def to_dict(self):
+        """The ``{"http_response": {...}}`` result this stands for."""
+        response = {"status": self.status, "headers": dict(self.headers)}
+        has_type = any(k.lower() == "content-type" for k in self.headers)
+        if isinstance(self.body, (bytes, bytearray)):
+            response["body_base64"] = base64.b64encode(bytes(self.body)).decode("ascii")
+        elif isinstance(self.body, str):
+            response["body"] = self.body
+        elif self.body is not None:
+            response["body"] = json.dumps(self.body, ensure_ascii=False)
+            if not has_type:
+                response["headers"]["content-type"] = "application/json"
+        return {"http_response": response}
+
+    def __repr__(self):
+        return "Response(status=%r)" % (self.status,)
+
+
+def sse_event(data, event=None, id=None, retry=None):  # noqa: A002
+    """One server-sent event as text: ``data`` (str, or JSON for anything else; one
+    ``data:`` line per line), optional ``event``, ``id``, ``retry`` (ms), then a blank line."""
+    if not isinstance(data, str):
+        data = json.dumps(data, ensure_ascii=False)
+    lines = []
+    if event is not None:
+        lines.append("event: %s" % event)
+    if id is not None:
+        lines.append("id: %s" % id)
+    if retry is not None:
+        lines.append("retry: %d" % int(retry))
+    lines.extend("data: %s" % line for line in data.split("\n"))
+    return "\n".join(lines) + "\n\n"
+
+
 class Context:
     """The request being handled, and the way to talk to the supervisor while handling it.
 
     Attributes: ``request_id`` (the request's id: for an HTTP invoke its ``X-Request-Id``;
     ``None`` in setup), ``function`` (the function's name), ``method`` (``"invoke"``,
-    ``"event"`` or ``"initialize"``).
+    ``"event"`` or ``"initialize"``), ``http`` (the :class:`Request` of an invoke made over
+    HTTP, else ``None``), ``cancelled`` (a ``threading.Event`` set when the HTTP client went
+    away).
     """
 
-    def __init__(self, connection, request_id, function, method):
+    def __init__(self, connection, request_id, function, method, call_id=None, http=None):
         self._connection = connection
+        self._call_id = call_id
+        self._streaming = False
         self.request_id = request_id
         self.function = function
         self.method = method
+        self.http = Request(http) if isinstance(http, dict) else None
+        self.cancelled = threading.Event()
+
+    def stream(self, chunk, status=None, headers=None):
+        """Sends a chunk of a streamed answer (``str`` or ``bytes``) to the HTTP client now.
+        The first call starts the answer, with ``status`` and ``headers`` if given; returning
+        from the handler ends it (the return value is then not used)."""
+        if self._call_id is None:
+            raise Error("only an invoke can stream")
+        params = {"id": self._call_id}
+        if isinstance(chunk, (bytes, bytearray)):
+            params["chunk_base64"] = base64.b64encode(bytes(chunk)).decode("ascii")
+        else:
+            params["chunk"] = str(chunk)
+        if not self._streaming:
+            if status is not None:
+                params["status"] = int(status)
+            if headers:
+                params["headers"] = dict(headers)
+        self._streaming = True
+        self._connection.notify("stream", params)
+
+    def sse(self, data, event=None, id=None, retry=None):  # noqa: A002
+        """Sends one server-sent event (see :func:`sse_event`); the first one starts a
+        ``text/event-stream`` answer."""
+        headers = None if self._streaming else {"content-type": "text/event-stream",
+                                                 "cache-control": "no-cache"}
+        self.stream(sse_event(data, event, id, retry), headers=headers)
 
     def _params(self, event_type, payload):
         params = {"type": event_type, "payload": payload}
@@ -364,12 +499,17 @@ class Function:
 
     ``auto_subscribe``: whether each ``@app.event(TYPE)`` type is subscribed to at start-up
     (default True).
+
+    ``raw_body``: get the raw body of HTTP requests (``ctx.http.body``) even when it is JSON.
     """
 
-    def __init__(self, concurrency=1, subscribe=(), auto_subscribe=True):
+    def __init__(self, concurrency=1, subscribe=(), auto_subscribe=True, raw_body=False):
         if int(concurrency) < 1:
             raise ValueError("concurrency must be at least 1")
         self.concurrency = int(concurrency)
+        self.raw_body = bool(raw_body)
+        self._running = {}  # invoke id -> Context, for cancel
+        self._running_lock = threading.Lock()
         self.auto_subscribe = auto_subscribe
         self._subscriptions = []
         self._invoke = None
@@ -479,6 +619,10 @@ class Function:
                     if "method" not in message:
                         connection.resolve(message)
                         continue
+                    if message.get("method") == "cancel" and "id" not in message:
+                        # At once, on this thread: the handler it is for holds a thread.
+                        self._handle(connection, message)
+                        continue
                     with state_lock:
                         state["busy"] += 1
                         crowded = state["busy"] > self.concurrency and not state["warned"]
@@ -530,6 +674,14 @@ class Function:
     def _handle(self, connection, message):
         """Handles one request or notification; returns False if start-up failed."""
         method = message.get("method")
+        if method == "cancel" and "id" not in message:
+            params = message.get("params")
+            target = params.get("id") if isinstance(params, dict) else None
+            with self._running_lock:
+                ctx = self._running.get(target)
+            if ctx is not None:
+                ctx.cancelled.set()
+            return True
         if "id" not in message or message["id"] is None:
             connection.log("shs_sdk: ignoring a notification %r" % (method,))
             return True
@@ -540,7 +692,7 @@ class Function:
         if method == "initialize":
             return self._initialize(connection, request_id, params)
         if method == "invoke":
-            outcome = self._run_invoke(connection, params)
+            outcome = self._run_invoke(connection, params, request_id)
         elif method == "event":
             outcome = self._run_event(connection, params)
         else:
@@ -555,12 +707,25 @@ class Function:
             context = {}
         return Context(connection, context.get("request_id"), context.get("function"), method)
 
-    def _run_invoke(self, connection, params):
+    def _run_invoke(self, connection, params, call_id=None):
         if self._invoke is None:
             return Error("method not found: 'invoke' (this function has no invoke handler)",
                          METHOD_NOT_FOUND)
-        ctx = self._context(connection, params, "invoke")
-        return self._guarded(connection, self._invoke, params.get("input"), ctx)
+        context = params.get("context")
+        if not isinstance(context, dict):
+            context = {}
+        ctx = Context(connection, context.get("request_id"), context.get("function"), "invoke",
+                      call_id, params.get("http"))
+        with self._running_lock:
+            self._running[call_id] = ctx
+        try:
+            outcome = self._guarded(connection, self._invoke, params.get("input"), ctx)
+        finally:
+            with self._running_lock:
+                self._running.pop(call_id, None)
+        if isinstance(outcome, Response):
+            return outcome.to_dict()
+        return outcome
 
     def _run_event(self, connection, params):
         event = params.get("event")
@@ -617,5 +782,5 @@ class Function:
             # start, which the supervisor reports with the last lines of the log (this one).
             connection.log("shs_sdk: start-up failed: %s" % reason)
             return False
-        self._answer(connection, request_id, {})
+        self._answer(connection, request_id, {"raw_body": True} if self.raw_body else {})
         return True

@@ -61,6 +61,8 @@ on_both!(
     failures_are_retried_then_dead_lettered_and_a_retry_numbers_on,
     patterns_match_alike_and_each_function_gets_an_event_once,
     a_deliverer_that_is_gone_is_reported_as_shutting_down,
+    a_delivery_never_sent_uses_no_attempt,
+    a_wider_pattern_added_mid_delivery_loses_no_accepted_event,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -264,6 +266,42 @@ async fn async_delivery_carries_the_cause_and_hops_of_its_chain(kind: Kind) {
     rig.finish().await;
 }
 
+async fn a_delivery_never_sent_uses_no_attempt(kind: Kind) {
+    // Two failed attempts of three; the third is never sent (as at shutdown or a redeploy),
+    // twice; then the function takes it. Nothing was tried three times: no dead letter.
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let Some(rig) = Rig::new(kind, 8, &[("late", "last.try")], move |_call| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            match n {
+                0 | 1 => Err(DeliveryError::retryable(503, "busy")),
+                2 | 3 => Err(DeliveryError::not_attempted(503, "shutting down")),
+                _ => Ok(()),
+            }
+        })
+    })
+    .await
+    else {
+        return;
+    };
+    rig.bus
+        .publish_async(event("last.try"), Causation::root())
+        .await
+        .expect("accepted");
+    rig.wait_for("late", 5).await;
+    assert!(
+        rig.dead_letters_of("late", 0).await.is_empty(),
+        "delivered, not buried"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        5,
+        "delivered once it was sent"
+    );
+    rig.finish().await;
+}
+
 async fn failures_are_retried_then_dead_lettered_and_a_retry_numbers_on(kind: Kind) {
     let broken = Arc::new(AtomicBool::new(true));
     let flag = broken.clone();
@@ -427,6 +465,64 @@ async fn a_deliverer_that_is_gone_is_reported_as_shutting_down(kind: Kind) {
         result.errors,
         [failure("f", "the supervisor is shutting down")]
     );
+    rig.finish().await;
+}
+
+async fn a_wider_pattern_added_mid_delivery_loses_no_accepted_event(kind: Kind) {
+    // "f" takes orders.paid; while handling its first event it subscribes to orders.* too,
+    // and holds that delivery until a second orders.paid event is accepted.
+    let second_accepted = Arc::new(AtomicBool::new(false));
+    let subscribed = Arc::new(AtomicBool::new(false));
+    let (accepted, first) = (second_accepted.clone(), subscribed.clone());
+    let Some(rig) = Rig::new(kind, 8, &[("f", "orders.paid")], move |call| {
+        let (accepted, first) = (accepted.clone(), first.clone());
+        Box::pin(async move {
+            if !first.swap(true, Ordering::SeqCst) {
+                call.bus
+                    .subscribe(&call.function, "orders.*")
+                    .expect("valid pattern");
+                assert!(
+                    poll(|| async { accepted.load(Ordering::SeqCst) }).await,
+                    "the second event is accepted"
+                );
+            }
+            Ok(())
+        })
+    })
+    .await
+    else {
+        return;
+    };
+    let one = rig
+        .bus
+        .publish_async(event("orders.paid"), Causation::root())
+        .await
+        .expect("accepted");
+    rig.wait_for("f", 1).await;
+    let two = rig
+        .bus
+        .publish_async(event("orders.paid"), Causation::root())
+        .await
+        .expect("accepted");
+    second_accepted.store(true, Ordering::SeqCst);
+    rig.wait_for("f", 2).await;
+    // Both consumers exist now: an event both patterns match is delivered once.
+    rig.ready(&[("f", "orders.paid"), ("f", "orders.*")]).await;
+    let three = rig
+        .bus
+        .publish_async(event("orders.paid"), Causation::root())
+        .await
+        .expect("accepted");
+    rig.wait_for("f", 3).await;
+    rig.quiet().await;
+    let ids: Vec<String> = rig.seen("f").into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, [one, two, three], "each once, in order, on {kind:?}");
+    let letters = rig.bus.dead_letters(DeadLetterFilter {
+        function: None,
+        event_type: None,
+        limit: 10,
+    });
+    assert!(letters.await.expect("listed").is_empty(), "no dead letter");
     rig.finish().await;
 }
 

@@ -244,3 +244,121 @@ async fn the_default_relative_functions_folder_runs_every_kind_of_function() {
     assert_eq!(server.run("echo", json!({})).await.status, 200);
     server.stop_and_check();
 }
+
+#[tokio::test]
+async fn a_function_removed_while_it_initializes_subscribes_nothing() {
+    // late-subscriber subscribes 2 s into its initialize; its folder goes before that.
+    let mut server = ServerBuilder::new()
+        .fixture_as("late-subscriber", "late")
+        .toml("late", "env = { ON = \"late.type\", DELAY = \"2\" }\n")
+        .start()
+        .await;
+    server.wait_for_log("late: initializing").await;
+    std::fs::remove_dir_all(server.functions_dir().join("late")).expect("rm late");
+    server.wait_for_log("function removed").await;
+    server.wait_for_log("late subscribe:").await;
+    let logs = server.logs();
+    assert!(
+        logs.contains("late subscribe: {\"error\"") && logs.contains("was removed or redeployed"),
+        "its subscribe was refused; log:\n{logs}"
+    );
+    // Its answer to initialize (with `subscribe`) is refused too.
+    assert!(
+        poll(|| async { server.logs().matches("refused: function").count() >= 2 }).await,
+        "both subscriptions were refused; log:\n{}",
+        server.logs()
+    );
+    assert_eq!(server.subscriptions().await, Vec::<(String, String)>::new());
+    let accepted = server
+        .request(
+            reqwest::Method::POST,
+            "/events",
+            Some(json!({"type": "late.type", "payload": {}}).to_string()),
+            &[("prefer", "respond-async")],
+        )
+        .await;
+    assert_eq!(accepted.status, 202, "{accepted:?}");
+    let dead = server.get("/events/dead-letters").await;
+    assert_eq!(dead.body["dead_letters"], json!([]), "{dead:?}");
+
+    // A later function of the same name, after a restart, inherits nothing.
+    deploy_fixture("echo", &server.functions_dir().join("late"));
+    assert!(
+        poll(|| async { server.run("late", json!({})).await.status == 200 }).await,
+        "the new function runs; log:\n{}",
+        server.logs()
+    );
+    server.restart();
+    server.wait_ready().await;
+    assert_eq!(server.run("late", json!({})).await.status, 200);
+    assert_eq!(server.subscriptions().await, Vec::<(String, String)>::new());
+    server.stop_and_check();
+}
+
+/// Answers each request after `SLEEP` seconds with its version.
+fn slow_version(version: u32) -> String {
+    format!(
+        r#"
+import json, sys, time
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg or "method" not in msg:
+        continue
+    if msg["method"] == "invoke":
+        time.sleep(0.02)
+    sys.stdout.write(json.dumps({{"jsonrpc": "2.0", "id": msg["id"], "result": {{"version": {version}}}}}) + "\n")
+    sys.stdout.flush()
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_redeploy_under_load_serves_every_request() {
+    // Few slots and a long line of waiters: at each redeploy, requests hold slots of the old
+    // processes, and more wait in line for them.
+    let toml = "instances = 2\nconcurrency = 1\nqueue = 1000\ntimeout = 20\n";
+    let mut server = ServerBuilder::new()
+        .file("slow", "main.py", &slow_version(1))
+        .toml("slow", toml)
+        .start()
+        .await;
+    server.wait_ready().await;
+    let dir = server.functions_dir().join("slow");
+    let load = futures::future::join_all((0..16).map(|_| {
+        let server = &server;
+        async move {
+            let mut answers = Vec::new();
+            for _ in 0..40 {
+                let answer = server.run("slow", json!({})).await;
+                answers.push((answer.status, answer.body));
+            }
+            answers
+        }
+    }));
+    let redeploys = async {
+        for version in 2..=4 {
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            write_file(&dir, "main.py", &slow_version(version));
+        }
+    };
+    let (answers, ()) = tokio::join!(load, redeploys);
+    let failed: Vec<_> = answers
+        .iter()
+        .flatten()
+        .filter(|(s, _)| *s != 200)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}; log:\n{}",
+        failed.len(),
+        answers.iter().flatten().count(),
+        failed.first(),
+        server.logs()
+    );
+    // The last version serves in the end.
+    assert!(
+        poll(|| async { server.run("slow", json!({})).await.body["version"] == 4 }).await,
+        "version 4 is served"
+    );
+    server.stop_and_check();
+}

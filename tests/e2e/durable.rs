@@ -611,3 +611,230 @@ async fn an_event_is_unique_by_id_and_source() {
     assert_eq!(info.body["event"]["source"], "/sensors/b");
     server.stop_and_check();
 }
+
+/// With `flaky` deployed as `fl` (one process, one attempt per event), keeps its process busy
+/// with an invoke for `busy_for` seconds, publishes `last.try` asynchronously, and waits until that delivery is queued
+/// for the busy process: on its first and last attempt, and not yet sent. Returns its id.
+async fn a_delivery_waiting_on_its_last_attempt(server: &Server, busy_for: u32) -> String {
+    let (client, url) = (server.client.clone(), server.url.clone());
+    tokio::spawn(async move {
+        let _ = client
+            .post(format!("{url}/run/fl"))
+            .json(&json!({"sleep": busy_for}))
+            .send()
+            .await;
+    });
+    server.wait_for_log("sleeping").await;
+    let answer = publish_async(server, "last.try", json!({"n": 1})).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    assert!(
+        poll(|| async {
+            server
+                .function_info("fl")
+                .await
+                .is_some_and(|f| f["queued"] == 1)
+        })
+        .await,
+        "the delivery waits for the busy process; log:\n{}",
+        server.logs()
+    );
+    answer.body["event_id"]
+        .as_str()
+        .expect("event id")
+        .to_owned()
+}
+
+/// Waits until event `id` was delivered to `fl`, and checks it made no dead letter.
+async fn delivered_not_buried(server: &Server, id: &str) {
+    assert!(
+        poll(|| async {
+            server.get(&format!("/events/{id}")).await.body["deliveries"][0]["state"] == "delivered"
+        })
+        .await,
+        "delivered: {:?}; log:\n{}",
+        server.get(&format!("/events/{id}")).await,
+        server.logs()
+    );
+    let attempts = std::fs::read_to_string(server.functions_dir().join("fl/attempts").join(id));
+    assert_eq!(attempts.ok().as_deref(), Some("1"), "sent once");
+    let dead = server.get("/events/dead-letters").await;
+    assert_eq!(dead.body["dead_letters"], json!([]), "{dead:?}");
+}
+
+fn one_attempt_flaky() -> ServerBuilder {
+    ServerBuilder::new()
+        .fixture_as("flaky", "fl")
+        .toml(
+            "fl",
+            "env = { ON = \"last.try\", FAILS = \"0\" }\nmax_attempts = 1\ninstances = 1\nretry_backoff = 0.2\ntimeout = 120\n",
+        )
+        .args(&["--shutdown-grace", "2"])
+}
+
+#[tokio::test]
+async fn a_delivery_not_sent_at_shutdown_on_its_last_attempt_is_delivered_after_the_restart() {
+    let mut server = one_attempt_flaky().start().await;
+    server.wait_ready().await;
+    let id = a_delivery_waiting_on_its_last_attempt(&server, 60).await;
+    server.restart();
+    server.wait_ready().await;
+    delivered_not_buried(&server, &id).await;
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn a_delivery_not_sent_at_a_redeploy_on_its_last_attempt_is_delivered_by_the_new_one() {
+    let mut server = one_attempt_flaky().start().await;
+    server.wait_ready().await;
+    // The old deployment drains its invoke (5 s) in the background.
+    let id = a_delivery_waiting_on_its_last_attempt(&server, 5).await;
+    crate::harness::write_file(
+        &server.functions_dir().join("fl"),
+        "function.toml",
+        "env = { ON = \"last.try\", FAILS = \"0\", VERSION = \"2\" }\nmax_attempts = 1\ninstances = 1\nretry_backoff = 0.2\ntimeout = 120\n",
+    );
+    server.wait_for_log("function redeployed").await;
+    delivered_not_buried(&server, &id).await;
+    assert!(
+        poll(|| async { server.pids_of("fl").len() == 1 }).await,
+        "the old process stopped after its invoke"
+    );
+    server.stop_and_check();
+}
+
+/// A `function.toml` broken and fixed again, on the embedded store or (with `ns`) on NATS: its
+/// last valid subscriptions stay meanwhile, and an event accepted meanwhile is delivered once
+/// the file is fixed.
+async fn an_event_accepted_while_function_toml_is_broken(ns: Option<&crate::nats::Namespace>) {
+    let valid = "subscribe = [\"fix.me\"]\nmax_attempts = 30\nretry_backoff = 0.2\n";
+    let builder = recorder(ServerBuilder::new(), "rec", "", valid);
+    let mut server = match ns {
+        Some(ns) => crate::nats::node(builder, ns).await,
+        None => builder.start().await,
+    };
+    server.wait_ready().await;
+    let wanted = ("fix.me".to_owned(), "rec".to_owned());
+    assert!(server.subscriptions().await.contains(&wanted));
+    let dir = server.functions_dir().join("rec");
+    crate::harness::write_file(
+        &dir,
+        "function.toml",
+        &format!("{valid}timeout = \"soon\"\n"),
+    );
+    assert!(
+        poll(|| async {
+            server
+                .function_info("rec")
+                .await
+                .is_some_and(|f| f["state"] == "failed")
+        })
+        .await,
+        "broken; log:\n{}",
+        server.logs()
+    );
+    assert!(
+        server.subscriptions().await.contains(&wanted),
+        "the last valid subscriptions stay: {:?}",
+        server.subscriptions().await
+    );
+    let answer = publish_async(&server, "fix.me", json!({"while": "broken"})).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let id = answer.body["event_id"]
+        .as_str()
+        .expect("event id")
+        .to_owned();
+    server.wait_for_log("delivery failed; retrying").await;
+    crate::harness::write_file(&dir, "function.toml", &format!("{valid}timeout = 5\n"));
+    assert!(
+        poll(|| async {
+            recorded(&server, "rec")
+                .iter()
+                .any(|e| e["id"] == id.as_str())
+        })
+        .await,
+        "delivered once fixed; log:\n{}",
+        server.logs()
+    );
+    let dead = server.get("/events/dead-letters").await;
+    assert_eq!(dead.body["dead_letters"], json!([]), "{dead:?}");
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn an_event_accepted_while_function_toml_is_broken_is_delivered_once_fixed() {
+    an_event_accepted_while_function_toml_is_broken(None).await;
+}
+
+#[tokio::test]
+async fn an_event_accepted_while_function_toml_is_broken_is_delivered_once_fixed_on_nats() {
+    if !crate::nats::nats_available() {
+        return;
+    }
+    let ns = crate::nats::Namespace::new();
+    an_event_accepted_while_function_toml_is_broken(Some(&ns)).await;
+}
+
+/// The bytes of the event store (database and write-ahead log).
+fn store_bytes(server: &Server) -> u64 {
+    let data = server.functions_dir().with_file_name("data");
+    ["shs.db", "shs.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(data.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[tokio::test]
+async fn big_events_nobody_takes_do_not_grow_the_store_and_still_answer() {
+    let mut server = ServerBuilder::new()
+        .fixture_as("flaky", "fl")
+        .toml("fl", "env = { ON = \"big.taken\", FAILS = \"0\" }\n")
+        .start()
+        .await;
+    server.wait_ready().await;
+    let big = json!({"blob": "x".repeat(900 * 1024)});
+    // Settle the store's first writes.
+    let first = server.publish("warm.up", json!({})).await;
+    assert_eq!(first.status, 200);
+    let before = store_bytes(&server);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let answer = server.publish("big.nobody", big.clone()).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        ids.push(answer.body["event_id"].as_str().expect("id").to_owned());
+    }
+    let lonely = publish_async(&server, "big.nobody", big.clone()).await;
+    assert_eq!(lonely.status, 202, "{lonely:?}");
+    let taken = server.publish("big.taken", big.clone()).await;
+    assert_eq!(taken.body["delivered"], 1, "{taken:?}");
+    let small = server.publish("big.taken", json!({"small": true})).await;
+    assert_eq!(small.body["delivered"], 1, "{small:?}");
+
+    // What GET /events/{id} answers of each.
+    let info = server.get(&format!("/events/{}", ids[0])).await;
+    assert_eq!(info.status, 200, "{info:?}");
+    assert_eq!(info.body["payload_omitted"], "no subscriber");
+    assert_eq!(info.body["event"]["payload"], Value::Null);
+    assert_eq!(info.body["event"]["type"], "big.nobody");
+    let id = lonely.body["event_id"].as_str().expect("id");
+    let info = server.get(&format!("/events/{id}")).await;
+    assert_eq!(info.body["payload_omitted"], "no subscriber", "{info:?}");
+    let id = taken.body["event_id"].as_str().expect("id");
+    let info = server.get(&format!("/events/{id}")).await;
+    assert_eq!(
+        info.body["payload_omitted"], "larger than 64 KiB",
+        "{info:?}"
+    );
+    assert_eq!(info.body["deliveries"][0]["state"], "delivered");
+    let id = small.body["event_id"].as_str().expect("id");
+    let info = server.get(&format!("/events/{id}")).await;
+    assert!(info.body.get("payload_omitted").is_none(), "{info:?}");
+    assert_eq!(info.body["event"]["payload"], json!({"small": true}));
+
+    let grown = store_bytes(&server).saturating_sub(before);
+    assert!(
+        grown < 1024 * 1024,
+        "seven 900 KiB events grew the store by {grown} bytes"
+    );
+    server.stop_and_check();
+}

@@ -406,3 +406,94 @@ async fn the_github_webhook_example_works_as_documented() {
     );
     server.stop_and_check();
 }
+
+/// Deploys `examples/http/<name>` as its README says: the SDK, then the example's files.
+fn deploy_http_example(builder: ServerBuilder, name: &str) -> ServerBuilder {
+    let dir = builder.functions_dir().join(name);
+    fs::create_dir_all(&dir).expect("mkdir -p");
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/python/shs_sdk.py");
+    fs::copy(sdk, dir.join("shs_sdk.py")).expect("copy the SDK");
+    copy_dir(&examples_dir().join("http").join(name), &dir);
+    builder
+}
+
+#[tokio::test]
+async fn the_http_form_example_answers_as_its_readme_says() {
+    let builder = deploy_http_example(ServerBuilder::new(), "form");
+    let mut server = builder.start().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client");
+    let page = client
+        .get(format!("{}/run/form", server.url))
+        .send()
+        .await
+        .expect("the form");
+    assert_eq!(page.status().as_u16(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(
+        page.text()
+            .await
+            .expect("html")
+            .contains("<form method=\"post\"")
+    );
+    // curl -si localhost:8080/run/form -d 'name=Ada+Lovelace&message=Hello%21'
+    let posted = client
+        .post(format!("{}/run/form", server.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("name=Ada+Lovelace&message=Hello%21")
+        .send()
+        .await
+        .expect("the post");
+    assert_eq!(posted.status().as_u16(), 303);
+    assert_eq!(
+        posted.headers()["location"],
+        "/run/form/thanks?name=Ada+Lovelace"
+    );
+    server.wait_for_log("Ada Lovelace signed: Hello!").await;
+    let thanks = server.get("/run/form/thanks?name=Ada+Lovelace").await;
+    assert_eq!(thanks.body, json!("<p>Thanks, Ada Lovelace!</p>"));
+    let refused = client
+        .post(format!("{}/run/form", server.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("message=anonymous")
+        .send()
+        .await
+        .expect("the post");
+    assert_eq!(refused.status().as_u16(), 422);
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn the_sse_counter_example_streams_and_stops_when_the_client_leaves() {
+    let builder = deploy_http_example(ServerBuilder::new(), "counter");
+    let mut server = builder.start().await;
+    server.wait_ready().await;
+    // curl -sN 'localhost:8080/run/counter?to=3&every=0.5'
+    let response = server
+        .client
+        .get(format!("{}/run/counter?to=3&every=0.05", server.url))
+        .send()
+        .await
+        .expect("the stream");
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let text = response.text().await.expect("the events");
+    assert_eq!(
+        text,
+        "event: tick\nid: 1\ndata: {\"n\": 1}\n\nevent: tick\nid: 2\ndata: {\"n\": 2}\n\n\
+         event: tick\nid: 3\ndata: {\"n\": 3}\n\nevent: done\ndata: bye\n\n"
+    );
+    // A client that leaves: the function hears of it and stops.
+    let mut response = server
+        .client
+        .get(format!("{}/run/counter?to=1000&every=0.05", server.url))
+        .send()
+        .await
+        .expect("the stream");
+    let first = response.chunk().await.expect("readable").expect("a chunk");
+    assert!(first.starts_with(b"event: tick\nid: 1\n"));
+    drop(response);
+    server.wait_for_log("the client left at").await;
+    server.stop_and_check();
+}

@@ -71,6 +71,7 @@ pub struct ServerBuilder {
     flags_in_env: bool,
     default_dir: bool,
     listen: Option<String>,
+    wrap: Vec<String>,
 }
 
 impl Default for ServerBuilder {
@@ -94,6 +95,7 @@ impl ServerBuilder {
             flags_in_env: false,
             default_dir: false,
             listen: None,
+            wrap: Vec::new(),
         }
     }
 
@@ -149,6 +151,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs `shs` through a wrapper command (`sh -c '...; exec "$@"' sh`, `unshare ...`): the
+    /// wrapper's arguments, then the path of `shs` and its own. [`Server::pid`] is the
+    /// wrapper's; a wrapper should `exec` shs or forward SIGTERM to it.
+    pub fn wrap(mut self, wrapper: &[&str]) -> Self {
+        self.wrap = wrapper.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
     /// Runs the server in the temporary folder with no `--functions-dir`: the default,
     /// relative `./functions`.
     pub fn default_functions_dir(mut self) -> Self {
@@ -166,6 +176,7 @@ impl ServerBuilder {
             flags_in_env: self.flags_in_env,
             default_dir: self.default_dir,
             listen: self.listen.unwrap_or_else(|| "127.0.0.1:0".to_owned()),
+            wrap: self.wrap,
         };
         let log = Arc::new(Mutex::new(String::new()));
         let (child, url) = launch.spawn(&log);
@@ -192,13 +203,21 @@ struct Launch {
     flags_in_env: bool,
     default_dir: bool,
     listen: String,
+    wrap: Vec<String>,
 }
 
 impl Launch {
     /// Spawns `shs serve`, appending its stderr to `log`; returns it with its URL once it
     /// listens.
     fn spawn(&self, log: &Arc<Mutex<String>>) -> (Child, String) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shs"));
+        let mut cmd = match self.wrap.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(env!("CARGO_BIN_EXE_shs"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_shs")),
+        };
         cmd.arg("serve");
         if self.default_dir {
             cmd.current_dir(&self.root).args(["--listen", &self.listen]);
@@ -446,6 +465,11 @@ impl Server {
                     .is_ok_and(|target| target.to_string_lossy().starts_with("pipe:"))
             })
             .count()
+    }
+
+    /// How many descriptors the server holds open, of every kind.
+    pub fn open_fds(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |entries| entries.count())
     }
 
     /// The server's resident memory, in KiB.

@@ -20,6 +20,7 @@ mod examples;
 mod exec;
 mod faults;
 mod hostile;
+mod http;
 mod interop;
 mod load;
 mod nats;

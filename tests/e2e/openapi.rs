@@ -97,12 +97,24 @@ struct Spec {
 }
 
 /// The path template of `ROUTES` that `path` (without its query) matches, in routing order:
-/// `{x}` matches one non-empty segment.
+/// `{x}` matches one non-empty segment, and a last `{tail}` the rest of the path, whatever it
+/// is.
 fn template_of(path: &str) -> Option<&'static str> {
     let path = path.split('?').next().unwrap_or_default();
     let segments: Vec<&str> = path.split('/').collect();
     shs_http::ROUTES.iter().map(|(_, t)| *t).find(|template| {
         let parts: Vec<&str> = template.split('/').collect();
+        if let Some(head) = template.strip_suffix("/{tail}") {
+            let head: Vec<&str> = head.split('/').collect();
+            return segments.len() > head.len()
+                && head.iter().zip(&segments).all(|(part, segment)| {
+                    if part.starts_with('{') {
+                        !segment.is_empty()
+                    } else {
+                        part == segment
+                    }
+                });
+        }
         parts.len() == segments.len()
             && parts.iter().zip(&segments).all(|(part, segment)| {
                 if part.starts_with('{') {
@@ -158,7 +170,10 @@ impl Spec {
             .as_object()
             .map(|item| {
                 item.keys()
-                    .filter(|k| ["get", "post", "put", "delete", "patch"].contains(&k.as_str()))
+                    .filter(|k| {
+                        ["get", "head", "post", "put", "delete", "patch", "options"]
+                            .contains(&k.as_str())
+                    })
                     .map(|k| k.to_ascii_uppercase())
                     .collect()
             })
@@ -263,7 +278,10 @@ impl Spec {
         if reply.status == 405 {
             return Err("a documented operation answered 405".into());
         }
-        let Some(response) = operation["responses"].get(reply.status.to_string()) else {
+        let Some(response) = operation["responses"]
+            .get(reply.status.to_string())
+            .or_else(|| operation["responses"].get("default"))
+        else {
             return Err(format!(
                 "status {} is not declared for {method} {template}",
                 reply.status
@@ -312,6 +330,14 @@ impl Spec {
                         .map_err(|e| format!("header {name}: {e}"))?;
                 }
             }
+        }
+        if reply.method == Method::HEAD {
+            // No body, whatever the document says a GET would have.
+            return if reply.body.is_empty() {
+                Ok(())
+            } else {
+                Err("a body in the answer to HEAD".into())
+            };
         }
         let Some(content) = response.get("content").and_then(Value::as_object) else {
             return if reply.body.is_empty() {
@@ -620,6 +646,7 @@ fn walk_server() -> ServerBuilder {
         .fixture("crash")
         .fixture("exec-cat")
         .fixture("exec-fail")
+        .fixture("http-answer")
         .fixture("exit-at-start")
         .fixture("publisher")
         .fixture("hang")
@@ -669,6 +696,59 @@ async fn every_route_answers_as_the_document_says() {
         .await;
     assert_eq!(echoed.header("x-request-id"), Some("walk-1"));
     w.expect(200, "POST", "/run/echo", Some(""), &[]).await;
+    // Every method, with and without a sub-path, and bodies that are not JSON.
+    for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+        w.expect(200, method, "/run/echo", None, &[]).await;
+        w.expect(200, method, "/run/echo/a/b%20c/?x=1&y=2", None, &[])
+            .await;
+    }
+    w.expect(
+        200,
+        "POST",
+        "/run/echo/form",
+        Some("a=1&b=two"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+    )
+    .await;
+    w.expect(
+        200,
+        "PUT",
+        "/run/exec-cat/text",
+        Some("plain words"),
+        &[("content-type", "text/plain")],
+    )
+    .await;
+    // A function's own HTTP response, and a malformed one.
+    let html = json!({"result": {"http_response": {"status": 201,
+        "headers": {"content-type": "text/html", "set-cookie": ["a=1", "b=2"]}, "body": "<p>hi</p>"}}});
+    w.expect(
+        201,
+        "POST",
+        "/run/http-answer",
+        Some(&html.to_string()),
+        &[],
+    )
+    .await;
+    let teapot = json!({"result": {"http_response": {"status": 418, "body": "short and stout"}}});
+    w.expect(
+        418,
+        "PUT",
+        "/run/http-answer/pot",
+        Some(&teapot.to_string()),
+        &[],
+    )
+    .await;
+    let bad = json!({"result": {"http_response": {"status": 600}}});
+    w.expect(502, "POST", "/run/http-answer", Some(&bad.to_string()), &[])
+        .await;
+    w.expect(
+        400,
+        "PATCH",
+        "/run/echo/a",
+        Some("{nope"),
+        &[("content-type", "application/json")],
+    )
+    .await;
     w.expect(200, "POST", "/run/exec-cat", Some("[1, 2, 3]"), &[])
         .await;
     let text = w.expect(200, "POST", "/run/text", Some("{}"), &[]).await;
@@ -681,8 +761,14 @@ async fn every_route_answers_as_the_document_says() {
         bytes.header("content-type"),
         Some("application/octet-stream")
     );
-    w.expect(400, "POST", "/run/echo", Some("{not json"), &[])
-        .await;
+    w.expect(
+        400,
+        "POST",
+        "/run/echo",
+        Some("{not json"),
+        &[("content-type", "application/json")],
+    )
+    .await;
     w.expect(400, "POST", "/run/bad.name", Some("{}"), &[])
         .await;
     w.expect(404, "POST", "/run/", Some("{}"), &[]).await;
@@ -1063,7 +1149,8 @@ async fn every_route_answers_as_the_document_says() {
     .await;
 
     // Wrong methods and unknown paths.
-    w.expect(405, "GET", "/run/echo", None, &[]).await;
+    w.expect(405, "TRACE", "/run/echo", None, &[]).await;
+    w.expect(405, "TRACE", "/run/echo/a/b", None, &[]).await;
     w.expect(405, "DELETE", "/functions", None, &[]).await;
     w.expect(405, "GET", "/events", None, &[]).await;
     w.expect(405, "GET", "/events/dead-letters/x", None, &[])

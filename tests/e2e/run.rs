@@ -98,16 +98,27 @@ async fn any_json_is_an_input() {
 }
 
 #[tokio::test]
-async fn a_body_that_is_not_json_is_400() {
+async fn a_body_that_says_json_and_is_not_is_400() {
     let mut server = ServerBuilder::new().fixture("echo").start().await;
     for body in ["{bad", "hello", "{\"a\":1} trailing", "[1,2"] {
-        let answer = server.post("/run/echo", body).await;
+        let answer = server
+            .request(
+                reqwest::Method::POST,
+                "/run/echo",
+                Some(body.to_owned()),
+                &[("content-type", "application/json")],
+            )
+            .await;
         assert_eq!(answer.status, 400, "{body}: {answer:?}");
         assert!(
             answer.message().contains("not valid JSON"),
             "{}",
             answer.message()
         );
+        // Without a Content-Type, a body that is not JSON is no error: its input is null.
+        let answer = server.post("/run/echo", body).await;
+        assert_eq!(answer.status, 200, "{body}: {answer:?}");
+        assert_eq!(answer.body["input"], serde_json::Value::Null);
     }
     // The function was never bothered, and still works.
     assert_eq!(server.run("echo", json!({})).await.status, 200);
@@ -381,9 +392,14 @@ async fn unknown_routes_and_methods_answer_json() {
     let answer = server.get("/nothing/here").await;
     assert_eq!(answer.status, 404);
     assert!(answer.message().contains("no route for GET /nothing/here"));
-    let answer = server.get("/run/echo").await;
+    let answer = server
+        .request(reqwest::Method::TRACE, "/run/echo", None, &[])
+        .await;
     assert_eq!(answer.status, 405);
-    assert_eq!(answer.header("allow"), Some("POST"));
+    assert_eq!(
+        answer.header("allow"),
+        Some("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+    );
     let answer = server.post("/functions", "").await;
     assert_eq!(answer.status, 405);
     server.stop_and_check();

@@ -554,7 +554,7 @@ async fn the_playground_invokes_and_shows_the_answer() {
     );
     assert!(curl.contains("$SHS_API_KEY"), "{curl}");
 
-    // What this server cannot do yet is said, and sent as it is.
+    // Another method works too; that GET sends no body is said.
     browser
         .find("#pg-method")
         .await
@@ -564,15 +564,15 @@ async fn the_playground_invokes_and_shows_the_answer() {
     browser
         .until(
             "the note",
-            "const n = document.querySelector('#pg-note'); return !n.hidden && n.textContent.includes('POST /run/NAME only');",
+            "const n = document.querySelector('#pg-note'); return !n.hidden && n.textContent.includes('GET sends no body');",
             &server,
         )
         .await;
     browser.click("#pg-send").await;
     browser
         .until(
-            "the 405",
-            "const s = document.querySelector('[data-field=status]'); return s && s.textContent.startsWith('405');",
+            "the 200",
+            "const s = document.querySelector('[data-field=status]'); return s && s.textContent.startsWith('200');",
             &server,
         )
         .await;

@@ -5,10 +5,12 @@
 //! The bus applies every rule (placement, the hop cut, the publish result, the counters)
 //! before and after it calls its backend; a backend moves events and remembers them.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use futures::future::BoxFuture;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use shs_protocol::methods::DeliveryFailure;
 
 use crate::BusError;
@@ -23,15 +25,27 @@ use crate::table::{Subscription, SubscriptionTable};
 /// deliverer, and the hop limit.
 pub struct Core {
     table: RwLock<SubscriptionTable>,
+    /// The deployment in force of each function deployed here (see [`Deployment`]). Locked
+    /// before `table` when both are.
+    deployments: Mutex<HashMap<String, Deployment>>,
+    next_deployment: AtomicU64,
     deliverer: OnceLock<Weak<dyn Deliver>>,
     max_hops: u32,
 }
+
+/// One deployment of a function on this node: a number no other deployment of any function
+/// has had. A process of a deployment that was removed or replaced (one still answering
+/// `initialize`, say) subscribes and unsubscribes under its deployment, and is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Deployment(u64);
 
 impl Core {
     /// An empty table, no deliverer yet, and the hop limit `max_hops`.
     pub fn new(max_hops: u32) -> Arc<Core> {
         Arc::new(Core {
             table: RwLock::new(SubscriptionTable::new()),
+            deployments: Mutex::new(HashMap::new()),
+            next_deployment: AtomicU64::new(1),
             deliverer: OnceLock::new(),
             max_hops,
         })
@@ -73,7 +87,49 @@ impl Core {
         self.table.write().remove(function, pattern)
     }
 
+    /// Starts a new deployment of `function`: from now on only its processes change the
+    /// function's subscriptions.
+    pub(crate) fn begin_deployment(&self, function: &str) -> Deployment {
+        let deployment = Deployment(self.next_deployment.fetch_add(1, Ordering::Relaxed));
+        self.deployments
+            .lock()
+            .insert(function.to_owned(), deployment);
+        deployment
+    }
+
+    /// Ends the deployment of `function` (removed here): no process of it subscribes again.
+    pub(crate) fn end_deployment(&self, function: &str) {
+        self.deployments.lock().remove(function);
+    }
+
+    /// Inserts (`subscribe`) or removes a subscription of `function` made by a process of
+    /// `deployment`, unless that deployment is no longer in force: checked and applied under
+    /// one lock, so that it cannot land after the function was removed.
+    pub(crate) fn change_as(
+        &self,
+        function: &str,
+        deployment: Deployment,
+        pattern: &str,
+        subscribe: bool,
+    ) -> Result<bool, BusError> {
+        let deployments = self.deployments.lock();
+        if deployments.get(function) != Some(&deployment) {
+            return Err(BusError::Retired {
+                function: function.to_owned(),
+            });
+        }
+        let mut table = self.table.write();
+        let changed = if subscribe {
+            table.insert(function, pattern)?
+        } else {
+            table.remove(function, pattern)
+        };
+        drop(deployments);
+        Ok(changed)
+    }
+
     pub(crate) fn remove_function(&self, function: &str) -> Vec<String> {
+        let _deployments = self.deployments.lock();
         self.table.write().remove_function(function)
     }
 
@@ -91,7 +147,7 @@ impl Core {
         self.table.read().all()
     }
 
-    /// Delivers `event` to `function` on this node, in `cause`; a retryable 503 when the
+    /// Delivers `event` to `function` on this node, in `cause`; a 503 (not an attempt) when the
     /// deliverer is gone (the supervisor is shutting down).
     pub async fn deliver(
         &self,
@@ -101,7 +157,7 @@ impl Core {
     ) -> Result<(), DeliveryError> {
         match self.deliverer() {
             Some(deliverer) => deliverer.deliver(function, event, cause).await,
-            None => Err(DeliveryError::retryable(
+            None => Err(DeliveryError::not_attempted(
                 503,
                 "the supervisor is shutting down",
             )),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use shs_protocol::methods::PublishResult;
 
-use crate::backend::{Backend, Core, Fanout, Publication};
+use crate::backend::{Backend, Core, Deployment, Fanout, Publication};
 use crate::causation::Causation;
 use crate::deliver::{Deliver, DeliveryError};
 use crate::event::{Event, now};
@@ -73,6 +73,33 @@ impl Bus {
         Ok(added)
     }
 
+    /// Subscribes (`subscribe`) or unsubscribes `function` to `pattern` for one of its
+    /// processes, started in `deployment`; refused with [`BusError::Retired`] once that
+    /// deployment is no longer the one in force (the function was removed or redeployed).
+    /// `Ok(false)` when nothing changed.
+    pub fn change_as(
+        &self,
+        function: &str,
+        deployment: Deployment,
+        pattern: &str,
+        subscribe: bool,
+    ) -> Result<bool, BusError> {
+        let changed = self
+            .core
+            .change_as(function, deployment, pattern, subscribe)?;
+        if changed {
+            let what = if subscribe {
+                "subscribed"
+            } else {
+                "unsubscribed"
+            };
+            tracing::info!(function, pattern, "{what}");
+            self.backend
+                .subscription_changed(function, pattern, subscribe);
+        }
+        Ok(changed)
+    }
+
     /// Drops the subscription of `function` to `pattern`; returns whether there was one.
     pub fn unsubscribe(&self, function: &str, pattern: &str) -> bool {
         let removed = self.core.remove(function, pattern);
@@ -83,14 +110,23 @@ impl Bus {
         removed
     }
 
-    /// `function` was removed from this node: drops its subscriptions, unless the bus is
-    /// shared and other nodes may run it; returns the patterns dropped.
+    /// `function` was removed from this node: its deployment ends (its processes change no
+    /// subscription any more), and its subscriptions are dropped, unless the bus is shared and
+    /// other nodes may run it; returns the patterns dropped.
     pub fn remove_function(&self, function: &str) -> Vec<String> {
+        self.core.end_deployment(function);
         if self.backend.removed(function) {
             self.core.remove_function(function)
         } else {
             Vec::new()
         }
+    }
+
+    /// Starts a deployment of `function` on this node (called at each deployment, before its
+    /// processes start): the processes of earlier deployments may no longer change its
+    /// subscriptions ([`Bus::change_as`]).
+    pub fn begin_deployment(&self, function: &str) -> Deployment {
+        self.core.begin_deployment(function)
     }
 
     /// `function` is deployed on this node (called at each deployment): a distributed bus

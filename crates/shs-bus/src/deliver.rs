@@ -19,6 +19,10 @@ pub struct DeliveryError {
     pub message: String,
     /// Whether a later attempt may succeed.
     pub retryable: bool,
+    /// Whether the event reached the function (or may have). False when it was never sent:
+    /// the supervisor was shutting down, or the function was redeployed or removed while the
+    /// delivery waited for a process. Such a delivery does not use up an attempt.
+    pub attempted: bool,
 }
 
 impl DeliveryError {
@@ -28,6 +32,18 @@ impl DeliveryError {
             status,
             message: message.into(),
             retryable: true,
+            attempted: true,
+        }
+    }
+
+    /// A delivery that was never sent to the function (see [`DeliveryError::attempted`]): it is
+    /// made again later without counting as an attempt.
+    pub fn not_attempted(status: u16, message: impl Into<String>) -> DeliveryError {
+        DeliveryError {
+            status,
+            message: message.into(),
+            retryable: true,
+            attempted: false,
         }
     }
 
@@ -37,6 +53,7 @@ impl DeliveryError {
             status,
             message: message.into(),
             retryable: false,
+            attempted: true,
         }
     }
 }

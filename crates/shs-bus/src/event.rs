@@ -103,6 +103,62 @@ pub fn validate_extension_name(name: &str) -> Result<(), BusError> {
     }
 }
 
+/// Why a `source` or `dataschema` is refused.
+const NOT_URI: &str = "it must be a URI-reference (RFC 3986) of at most 4096 characters: no control \
+     characters (CR, LF, ...), spaces or any of <>\"{}|\\^`, and `%` only before two hex digits";
+/// Why a string attribute is refused.
+const CONTROL: &str = "CloudEvents string attributes must not contain control characters (U+0000-U+001F, U+007F-U+009F)";
+
+/// Checks a CloudEvents URI-reference attribute (`source`, `dataschema`): not empty, at most
+/// 4096 characters of RFC 3986 (characters beyond ASCII, as in an IRI, are let through), no
+/// control characters, `%` followed by two hex digits.
+pub fn validate_uri_reference(name: &str, value: &str) -> Result<(), BusError> {
+    let bytes = value.as_bytes();
+    let ok = !value.is_empty()
+        && value.chars().count() <= 4096
+        && !value.chars().any(char::is_control)
+        && bytes.iter().enumerate().all(|(i, &b)| match b {
+            b'%' => {
+                bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+            }
+            b' ' | b'<' | b'>' | b'"' | b'{' | b'}' | b'|' | b'\\' | b'^' | b'`' => false,
+            _ => true,
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(BusError::InvalidAttribute {
+            name: name.to_owned(),
+            reason: NOT_URI,
+        })
+    }
+}
+
+/// Checks a CloudEvents string attribute: no control characters (CloudEvents forbids them, and
+/// on NATS attributes travel in headers, where CR and LF end the header).
+pub fn validate_text(name: &str, value: &str) -> Result<(), BusError> {
+    if value.chars().any(char::is_control) {
+        Err(BusError::InvalidAttribute {
+            name: name.chars().take(40).collect(),
+            reason: CONTROL,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks an event id (`id`, `shscause`): 1 to 256 characters, no control characters.
+fn validate_id(name: &str, id: &str) -> Result<(), BusError> {
+    if id.is_empty() || id.chars().count() > 256 || id.chars().any(char::is_control) {
+        return Err(BusError::InvalidAttribute {
+            name: name.to_owned(),
+            reason: "an event id (`id`, `shscause`) must be 1 to 256 characters, without control characters",
+        });
+    }
+    Ok(())
+}
+
 /// Checks an RFC 3339 timestamp (any offset; see [`crate::rfc3339`]).
 pub fn validate_time(time: &str) -> Result<(), BusError> {
     if crate::rfc3339::is_date_time(time) {
@@ -121,13 +177,15 @@ impl Event {
     ///
     /// `payload` must be line-safe JSON (see [`shs_protocol::codec::line_safe`]); `None` is
     /// `null`. A payload nested deeper than [`shs_protocol::depth::MAX_DEPTH`] is refused
-    /// (every publish, from HTTP, a function or another node, comes through here).
+    /// (every publish, from HTTP, a function or another node, comes through here), and so is
+    /// a `source` that is not a URI-reference ([`validate_uri_reference`]).
     pub fn new(
         event_type: String,
         source: String,
         payload: Option<Box<RawValue>>,
     ) -> Result<Event, BusError> {
         validate_type(&event_type)?;
+        validate_uri_reference("source", &source)?;
         if let Some(payload) = &payload {
             shs_protocol::depth::check(payload.get()).map_err(|_| BusError::InvalidAttribute {
                 name: "payload".to_owned(),
@@ -153,12 +211,7 @@ impl Event {
 
     /// Keeps an id given by the publisher (e.g. a CloudEvents `id`) instead of a fresh one.
     pub fn with_id(mut self, id: String) -> Result<Event, BusError> {
-        if id.is_empty() || id.chars().count() > 256 || id.chars().any(char::is_control) {
-            return Err(BusError::InvalidAttribute {
-                name: "id".to_owned(),
-                reason: "`id` must be 1 to 256 characters, without control characters",
-            });
-        }
+        validate_id("id", &id)?;
         self.id = id;
         Ok(self)
     }
@@ -170,10 +223,12 @@ impl Event {
         Ok(self)
     }
 
-    /// Sets the content type of the payload (CloudEvents `datacontenttype`).
-    pub fn with_content_type(mut self, content_type: String) -> Event {
+    /// Sets the content type of the payload (CloudEvents `datacontenttype`); no control
+    /// characters.
+    pub fn with_content_type(mut self, content_type: String) -> Result<Event, BusError> {
+        validate_text("datacontenttype", &content_type)?;
         self.content_type = content_type;
-        self
+        Ok(self)
     }
 
     /// Makes the data bytes: `data_base64` (their standard base64, padded) carries them, and
@@ -184,20 +239,23 @@ impl Event {
         self
     }
 
-    /// Sets the CloudEvents `dataschema`.
-    pub fn with_dataschema(mut self, dataschema: String) -> Event {
+    /// Sets the CloudEvents `dataschema`, a URI-reference ([`validate_uri_reference`]).
+    pub fn with_dataschema(mut self, dataschema: String) -> Result<Event, BusError> {
+        validate_uri_reference("dataschema", &dataschema)?;
         self.dataschema = Some(dataschema);
-        self
+        Ok(self)
     }
 
-    /// Sets the CloudEvents `subject`.
-    pub fn with_subject(mut self, subject: String) -> Event {
+    /// Sets the CloudEvents `subject`; no control characters.
+    pub fn with_subject(mut self, subject: String) -> Result<Event, BusError> {
+        validate_text("subject", &subject)?;
         self.subject = Some(subject);
-        self
+        Ok(self)
     }
 
     /// Adds a CloudEvents extension attribute; `shshops` and `shscause` set the hop count and
-    /// the cause.
+    /// the cause (an event id: 1 to 256 characters). A string value must hold no control
+    /// characters.
     pub fn with_extension(
         mut self,
         name: &str,
@@ -216,10 +274,16 @@ impl Event {
                 self.hops = self.hops.max(hops);
             }
             CAUSE_ATTRIBUTE => {
+                if let Some(cause) = value.as_str() {
+                    validate_id(CAUSE_ATTRIBUTE, cause)?;
+                }
                 self.cause = value.as_str().map(str::to_owned);
             }
             _ => {
                 validate_extension_name(name)?;
+                if let Some(text) = value.as_str() {
+                    validate_text(name, text)?;
+                }
                 self.extensions.retain(|(n, _)| n != name);
                 self.extensions.push((name.to_owned(), value));
             }
@@ -358,6 +422,32 @@ impl SharedEvent {
     /// The event object as one line of JSON.
     pub fn json(&self) -> &RawValue {
         &self.json
+    }
+
+    /// The same event without its data: `payload` null and no `data_base64` (what history keeps
+    /// of an event whose payload it does not keep). The other members are kept as they are.
+    pub(crate) fn without_payload(&self) -> SharedEvent {
+        let members = serde_json::from_str::<std::collections::BTreeMap<String, Box<RawValue>>>(
+            self.json.get(),
+        );
+        let json = match members {
+            Ok(mut members) => {
+                members.remove("data_base64");
+                members.insert("payload".to_owned(), null());
+                serde_json::value::to_raw_value(&members).unwrap_or_else(|_| null())
+            }
+            Err(_) => null(),
+        };
+        SharedEvent {
+            id: self.id.clone(),
+            event_type: self.event_type.clone(),
+            source: self.source.clone(),
+            hops: self.hops,
+            cause: self.cause.clone(),
+            origin: self.origin.clone(),
+            traceparent: self.traceparent.clone(),
+            json,
+        }
     }
 
     /// Rebuilds a shared event from its stored object.

@@ -56,7 +56,7 @@ pub mod settle;
 pub mod store;
 pub mod table;
 
-pub use backend::{Backend, Core, Fanout, Publication};
+pub use backend::{Backend, Core, Deployment, Fanout, Publication};
 pub use bus::Bus;
 pub use causation::{Causation, Failures};
 pub use deliver::{Deliver, DeliveryError, RetryPolicy};
@@ -64,7 +64,10 @@ pub use event::{Event, Origin, SharedEvent};
 pub use rules::LOOP_DETECTED;
 pub use settle::Settled;
 pub use store::{Attempt, DeadLetter, DeadLetterFilter, EventInfo};
-pub use table::{Subscription, SubscriptionTable, validate_pattern, validate_type};
+pub use table::{
+    MAX_SUBSCRIPTIONS_PER_FUNCTION, Subscription, SubscriptionTable, validate_pattern,
+    validate_type,
+};
 
 /// Counts a publish (`mode` is `sync` or `async`) for `GET /metrics`.
 fn count_published(mode: &'static str) {
@@ -99,6 +102,15 @@ pub enum BusError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A process of a deployment that was removed or replaced tried to change its function's
+    /// subscriptions.
+    #[error(
+        "function {function:?} was removed or redeployed: this process may no longer change its subscriptions"
+    )]
+    Retired {
+        /// The function.
+        function: String,
+    },
     /// The bus has no durable store, so it cannot do this.
     #[error("{0} needs the event store, which this bus does not have")]
     Unsupported(&'static str),
@@ -108,6 +120,33 @@ pub enum BusError {
     /// The backend (e.g. NATS) failed.
     #[error("the event bus failed: {0}")]
     Backend(String),
+    /// The backend did not confirm in time that it stored an asynchronous event: it may have
+    /// stored it or not. Publishing it again with the same `source` and `id` is safe (a repeat
+    /// is dropped).
+    #[error(
+        "the event bus did not confirm in time that it stored event {event_id:?} ({reason}): it \
+         may or may not be accepted. Publish it again with the same source ({event_source:?}) and id \
+         (as a CloudEvents event, in structured or binary mode, if you sent the simple form): a \
+         repeat within 2 minutes is dropped, so it is accepted once"
+    )]
+    Unconfirmed {
+        /// The event's id.
+        event_id: String,
+        /// The event's `source`.
+        event_source: String,
+        /// What happened (e.g. the acknowledgement timed out).
+        reason: String,
+    },
+    /// A function subscribing to one more pattern than it may.
+    #[error(
+        "function {function:?} is subscribed to {limit} patterns, the most a function may have; unsubscribe from one first"
+    )]
+    TooManySubscriptions {
+        /// The function.
+        function: String,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl BusError {
@@ -115,7 +154,9 @@ impl BusError {
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self,
-            BusError::InvalidType { .. } | BusError::InvalidAttribute { .. }
+            BusError::InvalidType { .. }
+                | BusError::InvalidAttribute { .. }
+                | BusError::TooManySubscriptions { .. }
         )
     }
 }

@@ -6,7 +6,8 @@
 //! were stored; up to `max_in_flight` at once across types. Each attempt is made and settled
 //! by [`crate::settle::attempt`] (the same for every backend: retried after an exponential
 //! backoff with jitter, up to `max_attempts`; then, or at once for a failure that no retry can
-//! fix, a dead letter); the lane records the outcome. Each outcome is on disk before
+//! fix, a dead letter; a delivery never sent, at shutdown or a redeploy, is not an attempt and
+//! is only postponed); the lane records the outcome. Each outcome is on disk before
 //! the lane moves on, so a restart resumes exactly where it stopped (a delivery in flight at a
 //! crash is made again: at least once).
 //!
@@ -96,10 +97,19 @@ impl Lanes {
     }
 }
 
-/// How a delivery ended (`None`: the outcome could not be recorded), for the lane's window.
+/// How a delivery ended, for the lane's window.
 struct Done {
     id: i64,
-    outcome: Option<Outcome>,
+    ended: Ended,
+}
+
+enum Ended {
+    /// Its outcome is on disk.
+    Recorded(Outcome),
+    /// Its outcome could not be recorded.
+    NotRecorded,
+    /// It was never sent (not an attempt, nothing recorded): due again at this time (ms).
+    Postponed(i64),
 }
 
 /// One lane: schedules the window, delivers, records, and sleeps until there is work.
@@ -199,15 +209,17 @@ async fn run(lanes: Weak<Lanes>, lane: Arc<Lane>) {
             let deliverer = deliverer.clone();
             tokio::spawn(async move {
                 let settled = attempt(&deliverer, &function, event, number, &policy).await;
-                let outcome = outcome_of(settled);
-                let recorded = store.finish(id, outcome.clone()).await;
-                if let Err(e) = &recorded {
-                    tracing::error!(%function, delivery = id, "cannot record a delivery: {e}");
-                }
-                let _ = done.send(Done {
-                    id,
-                    outcome: recorded.ok().map(|()| outcome),
-                });
+                let ended = match outcome_of(settled) {
+                    Ok(outcome) => match store.finish(id, outcome.clone()).await {
+                        Ok(()) => Ended::Recorded(outcome),
+                        Err(e) => {
+                            tracing::error!(%function, delivery = id, "cannot record a delivery: {e}");
+                            Ended::NotRecorded
+                        }
+                    },
+                    Err(at) => Ended::Postponed(at),
+                };
+                let _ = done.send(Done { id, ended });
             });
         }
         drop(this);
@@ -255,17 +267,24 @@ fn apply(
     let Some(seq) = in_flight.remove(&done.id) else {
         return;
     };
-    match done.outcome {
-        Some(Outcome::Retry(attempt, next_ms)) => {
+    match done.ended {
+        Ended::Recorded(Outcome::Retry(attempt, next_ms)) => {
             if let Some(delivery) = window.get_mut(&seq) {
                 delivery.attempts = attempt.attempt;
                 delivery.next_ms = next_ms;
             }
         }
-        Some(Outcome::Delivered(_) | Outcome::Dead(_)) => {
+        Ended::Recorded(Outcome::Delivered(_) | Outcome::Dead(_)) => {
             window.remove(&seq);
         }
-        None => {
+        Ended::Postponed(next_ms) => {
+            // Still pending on disk with its attempts as they were: after a restart it is
+            // delivered as if this had not happened.
+            if let Some(delivery) = window.get_mut(&seq) {
+                delivery.next_ms = next_ms;
+            }
+        }
+        Ended::NotRecorded => {
             // Not recorded: leave it pending and try again a little later.
             if let Some(delivery) = window.get_mut(&seq) {
                 delivery.next_ms =
@@ -275,14 +294,16 @@ fn apply(
     }
 }
 
-/// The decision on an attempt as the store records it: a retry at a time, not after a wait.
-fn outcome_of(settled: Settled) -> Outcome {
+/// The decision on an attempt as the store records it (a retry at a time, not after a wait);
+/// or, for a delivery never sent, when it is due again (nothing is recorded).
+fn outcome_of(settled: Settled) -> Result<Outcome, i64> {
+    let at = |delay: std::time::Duration| {
+        now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
+    };
     match settled {
-        Settled::Delivered(a) => Outcome::Delivered(a),
-        Settled::Retry(a, delay) => Outcome::Retry(
-            a,
-            now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
-        ),
-        Settled::Dead(a) => Outcome::Dead(a),
+        Settled::Delivered(a) => Ok(Outcome::Delivered(a)),
+        Settled::Retry(a, delay) => Ok(Outcome::Retry(a, at(delay))),
+        Settled::Dead(a) => Ok(Outcome::Dead(a)),
+        Settled::Postponed(delay) => Err(at(delay)),
     }
 }

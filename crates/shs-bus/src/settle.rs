@@ -1,6 +1,7 @@
 //! Asynchronous delivery attempts, written once for every backend: making one ([`attempt`])
 //! and deciding what comes of it ([`Settled`]: delivered, retried after a backoff with jitter,
-//! or a dead letter). The embedded lanes and the NATS consumers only record the decision.
+//! a dead letter, or postponed when it was never sent). The embedded lanes and the NATS
+//! consumers only record the decision.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,16 +20,24 @@ pub enum Settled {
     Retry(Attempt, Duration),
     /// Failed for good: a dead letter.
     Dead(Attempt),
+    /// Never sent to the function (the supervisor was stopping, or the function was
+    /// redeployed or removed meanwhile): not an attempt. Make it again after this wait, with
+    /// the same number; nothing is recorded.
+    Postponed(Duration),
 }
 
 impl Settled {
-    /// The attempt's record (number, time, status, error).
-    pub fn attempt(&self) -> &Attempt {
+    /// The attempt's record (number, time, status, error); none when it was postponed.
+    pub fn attempt(&self) -> Option<&Attempt> {
         match self {
-            Settled::Delivered(a) | Settled::Retry(a, _) | Settled::Dead(a) => a,
+            Settled::Delivered(a) | Settled::Retry(a, _) | Settled::Dead(a) => Some(a),
+            Settled::Postponed(_) => None,
         }
     }
 }
+
+/// The longest wait before a delivery that was never sent is made again.
+const POSTPONE_AT_MOST: Duration = Duration::from_secs(1);
 
 /// Makes attempt number `attempt` (1-based) of the asynchronous delivery of `event` to
 /// `function`, and settles it under `policy`.
@@ -69,6 +78,18 @@ pub(crate) fn settle(
         }
         Err(e) => e,
     };
+    if !e.attempted {
+        // Soon: what stopped it (a redeploy) is over at once; at shutdown it waits on disk.
+        let delay = policy.delay(1, jitter()).min(POSTPONE_AT_MOST);
+        tracing::info!(
+            function,
+            attempt,
+            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "delivery not made, not counted as an attempt: {}",
+            e.message
+        );
+        return Settled::Postponed(delay);
+    }
     crate::count_delivery(function, "failed");
     let record = Attempt {
         attempt,
@@ -161,8 +182,22 @@ mod tests {
             1,
             &policy(5),
         );
-        assert_eq!(settled.attempt().status, 404);
+        assert_eq!(settled.attempt().map(|a| a.status), Some(404));
         assert!(matches!(settled, Settled::Dead(_)));
+    }
+
+    #[test]
+    fn a_delivery_never_sent_is_postponed_even_on_its_last_attempt() {
+        let unsent = || Err(DeliveryError::not_attempted(503, "shutting down"));
+        for attempt in [1, 3, 9] {
+            match settle("f", unsent(), attempt, &policy(3)) {
+                Settled::Postponed(delay) => assert!(
+                    (Duration::from_millis(50)..=Duration::from_millis(100)).contains(&delay),
+                    "half to all of the first backoff: {delay:?}"
+                ),
+                other => panic!("postponed, not {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -17,6 +17,10 @@ use crate::BusError;
 /// counts them, so that the OpenAPI description can say it exactly).
 pub const MAX_TYPE_LEN: usize = 255;
 
+/// The most patterns one function may be subscribed to: a function cannot grow the table (and
+/// the work of every publish) without bound.
+pub const MAX_SUBSCRIPTIONS_PER_FUNCTION: usize = 1000;
+
 /// Checks that `event_type` can be published: 1 to [`MAX_TYPE_LEN`] characters, no whitespace or
 /// control characters, dot-separated tokens that are not empty, and no wildcard tokens.
 pub fn validate_type(event_type: &str) -> Result<(), BusError> {
@@ -162,11 +166,18 @@ impl SubscriptionTable {
         Self::default()
     }
 
-    /// Subscribes `function` to `pattern`. Returns `false` when it was subscribed already.
+    /// Subscribes `function` to `pattern`. Returns `false` when it was subscribed already. A
+    /// function at [`MAX_SUBSCRIPTIONS_PER_FUNCTION`] gets [`BusError::TooManySubscriptions`].
     pub fn insert(&mut self, function: &str, pattern: &str) -> Result<bool, BusError> {
         validate_pattern(pattern)?;
         let name: Arc<str> = match self.by_function.get_key_value(function) {
             Some((_, patterns)) if patterns.contains(pattern) => return Ok(false),
+            Some((_, patterns)) if patterns.len() >= MAX_SUBSCRIPTIONS_PER_FUNCTION => {
+                return Err(BusError::TooManySubscriptions {
+                    function: function.to_owned(),
+                    limit: MAX_SUBSCRIPTIONS_PER_FUNCTION,
+                });
+            }
             Some((name, _)) => name.clone(),
             None => Arc::from(function),
         };
@@ -486,5 +497,25 @@ mod tests {
         assert_eq!(names(t.matching("svc7.event7")), ["f7", "wild"]);
         assert_eq!(names(t.matching("svc7.nothing")), ["wild"]);
         assert_eq!(t.len(), 10_001);
+    }
+
+    #[test]
+    fn a_function_has_at_most_max_subscriptions() {
+        let mut table = SubscriptionTable::new();
+        for i in 0..MAX_SUBSCRIPTIONS_PER_FUNCTION {
+            assert_eq!(table.insert("f", &format!("t.{i}")).ok(), Some(true));
+        }
+        // Past the limit: refused, clearly; again the same one: fine, nothing new.
+        let error = table.insert("f", "t.more").expect_err("over the limit");
+        assert!(
+            error.to_string().contains("subscribed to 1000 patterns"),
+            "{error}"
+        );
+        assert_eq!(table.insert("f", "t.0").ok(), Some(false));
+        // Another function is not held back, and one freed place can be used again.
+        assert_eq!(table.insert("g", "t.more").ok(), Some(true));
+        assert!(table.remove("f", "t.0"));
+        assert_eq!(table.insert("f", "t.more").ok(), Some(true));
+        assert_eq!(table.len(), MAX_SUBSCRIPTIONS_PER_FUNCTION + 1);
     }
 }

@@ -226,6 +226,38 @@ async fn subscriptions_are_listed_and_removed_per_function() {
     assert!(bus.subscriptions().is_empty());
 }
 
+#[test]
+fn a_retired_deployment_changes_no_subscription() {
+    let bus = Bus::default();
+    let first = bus.begin_deployment("f");
+    assert!(
+        bus.change_as("f", first, "a.b", true)
+            .is_ok_and(|added| added)
+    );
+    // Redeployed: the first deployment's processes are refused, the second's are not.
+    let second = bus.begin_deployment("f");
+    assert!(matches!(
+        bus.change_as("f", first, "c.d", true),
+        Err(BusError::Retired { .. })
+    ));
+    assert!(matches!(
+        bus.change_as("f", first, "a.b", false),
+        Err(BusError::Retired { .. })
+    ));
+    assert!(bus.change_as("f", second, "c.d", true).is_ok());
+    // Removed: nobody's are.
+    bus.remove_function("f");
+    assert!(matches!(
+        bus.change_as("f", second, "e.f", true),
+        Err(BusError::Retired { .. })
+    ));
+    assert!(bus.subscriptions().is_empty());
+    // A later deployment of the same name starts afresh.
+    let third = bus.begin_deployment("f");
+    assert!(bus.change_as("f", third, "e.f", true).is_ok());
+    assert_eq!(bus.subscriptions_of("f"), ["e.f"]);
+}
+
 #[tokio::test]
 async fn publishing_without_a_deliverer_reports_every_subscriber() {
     let bus = Bus::default();

@@ -241,11 +241,16 @@ pub fn valid_traceparent(value: &str) -> bool {
         && hex(parts[3], 2)
 }
 
-fn key_of(req: &ServiceRequest) -> Option<&[u8]> {
-    let headers = req.headers();
-    if let Some(key) = headers.get("x-api-key") {
-        return Some(key.as_bytes());
-    }
+/// Whether the request's `Authorization` header carries one of the API keys (then it is not
+/// passed on to functions); false when the server has no keys.
+pub(crate) fn authorization_holds_key(req: &actix_web::HttpRequest) -> bool {
+    let Some(guard) = req.app_data::<web::Data<Guard>>() else {
+        return false;
+    };
+    !guard.keys.is_empty() && bearer(req.headers()).is_some_and(|k| guard.accepts(k))
+}
+
+fn bearer(headers: &actix_web::http::header::HeaderMap) -> Option<&[u8]> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -254,6 +259,14 @@ fn key_of(req: &ServiceRequest) -> Option<&[u8]> {
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(|k| k.trim().as_bytes())
+}
+
+fn key_of(req: &ServiceRequest) -> Option<&[u8]> {
+    let headers = req.headers();
+    if let Some(key) = headers.get("x-api-key") {
+        return Some(key.as_bytes());
+    }
+    bearer(headers)
 }
 
 /// The middleware: request id and span, drain, API key, rate limit; then the route.

@@ -1,4 +1,4 @@
-//! Reading a request: its body within the size limit, as JSON, and its id and trace context.
+//! Reading a request: its body within the size limit, and its id and trace context.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
@@ -47,33 +47,6 @@ pub(crate) async fn read_body(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// Parses a body as JSON; an empty (or blank) body is `{}`. JSON nested deeper than
-/// [`shs_protocol::depth::MAX_DEPTH`] is refused: it would crash the function that parses it.
-pub(crate) fn parse_json_body(
-    body: &[u8],
-) -> Result<Box<serde_json::value::RawValue>, HttpResponse> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return serde_json::value::RawValue::from_string("{}".to_owned()).map_err(|e| {
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), Map::new())
-        });
-    }
-    let raw: Box<serde_json::value::RawValue> = serde_json::from_slice(body).map_err(|e| {
-        error_response(
-            StatusCode::BAD_REQUEST,
-            format!("the request body is not valid JSON: {e}"),
-            Map::new(),
-        )
-    })?;
-    shs_protocol::depth::check(raw.get()).map_err(|e| {
-        error_response(
-            StatusCode::BAD_REQUEST,
-            format!("the request body is refused: {e}"),
-            Map::new(),
-        )
-    })?;
-    Ok(raw)
 }
 
 /// The request's id (set by the access guard) and trace context.

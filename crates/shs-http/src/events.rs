@@ -52,12 +52,24 @@ fn bus_error(error: &BusError) -> HttpResponse {
     let status = match error {
         e if e.is_invalid_input() => StatusCode::BAD_REQUEST,
         BusError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+        BusError::Unconfirmed { .. } => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
+    let mut extra = Map::new();
+    if let BusError::Unconfirmed {
+        event_id,
+        event_source,
+        ..
+    } = error
+    {
+        tracing::warn!("{error}");
+        extra.insert("event_id".into(), Value::String(event_id.clone()));
+        extra.insert("source".into(), Value::String(event_source.clone()));
+    }
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!("event bus failure: {error}");
     }
-    error_response(status, error.to_string(), Map::new())
+    error_response(status, error.to_string(), extra)
 }
 
 /// Standard base64 with padding, as CloudEvents' `data_base64` is; trailing bits that are not
@@ -465,13 +477,13 @@ fn event_of(attributes: Attributes, request_id: Option<String>) -> Result<Event,
         event = event.with_time(time).map_err(invalid)?;
     }
     if let Some(subject) = subject {
-        event = event.with_subject(subject);
+        event = event.with_subject(subject).map_err(invalid)?;
     }
     if let Some(content_type) = content_type {
-        event = event.with_content_type(content_type);
+        event = event.with_content_type(content_type).map_err(invalid)?;
     }
     if let Some(dataschema) = dataschema {
-        event = event.with_dataschema(dataschema);
+        event = event.with_dataschema(dataschema).map_err(invalid)?;
     }
     // In one order whichever mode they came in (by name), so that the event is the same.
     let mut extensions = attributes.extensions;
@@ -866,6 +878,328 @@ mod tests {
             {
                 prop_assert_eq!(BASE64.decode(encoded.as_bytes()).ok(), Some(bytes));
             }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // The whole parser, as `publish` runs it: `mode_of`, then `from_json` (the simple form and
+    // structured mode) or `from_binary`, then `event_of`.
+
+    /// The event `POST /events` makes of `headers` and `body`, as its JSON object.
+    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Value, StatusCode> {
+        let attributes = match mode_of(headers) {
+            Err(response) => Err(response),
+            Ok(Mode::Binary) => from_binary(headers, body),
+            Ok(_) if is_blank(body) => return Err(StatusCode::BAD_REQUEST),
+            Ok(Mode::Structured) => from_json(body, true),
+            Ok(Mode::Json) => from_json(body, false),
+        };
+        let event = attributes
+            .and_then(|a| event_of(a, Some("r1".to_owned())))
+            .map_err(|response| response.status())?;
+        let shared = event.share();
+        serde_json::from_str(shared.json().get()).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// What an event may cost: its object is at most a fixed amount over six times what came
+    /// in (a control character in text becomes `\u00XX`), whatever came in.
+    fn bounded(event: &Value, headers: &HeaderMap, body: &[u8]) -> bool {
+        let input: usize = body.len()
+            + headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len())
+                .sum::<usize>();
+        event.to_string().len() <= 6 * input + 4096
+    }
+
+    fn headers_of(pairs: &[(String, Vec<u8>)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            if let (Ok(name), Ok(value)) = (
+                header::HeaderName::from_bytes(name.as_bytes()),
+                header::HeaderValue::from_bytes(value),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        headers
+    }
+
+    fn json_content_type(content_type: &str) -> HeaderMap {
+        headers_of(&[("content-type".to_owned(), content_type.as_bytes().to_vec())])
+    }
+
+    /// Member names a JSON body may carry: every attribute, data member and some others.
+    fn member_names() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "type",
+                "id",
+                "source",
+                "time",
+                "subject",
+                "specversion",
+                "datacontenttype",
+                "dataschema",
+                "data",
+                "data_base64",
+                "payload",
+                "shshops",
+                "shscause",
+                "traceparent",
+                "ext",
+            ])
+            .prop_map(str::to_owned),
+            "[a-zA-Z0-9_]{0,12}",
+            any::<String>(),
+        ]
+    }
+
+    /// Any JSON value, a few levels deep.
+    fn json_values() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+            prop::sample::select(vec![
+                "1.0",
+                "0.3",
+                "x.y",
+                "/src",
+                "2026-11-27T07:53:39.439Z",
+                "AAAA",
+                "text/plain",
+                "application/json",
+                "",
+            ])
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map("[a-z]{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Header names a binary-mode request may carry.
+    fn header_names() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "ce-specversion",
+                "ce-type",
+                "ce-id",
+                "ce-source",
+                "ce-time",
+                "ce-subject",
+                "ce-dataschema",
+                "ce-datacontenttype",
+                "ce-shshops",
+                "ce-shscause",
+                "ce-traceparent",
+                "content-type",
+            ])
+            .prop_map(str::to_owned),
+            "ce-[a-z0-9-]{0,12}",
+            "[a-z-]{1,12}",
+        ]
+    }
+
+    /// Header values: any bytes a header may hold (visible ASCII, space, tab, obs-text),
+    /// sometimes a value that means something.
+    fn header_values() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(
+                prop_oneof![Just(b'\t'), 0x20u8..=0x7e, 0x80u8..=0xff],
+                0..40
+            ),
+            prop::sample::select(vec![
+                "1.0",
+                "x.y",
+                "/src",
+                "2026-11-27T07:53:39.439Z",
+                "application/json",
+                "application/cloudevents+json",
+                "text/plain",
+                "%FF%FE",
+                "%",
+                "%41%",
+                "7",
+                "-1",
+            ])
+            .prop_map(|v| v.as_bytes().to_vec()),
+        ]
+    }
+
+    /// One valid event's attributes: (type, id, source, time, subject, extensions, data).
+    #[derive(Clone, Debug)]
+    struct Valid {
+        event_type: String,
+        id: String,
+        source: String,
+        time: String,
+        subject: Option<String>,
+        extensions: std::collections::BTreeMap<String, String>,
+        data: Value,
+    }
+
+    fn valid_events() -> impl Strategy<Value = Valid> {
+        let data = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[ -~éü€]{0,40}".prop_map(Value::from),
+            prop::collection::btree_map("[a-z]{1,6}", any::<i32>(), 0..4).prop_map(|m| json!(m)),
+        ];
+        (
+            "[a-z]{1,8}(\\.[a-z0-9_-]{1,8}){0,3}",
+            "[A-Za-z0-9._:-]{1,40}",
+            "/[a-z0-9/._-]{0,30}",
+            "20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,3})?Z",
+            prop::option::of("[a-zA-Z0-9 éü€-]{1,30}"),
+            prop::collection::btree_map("x[a-z0-9]{0,10}", "[a-zA-Z0-9 ]{1,20}", 0..4),
+            data,
+        )
+            .prop_map(|(event_type, id, source, time, subject, extensions, data)| Valid {
+                event_type,
+                id,
+                source,
+                time,
+                subject,
+                extensions,
+                data,
+            })
+    }
+
+    fn structured_body(e: &Valid) -> Vec<u8> {
+        let mut object = json!({
+            "specversion": "1.0",
+            "type": e.event_type,
+            "id": e.id,
+            "source": e.source,
+            "time": e.time,
+            "datacontenttype": "application/json",
+            "data": e.data,
+        });
+        if let Some(subject) = &e.subject {
+            object["subject"] = json!(subject);
+        }
+        for (name, value) in &e.extensions {
+            object[name] = json!(value);
+        }
+        object.to_string().into_bytes()
+    }
+
+    fn binary_request(e: &Valid) -> (HeaderMap, Vec<u8>) {
+        let encode = |v: &str| {
+            percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+                .into_bytes()
+        };
+        let mut pairs = vec![
+            ("ce-specversion".to_owned(), b"1.0".to_vec()),
+            ("ce-type".to_owned(), encode(&e.event_type)),
+            ("ce-id".to_owned(), encode(&e.id)),
+            ("ce-source".to_owned(), encode(&e.source)),
+            ("ce-time".to_owned(), encode(&e.time)),
+            ("content-type".to_owned(), b"application/json".to_vec()),
+        ];
+        if let Some(subject) = &e.subject {
+            pairs.push(("ce-subject".to_owned(), encode(subject)));
+        }
+        for (name, value) in &e.extensions {
+            pairs.push((format!("ce-{name}"), encode(value)));
+        }
+        (headers_of(&pairs), e.data.to_string().into_bytes())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any body, in each of the three content types, gives an event or a 4xx; never a
+        /// panic, and never an event much larger than the request.
+        #[test]
+        fn arbitrary_bodies_never_panic(
+            body in prop::collection::vec(any::<u8>(), 0..512),
+            content_type in prop::sample::select(vec![
+                "application/json", STRUCTURED_JSON, "text/plain", "application/cloudevents-batch+json",
+            ]),
+        ) {
+            let headers = json_content_type(content_type);
+            match parse(&headers, &body) {
+                Ok(event) => prop_assert!(bounded(&event, &headers, &body)),
+                Err(status) => prop_assert!(status.is_client_error(), "{status}"),
+            }
+        }
+
+        /// Any JSON object of attribute-like members, in the simple form or structured mode.
+        #[test]
+        fn arbitrary_json_objects_never_panic(
+            members in prop::collection::vec((member_names(), json_values()), 0..12),
+            structured in any::<bool>(),
+        ) {
+            let object: Map<String, Value> = members.into_iter().collect();
+            let body = Value::Object(object).to_string().into_bytes();
+            let content_type = if structured { STRUCTURED_JSON } else { "application/json" };
+            let headers = json_content_type(content_type);
+            match parse(&headers, &body) {
+                Ok(event) => {
+                    prop_assert!(bounded(&event, &headers, &body));
+                    prop_assert!(event["type"].is_string() && event["id"].is_string());
+                }
+                Err(status) => prop_assert!(status.is_client_error(), "{status}"),
+            }
+        }
+
+        /// Any headers and body in binary mode (with `ce-specversion`, or without).
+        #[test]
+        fn arbitrary_binary_requests_never_panic(
+            pairs in prop::collection::vec((header_names(), header_values()), 0..12),
+            specversion in any::<bool>(),
+            body in prop::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let mut headers = headers_of(&pairs);
+            if specversion && !headers.contains_key("ce-specversion") {
+                headers.insert(
+                    header::HeaderName::from_static("ce-specversion"),
+                    header::HeaderValue::from_static("1.0"),
+                );
+            }
+            match parse(&headers, &body) {
+                Ok(event) => prop_assert!(bounded(&event, &headers, &body)),
+                Err(status) => prop_assert!(status.is_client_error(), "{status}"),
+            }
+        }
+
+        /// A valid event is the same event in structured and in binary mode, carries exactly
+        /// what was sent, and its object, sent again in structured mode, is the same event.
+        #[test]
+        fn valid_events_round_trip_in_both_modes(e in valid_events()) {
+            let structured = parse(&json_content_type(STRUCTURED_JSON), &structured_body(&e));
+            let (headers, body) = binary_request(&e);
+            let binary = parse(&headers, &body);
+            let Ok(structured) = structured else {
+                return Err(TestCaseError::fail(format!("structured refused {e:?}: {structured:?}")));
+            };
+            prop_assert_eq!(binary, Ok(structured.clone()));
+            prop_assert_eq!(&structured["type"], &json!(e.event_type));
+            prop_assert_eq!(&structured["id"], &json!(e.id));
+            prop_assert_eq!(&structured["source"], &json!(e.source));
+            prop_assert_eq!(&structured["time"], &json!(e.time));
+            prop_assert_eq!(&structured["payload"], &e.data);
+            let subject = e.subject.as_ref().map(|s| json!(s));
+            prop_assert_eq!(structured.get("subject"), subject.as_ref());
+            for (name, value) in &e.extensions {
+                prop_assert_eq!(&structured[name], &json!(value));
+            }
+            let again = parse(
+                &json_content_type(STRUCTURED_JSON),
+                structured.to_string().as_bytes(),
+            );
+            prop_assert_eq!(again, Ok(structured));
         }
     }
 }

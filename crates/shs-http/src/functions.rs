@@ -1,6 +1,6 @@
-//! The routes about functions: `POST /run/{name}` (invoke), `GET /functions`, a function's
-//! logs and counts, `GET /subscriptions` and `GET /metrics`; and how an [`InvokeError`] is
-//! answered (its status is [`shs_supervisor::ErrorKind::status`]).
+//! The routes about functions: `GET /functions`, a function's logs and counts,
+//! `GET /subscriptions` and `GET /metrics`; and how an [`InvokeError`] is answered (its status
+//! is [`shs_supervisor::ErrorKind::status`]).
 //!
 //! A route with a `{name}` takes it through [`FunctionName`], which answers a malformed name
 //! with a 400 before anything else is read.
@@ -12,9 +12,8 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use shs_supervisor::{InvokeError, Output};
+use shs_supervisor::InvokeError;
 
-use crate::body::{parse_json_body, read_body, request_meta};
 use crate::{AppState, error_response};
 
 /// The `{name}` of a route about one function, checked: a malformed name is answered 400
@@ -38,7 +37,7 @@ impl FromRequest for FunctionName {
 }
 
 /// The status an invoke error is answered with.
-fn status_of(error: &InvokeError) -> StatusCode {
+pub(crate) fn status_of(error: &InvokeError) -> StatusCode {
     StatusCode::from_u16(error.kind().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
@@ -81,79 +80,6 @@ pub(crate) fn invoke_error_response(error: &InvokeError) -> HttpResponse {
         }
     }
     response
-}
-
-/// `POST /run/{name}`: invokes the function on the body (for a function with a `[webhook]`,
-/// once its signature is checked: 401 otherwise).
-pub(crate) async fn run(
-    FunctionName(name): FunctionName,
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    let body = match read_body(&req, payload, state.max_body).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    // A webhook's signature is checked over the raw body before anything else reads it.
-    let webhook = match state.supervisor.webhook(&name) {
-        None => None,
-        Some(key) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            if let Err(message) = crate::webhook::verify(&key, req.headers(), &body, now) {
-                metrics::counter!("shs_webhook_refusals_total", "function" => name.clone(), "kind" => key.kind.as_str())
-                    .increment(1);
-                tracing::info!(function = name, "webhook refused: {message}");
-                let mut extra = Map::new();
-                extra.insert("function".into(), Value::String(name));
-                return error_response(StatusCode::UNAUTHORIZED, message, extra);
-            }
-            Some(key.kind)
-        }
-    };
-    let input = match parse_json_body(&body) {
-        Ok(input) => input,
-        Err(response) => return response,
-    };
-    let (request_id, trace) = request_meta(&req);
-    match state
-        .supervisor
-        .invoke_signed(&name, input, &request_id, trace.as_deref(), webhook)
-        .await
-    {
-        Ok(Output::Json(result)) => {
-            let text: Box<str> = result.into();
-            HttpResponse::Ok()
-                .content_type("application/json")
-                .body(String::from(text))
-        }
-        Ok(Output::Raw(bytes)) => {
-            let content_type = if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() {
-                "application/json"
-            } else if std::str::from_utf8(&bytes).is_ok() {
-                "text/plain; charset=utf-8"
-            } else {
-                "application/octet-stream"
-            };
-            HttpResponse::Ok().content_type(content_type).body(bytes)
-        }
-        Err(error) => {
-            tracing::debug!(function = name, status = %status_of(&error), "invoke failed: {error}");
-            invoke_error_response(&error)
-        }
-    }
-}
-
-/// `POST /run/`: a 400 that says how to name the function.
-/// `POST /run/`: there is no function without a name (404, saying how to name one).
-pub(crate) async fn run_without_name() -> HttpResponse {
-    error_response(
-        StatusCode::NOT_FOUND,
-        "no function name: use POST /run/{name}",
-        Map::new(),
-    )
 }
 
 #[derive(Serialize)]

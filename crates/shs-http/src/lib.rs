@@ -33,13 +33,14 @@ mod functions;
 mod lifecycle;
 mod live;
 mod query;
+mod response;
+mod run;
 pub mod ui;
 mod webhook;
 
 use body::{read_body, request_meta};
-use functions::{
-    function_logs, function_metrics, functions, metrics, run, run_without_name, subscriptions,
-};
+use functions::{function_logs, function_metrics, functions, metrics, subscriptions};
+use run::{run, run_without_name};
 
 pub use access::{AccessConfig, RateLimit, RequestId, TraceParent, valid_traceparent};
 
@@ -210,7 +211,21 @@ macro_rules! route_table {
 route_table! {
     GET "/health" => health,
     GET "/ready" => ready,
+    GET "/run/{name}" => run,
+    HEAD "/run/{name}" => run,
     POST "/run/{name}" => run,
+    PUT "/run/{name}" => run,
+    PATCH "/run/{name}" => run,
+    DELETE "/run/{name}" => run,
+    OPTIONS "/run/{name}" => run,
+    // `{tail}` is any rest of the path, slashes included (`{tail:.*}` in actix's syntax).
+    GET "/run/{name}/{tail}" => run,
+    HEAD "/run/{name}/{tail}" => run,
+    POST "/run/{name}/{tail}" => run,
+    PUT "/run/{name}/{tail}" => run,
+    PATCH "/run/{name}/{tail}" => run,
+    DELETE "/run/{name}/{tail}" => run,
+    OPTIONS "/run/{name}/{tail}" => run,
     POST "/run/" => run_without_name,
     POST "/events" => events::publish,
     // Before `/events/{id}`, which would take `dead-letters` for an id.
@@ -260,6 +275,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         }
     }
     for (path, methods, routes) in by_path {
+        let pattern = path.replace("{tail}", "{tail:.*}");
         let allowed: Arc<str> = methods
             .iter()
             .map(Method::as_str)
@@ -268,7 +284,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .into();
         let resource = routes
             .into_iter()
-            .fold(web::resource(path), actix_web::Resource::route)
+            .fold(web::resource(pattern), actix_web::Resource::route)
             .default_service(web::to(move |req: HttpRequest| {
                 let allowed = allowed.clone();
                 async move { method_not_allowed(&req, &allowed) }

@@ -25,14 +25,14 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use shs_supervisor::{FunctionDetail, FunctionSummary, InvokeError, LogLine, Supervisor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::functions::{invoke_error_response, millis, rfc3339};
+use crate::functions::{FunctionName, invoke_error_response, millis, rfc3339};
 use crate::{AppState, Lifecycle, error_response};
 
 /// The most streams open at once, over all clients.
@@ -178,18 +178,12 @@ fn detail_json(detail: &FunctionDetail) -> Value {
     Value::Object(row)
 }
 
-fn check_name(name: &str) -> Result<(), HttpResponse> {
-    shs_supervisor::validate_name(name)
-        .map_err(|e| error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new()))
-}
-
 /// `GET /functions/{name}`: everything about one function.
-pub(crate) async fn function(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let name = req.match_info().get("name").unwrap_or_default();
-    if let Err(response) = check_name(name) {
-        return response;
-    }
-    match state.supervisor.detail(name) {
+pub(crate) async fn function(
+    FunctionName(name): FunctionName,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    match state.supervisor.detail(&name) {
         Ok(detail) => HttpResponse::Ok().json(detail_json(&detail)),
         Err(error) => invoke_error_response(&error),
     }

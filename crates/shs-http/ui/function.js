@@ -61,15 +61,10 @@ function playground(name) {
     return list;
   };
   const explain = () => {
-    const sub = path.value.trim();
     const reasons = [];
-    if (method.value !== 'POST') reasons.push(`${method.value}: this server takes POST only on /run/${name}`);
-    if (sub && sub !== '/') reasons.push('sub-paths: this server has no routes below /run/NAME');
-    if (method.value === 'GET') reasons.push('GET sends no body');
+    if (method.value === 'GET' || method.value === 'HEAD') reasons.push(`${method.value} sends no body`);
     note.hidden = !reasons.length;
-    note.textContent = reasons.length
-      ? `This shs invokes functions with POST /run/NAME only; other methods and sub-paths come with a later version. The request is sent as it is, so you see what the server answers (${reasons.join('; ')}).`
-      : '';
+    note.textContent = reasons.length ? `${reasons.join('; ')}: the body is not sent.` : '';
   };
   method.addEventListener('change', explain);
   path.addEventListener('input', explain);

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use shs_bus::settle::{self, Settled};
@@ -117,28 +118,73 @@ impl Inner {
             durable_name: Some(name),
             filter_subject: filter,
             ack_policy: consumer::AckPolicy::Explicit,
-            // Long enough for the function's own timeout, twice (waiting for a process, then
-            // the call), before JetStream gives the event to another supervisor.
-            ack_wait: self
-                .config
-                .ack_wait
-                .max(policy.timeout * 2 + Duration::from_secs(2)),
+            // Short: the supervisor handling an event says it is still at work with a progress
+            // ack every quarter of it (`handle`), so a delivery moves to another supervisor
+            // within this wait of its supervisor dying, however long the function may take.
+            ack_wait: self.config.ack_wait,
             deliver_policy: consumer::DeliverPolicy::New,
             max_ack_pending: i64::try_from(in_flight(policy)).unwrap_or(1),
             ..Default::default()
         }
     }
 
-    /// Whether `function` takes an event of `event_type` from the consumer of `pattern`: a
-    /// function with several matching patterns takes it from the first one only.
-    fn takes_from(&self, function: &str, pattern: &str, event_type: &str) -> bool {
-        let first = self
+    /// Whether the consumer of `pattern` delivers an event of `event_type` to `function`.
+    ///
+    /// When one of the function's patterns matches, yes. When several do, each of their
+    /// consumers holds the event, and the first to claim it (message `seq` of the events
+    /// stream) in `<NS>_CLAIMS` delivers it: a compare-and-set on the claim's subject
+    /// (`Nats-Expected-Last-Subject-Sequence: 0`), so exactly one consumer wins, and the
+    /// winner's redelivery (after a retry or a crash) finds its own name there and goes on.
+    /// The others acknowledge the event without delivering. This works whenever the
+    /// consumers were created (a pattern added later cannot lose what an older consumer holds),
+    /// and on NATS servers without multi-filter consumers (2.9).
+    async fn claims(&self, function: &str, pattern: &str, event_type: &str, seq: u64) -> Claim {
+        let matching = self
             .core
             .patterns_of(function)
             .into_iter()
-            .find(|p| SubscriptionTable::pattern_matches(p, event_type));
-        first.is_none_or(|first| first == pattern)
+            .filter(|p| SubscriptionTable::pattern_matches(p, event_type))
+            .count();
+        if matching <= 1 {
+            return Claim::Mine;
+        }
+        let subject = self.names.claim_subject(function, seq);
+        let me = self.names.consumer(function, pattern);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+        let published = self
+            .js
+            .publish_with_headers(subject.clone(), headers, me.clone().into())
+            .await;
+        let error = match published {
+            Ok(ack) => match ack.await {
+                Ok(_) => return Claim::Mine,
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        if error.kind() != PublishErrorKind::WrongLastSequence {
+            return Claim::Unknown(error.to_string());
+        }
+        match self.claims.get_last_raw_message_by_subject(&subject).await {
+            Ok(claim) if claim.payload.as_ref() == me.as_bytes() => Claim::Mine,
+            Ok(_) => Claim::Theirs,
+            Err(e) => Claim::Unknown(e.to_string()),
+        }
     }
+}
+
+/// Header: the compare-and-set of a JetStream publish on the subject's last sequence.
+const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+
+/// Who delivers an event that several of a function's consumers hold.
+enum Claim {
+    /// This consumer.
+    Mine,
+    /// Another consumer of the function.
+    Theirs,
+    /// Not known (NATS failed): ask again later.
+    Unknown(String),
 }
 
 /// Deliveries in flight at once from one consumer.
@@ -212,6 +258,21 @@ async fn consume(inner: Arc<Inner>, function: String, source: Source) {
     }
 }
 
+/// Tells JetStream every quarter of the ack wait that `message` is still being worked on
+/// (`AckKind::Progress`), so that it is not given to another supervisor while this one lives;
+/// never ends.
+async fn keep_alive(message: &jetstream::Message, ack_wait: Duration) -> std::convert::Infallible {
+    let every = (ack_wait / 4).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = message.ack_with(jetstream::AckKind::Progress).await {
+            tracing::debug!("cannot send a progress ack: {e}");
+        }
+    }
+}
+
 /// Delivers one asynchronous event, then acknowledges it, retries it later, or buries it.
 async fn handle(inner: &Inner, function: &Arc<str>, source: &Source, message: jetstream::Message) {
     let Some(event) = wire::event_of(message.headers.as_ref(), &message.payload) else {
@@ -219,11 +280,29 @@ async fn handle(inner: &Inner, function: &Arc<str>, source: &Source, message: je
         let _ = message.ack_with(jetstream::AckKind::Term).await;
         return;
     };
+    // A message without its stream sequence (never from JetStream) is delivered unclaimed:
+    // twice at worst, never zero times.
     if let Source::Pattern(pattern) = source
-        && !inner.takes_from(function, pattern, &event.event_type)
+        && let Ok(info) = message.info()
     {
-        let _ = message.ack().await;
-        return;
+        match inner
+            .claims(function, pattern, &event.event_type, info.stream_sequence)
+            .await
+        {
+            Claim::Mine => {}
+            Claim::Theirs => {
+                // Another consumer of this function delivers it.
+                let _ = message.ack().await;
+                return;
+            }
+            Claim::Unknown(e) => {
+                tracing::warn!(%function, event_id = %event.id, "cannot claim the delivery, trying again: {e}");
+                let _ = message
+                    .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                return;
+            }
+        }
     }
     let Some(deliverer) = inner.core.deliverer() else {
         // Shutting down: leave it to another supervisor, or to this one after a restart.
@@ -237,7 +316,12 @@ async fn handle(inner: &Inner, function: &Arc<str>, source: &Source, message: je
         .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
         .unwrap_or(1);
     let event = Arc::new(event);
-    match settle::attempt(&deliverer, function, event.clone(), number, &policy).await {
+    let attempt = settle::attempt(&deliverer, function, event.clone(), number, &policy);
+    let settled = tokio::select! {
+        settled = attempt => settled,
+        never = keep_alive(&message, inner.config.ack_wait) => match never {},
+    };
+    match settled {
         Settled::Delivered(_) => {
             if let Err(e) = message.double_ack().await {
                 tracing::warn!(%function, event_id = %event.id, "cannot acknowledge: {e}");
@@ -249,6 +333,12 @@ async fn handle(inner: &Inner, function: &Arc<str>, source: &Source, message: je
         }
         Settled::Retry(attempt, delay) => {
             inner.record_attempt(&event.id, function, attempt).await;
+            let _ = message.ack_with(jetstream::AckKind::Nak(Some(delay))).await;
+        }
+        Settled::Postponed(delay) => {
+            // Never sent (this supervisor is stopping, or the function was redeployed): no
+            // attempt is recorded. JetStream's count still grows, but a redelivery is always
+            // made before it is settled, so it is never buried untried.
             let _ = message.ack_with(jetstream::AckKind::Nak(Some(delay))).await;
         }
         Settled::Dead(attempt) => {

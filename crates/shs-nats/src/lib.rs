@@ -16,12 +16,16 @@
 //!   one durable pull consumer per (function, pattern), named
 //!   `<ns>_<function>_<hash of the pattern>`, shared by every supervisor that runs the
 //!   function: JetStream hands each event to one of them (`consume`). The event is
-//!   acknowledged after the function answers; an unacknowledged event (a supervisor that died)
-//!   is redelivered after the ack wait. A failed attempt is recorded (stream `<NS>_ATTEMPTS`)
+//!   acknowledged after the function answers, and kept alive meanwhile by progress acks; an
+//!   event that goes [`DEFAULT_ACK_WAIT`] without either (a supervisor that died) is given to
+//!   another supervisor. A failed attempt is recorded (stream `<NS>_ATTEMPTS`)
 //!   and negatively acknowledged with the backoff the bus decided as its delay; a dead letter
 //!   goes to the stream `<NS>_DEAD` with every attempt (`dead`). A function with several
-//!   patterns matching one event gets it from the consumer of the first of them (in sort
-//!   order); the others acknowledge it without delivering.
+//!   patterns matching one event gets it from whichever of their consumers claims it first
+//!   in the stream `<NS>_CLAIMS` (a compare-and-set per stored message, so once); the others
+//!   acknowledge it without delivering. NATS 2.9 has no consumer with several filters, and a
+//!   consumer made for a new pattern starts at new events, so the consumers that hold an
+//!   event must be able to deliver it whichever was made first.
 //! - **Synchronous events**, over core NATS request-reply (`sync`): for each subscribing
 //!   function, the publisher sends a request to `<ns>.sync.<function>`, which every
 //!   supervisor running the function answers as a queue group (so exactly one of them takes
@@ -38,6 +42,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, stream};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -56,6 +61,9 @@ mod wire;
 use consume::Local;
 use names::Names;
 
+/// The ack wait of the consumers: a dead supervisor's deliveries move to another within it.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(4);
+
 /// How the NATS bus runs.
 #[derive(Clone, Debug)]
 pub struct NatsConfig {
@@ -66,8 +74,10 @@ pub struct NatsConfig {
     pub namespace: String,
     /// How long a synchronous publish waits for each subscriber's answer.
     pub sync_timeout: Duration,
-    /// How long an asynchronous delivery may stay unacknowledged before JetStream gives it to
-    /// another supervisor.
+    /// How long an asynchronous delivery may go without a sign of life before JetStream gives
+    /// it to another supervisor. The supervisor working on it sends a progress ack every
+    /// quarter of it, so a long delivery keeps its place while its supervisor lives;
+    /// [`DEFAULT_ACK_WAIT`] unless a test wants otherwise.
     pub ack_wait: Duration,
     /// Deliveries a chain of events may take before it is cut.
     pub max_hops: u32,
@@ -84,6 +94,15 @@ fn backend(e: impl std::fmt::Display) -> BusError {
     BusError::Backend(e.to_string())
 }
 
+/// An event that cannot be written on NATS (a header value with a line break): refused as
+/// invalid input, never a panic.
+fn invalid(e: wire::BadHeader) -> BusError {
+    BusError::InvalidAttribute {
+        name: e.name.to_owned(),
+        reason: "a line break cannot travel in a NATS header (CloudEvents attributes hold no control characters)",
+    }
+}
+
 /// The state every task of the backend shares.
 struct Inner {
     client: async_nats::Client,
@@ -95,6 +114,7 @@ struct Inner {
     dead: stream::Stream,
     subscriptions: stream::Stream,
     attempts: stream::Stream,
+    claims: stream::Stream,
     /// The tasks taking the events of the functions deployed here.
     local: Mutex<HashMap<String, Local>>,
     me: Weak<Inner>,
@@ -150,6 +170,13 @@ impl Inner {
             Duration::from_secs(7 * 24 * 3600),
         )
         .await?;
+        let claims = last_per_subject(
+            &js,
+            &names.claims,
+            names.claims_filter(),
+            Duration::from_secs(7 * 24 * 3600),
+        )
+        .await?;
         let inner = Arc::new_cyclic(|me| Inner {
             client,
             js,
@@ -160,6 +187,7 @@ impl Inner {
             dead,
             subscriptions,
             attempts,
+            claims,
             local: Mutex::new(HashMap::new()),
             me: me.clone(),
         });
@@ -172,22 +200,32 @@ impl Inner {
     }
 
     /// Stores `event` in the events stream under `subject`, de-duplicated by `msg_id`;
-    /// resolves once JetStream has acknowledged it.
+    /// resolves once JetStream has acknowledged it. No acknowledgement in time (the server is
+    /// stalled, or the connection is down and the message waits to be sent) is
+    /// [`Stored::Unknown`]: the event may be stored, now or once the message goes out.
     async fn store_event(
         &self,
         subject: String,
         event: &SharedEvent,
         msg_id: &str,
-    ) -> Result<(), BusError> {
-        let mut headers = wire::headers_of(event);
-        wire::set_msg_id(&mut headers, msg_id);
+    ) -> Result<(), Stored> {
+        let failed = |e: BusError| Stored::Failed(e);
+        let mut headers = wire::headers_of(event).map_err(invalid).map_err(failed)?;
+        wire::set_msg_id(&mut headers, msg_id)
+            .map_err(invalid)
+            .map_err(failed)?;
         let ack = self
             .js
             .publish_with_headers(subject, headers, wire::body_of(event))
             .await
-            .map_err(backend)?;
-        ack.await.map_err(backend)?;
-        Ok(())
+            .map_err(|e| Stored::Failed(backend(e)))?;
+        match ack.await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == PublishErrorKind::TimedOut => Err(Stored::Unknown(format!(
+                "no acknowledgement from JetStream: {e}"
+            ))),
+            Err(e) => Err(Stored::Failed(backend(e))),
+        }
     }
 
     /// Stores a message in a stream; resolves once JetStream has acknowledged it.
@@ -214,8 +252,35 @@ impl Inner {
         // An event is unique by id and source (CloudEvents): the same pair again within the
         // stream's duplicate window is stored once.
         let msg_id = format!("{} {}", event.source, event.id);
-        self.store_event(self.names.event_subject(&event.event_type), &event, &msg_id)
-            .await
+        let stored = self
+            .store_event(self.names.event_subject(&event.event_type), &event, &msg_id)
+            .await;
+        match stored {
+            Err(Stored::Unknown(reason)) => Err(BusError::Unconfirmed {
+                event_id: event.id.clone(),
+                event_source: event.source.clone(),
+                reason,
+            }),
+            Err(Stored::Failed(e)) => Err(e),
+            Ok(()) => Ok(()),
+        }
+    }
+}
+
+/// Why an event was not stored for sure.
+enum Stored {
+    /// It was not stored.
+    Failed(BusError),
+    /// JetStream did not acknowledge it in time: it may be stored.
+    Unknown(String),
+}
+
+impl From<Stored> for BusError {
+    fn from(stored: Stored) -> BusError {
+        match stored {
+            Stored::Failed(e) => e,
+            Stored::Unknown(reason) => BusError::Backend(reason),
+        }
     }
 }
 

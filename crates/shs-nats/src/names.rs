@@ -13,6 +13,9 @@ pub(crate) struct Names {
     pub(crate) subscriptions: String,
     /// The stream holding the failed attempts of deliveries not yet settled.
     pub(crate) attempts: String,
+    /// The stream holding which consumer of a function delivers an event that several of the
+    /// function's patterns match.
+    pub(crate) claims: String,
 }
 
 // The subscription table and the attempt records are streams that keep the last message of
@@ -37,6 +40,7 @@ impl Names {
             dead_stream: format!("{upper}_DEAD"),
             subscriptions: format!("{upper}_SUBSCRIPTIONS"),
             attempts: format!("{upper}_ATTEMPTS"),
+            claims: format!("{upper}_CLAIMS"),
             ns,
         }
     }
@@ -98,6 +102,17 @@ impl Names {
     /// Every attempts subject.
     pub(crate) fn attempts_filter(&self) -> String {
         format!("{}.attempts.>", self.ns)
+    }
+
+    /// The subject whose first message names the consumer that delivers the message `seq` of
+    /// the events stream to `function`.
+    pub(crate) fn claim_subject(&self, function: &str, seq: u64) -> String {
+        format!("{}.claims.{function}.{seq}", self.ns)
+    }
+
+    /// Every claim subject.
+    pub(crate) fn claims_filter(&self) -> String {
+        format!("{}.claims.>", self.ns)
     }
 
     /// The durable consumer of `function`'s events that match `pattern`.

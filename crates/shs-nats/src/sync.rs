@@ -17,7 +17,16 @@ impl Inner {
     /// waits for every answer (or its timeout).
     pub(crate) async fn request_all(&self, publication: &Publication, cause: &Causation) -> Fanout {
         let Publication { event, subscribers } = publication;
-        let mut headers = wire::headers_of(event);
+        let mut headers = match wire::headers_of(event) {
+            Ok(headers) => headers,
+            Err(e) => {
+                let failed = || Err(DeliveryError::permanent(400, e.to_string()));
+                return Fanout {
+                    outcomes: subscribers.iter().map(|_| failed()).collect(),
+                    nested: Vec::new(),
+                };
+            }
+        };
         wire::set_waiting(&mut headers, cause.waiting());
         let body = wire::body_of(event);
         let replies = join_all(subscribers.iter().map(|function| {

@@ -2,7 +2,7 @@
 //! publisher, and the calls waiting on a synchronous publish), the answer to a synchronous
 //! delivery request ([`SyncReply`]), and a dead letter as stored ([`DeadRecord`]).
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, HeaderValue};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -25,30 +25,55 @@ const WAITING: &str = "Shs-Waiting";
 /// Header: JetStream's de-duplication key.
 const MSG_ID: &str = "Nats-Msg-Id";
 
+/// A value that cannot travel in a NATS header (it holds CR or LF). Events are checked when
+/// they are made ([`shs_bus::Event`]), so this is a last guard, never a panic.
+#[derive(Debug)]
+pub(crate) struct BadHeader {
+    /// The header.
+    pub(crate) name: &'static str,
+}
+
+impl std::fmt::Display for BadHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the event cannot travel on NATS: its header {} would hold a line break",
+            self.name
+        )
+    }
+}
+
+/// A header value, or an error for a value holding CR or LF (which `async_nats` would panic on).
+fn value(name: &'static str, text: &str) -> Result<HeaderValue, BadHeader> {
+    text.parse::<HeaderValue>().map_err(|_| BadHeader { name })
+}
+
 /// The headers of a message carrying `event`.
-pub(crate) fn headers_of(event: &SharedEvent) -> HeaderMap {
+pub(crate) fn headers_of(event: &SharedEvent) -> Result<HeaderMap, BadHeader> {
     let mut headers = HeaderMap::new();
-    headers.insert(EVENT_ID, event.id.as_str());
-    headers.insert(EVENT_TYPE, event.event_type.as_str());
-    headers.insert(HOPS, event.hops.to_string().as_str());
+    headers.insert(EVENT_ID, value(EVENT_ID, &event.id)?);
+    headers.insert(EVENT_TYPE, value(EVENT_TYPE, &event.event_type)?);
+    headers.insert(HOPS, value(HOPS, &event.hops.to_string())?);
     if let Some(cause) = &event.cause {
-        headers.insert(CAUSE, cause.as_str());
+        headers.insert(CAUSE, value(CAUSE, cause)?);
     }
     if let Ok(origin) = serde_json::to_string(&event.origin) {
-        headers.insert(ORIGIN, origin.as_str());
+        headers.insert(ORIGIN, value(ORIGIN, &origin)?);
     }
-    headers
+    Ok(headers)
 }
 
 /// Sets the key JetStream de-duplicates a stored message by.
-pub(crate) fn set_msg_id(headers: &mut HeaderMap, id: &str) {
-    headers.insert(MSG_ID, id);
+pub(crate) fn set_msg_id(headers: &mut HeaderMap, id: &str) -> Result<(), BadHeader> {
+    headers.insert(MSG_ID, value(MSG_ID, id)?);
+    Ok(())
 }
 
 /// Sets the calls waiting upstream for a synchronous publish.
 pub(crate) fn set_waiting(headers: &mut HeaderMap, waiting: &[u64]) {
     let waiting: Vec<String> = waiting.iter().map(u64::to_string).collect();
-    headers.insert(WAITING, waiting.join(",").as_str());
+    // Digits and commas: always a valid header value.
+    headers.insert(WAITING, HeaderValue::from(waiting.join(",").as_str()));
 }
 
 /// The calls waiting upstream, from a synchronous delivery request's headers.
@@ -131,6 +156,7 @@ impl SyncReply {
                 status: self.status,
                 message: self.message,
                 retryable: self.retryable,
+                attempted: true,
             })
         };
         (outcome, self.nested)
@@ -220,7 +246,7 @@ mod tests {
             origin.clone(),
             json,
         );
-        let mut headers = headers_of(&event);
+        let mut headers = headers_of(&event).expect("valid headers");
         set_waiting(&mut headers, &[4, 9]);
         let back = event_of(Some(&headers), &body_of(&event)).expect("an event");
         assert_eq!(
@@ -233,6 +259,24 @@ mod tests {
         assert_eq!(waiting_of(Some(&headers)), [4, 9]);
         assert!(event_of(None, &body_of(&event)).is_none());
         assert!(event_of(Some(&headers), &Bytes::from_static(b"not json")).is_none());
+    }
+
+    #[test]
+    fn a_line_break_in_a_header_value_is_an_error_not_a_panic() {
+        let json = RawValue::from_string(r#"{"id":"e"}"#.to_owned()).expect("json");
+        let event = SharedEvent::from_stored(
+            "e".to_owned(),
+            "a.b".to_owned(),
+            0,
+            Some("x\r\nShs-Hops: 0".to_owned()),
+            http(),
+            json,
+        );
+        let e = headers_of(&event).expect_err("refused");
+        assert!(e.to_string().contains("Shs-Cause"), "{e}");
+        let mut headers = HeaderMap::new();
+        assert!(set_msg_id(&mut headers, "/a\nb id").is_err());
+        assert!(set_msg_id(&mut headers, "/a id").is_ok());
     }
 
     #[test]

@@ -102,6 +102,7 @@ fn write(c: &mut Criterion) {
                         traceparent: None,
                         webhook: None,
                     },
+                    http: None,
                 };
                 write_request(buf, &Id::Int(1_234_567), INVOKE, black_box(&params))
             },
@@ -123,6 +124,7 @@ fn write(c: &mut Criterion) {
                             traceparent: None,
                             webhook: None,
                         },
+                        http: None,
                     };
                     write_plain(buf, &Id::Int(1_234_567), INVOKE, black_box(&params))
                 },

@@ -22,6 +22,10 @@ pub const PUBLISH: &str = "publish";
 pub const SUBSCRIBE: &str = "subscribe";
 /// Function to supervisor: drop a subscription of the function.
 pub const UNSUBSCRIBE: &str = "unsubscribe";
+/// Function → supervisor notification: a chunk of a streamed answer to an invoke.
+pub const STREAM: &str = "stream";
+/// Supervisor → function notification: the client of an invoke went away; stop working on it.
+pub const CANCEL: &str = "cancel";
 
 /// Error codes used in `error.code`.
 pub mod error_code {
@@ -37,6 +41,9 @@ pub mod error_code {
     pub const INTERNAL_ERROR: i64 = -32603;
     /// The conventional code for a function's own failure (any code is allowed).
     pub const FUNCTION_ERROR: i64 = -32000;
+    /// The request would take the function past one of its limits (subscriptions, publishes
+    /// in flight); it may be made again once under the limit.
+    pub const LIMIT_EXCEEDED: i64 = -32001;
 }
 
 /// Parameters of `initialize`.
@@ -55,6 +62,10 @@ pub struct InitializeResult {
     /// Event types to subscribe the function to.
     #[serde(default)]
     pub subscribe: Vec<String>,
+    /// The function wants the raw `body` of an HTTP request in `http` even when the body is
+    /// JSON (and so already parsed into `input`); as `raw_body = true` in `function.toml`.
+    #[serde(default)]
+    pub raw_body: bool,
 }
 
 /// The `context` of an invoke or an event delivery.
@@ -82,13 +93,19 @@ pub struct WebhookContext<S = String> {
     pub verified: bool,
 }
 
-/// Parameters of `invoke`: `{"input": any, "context": {...}}`.
+/// Parameters of `invoke`: `{"input": any, "context": {...}, "http": {...}}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InvokeParams<I = serde_json::Value, S = String> {
-    /// The request body.
+    /// The request body, parsed: JSON as it is, `{}` for an empty body, `null` for a body
+    /// that is not JSON (a form, text, bytes).
     pub input: I,
     /// About this request.
     pub context: Context<S>,
+    /// The HTTP request, for an invoke made over HTTP (`/run/NAME...`): `method`, `path`,
+    /// `query`, `headers`, `body` or `body_base64`, `remote_addr` (docs/protocol.md, "HTTP
+    /// requests"). Absent for an invoke made otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<Box<RawValue>>,
 }
 
 /// Parameters of `event`: `{"event": {...}, "context": {...}}`.
@@ -223,6 +240,7 @@ mod tests {
                 traceparent: None,
                 webhook: None,
             },
+            http: None,
         };
         assert_eq!(
             serde_json::to_string(&invoke).ok().as_deref(),

@@ -44,6 +44,10 @@ pub struct Context<'a> {
     function: &'a str,
     method: &'a str,
     link: &'a dyn Link,
+    /// The invoke's JSON-RPC id and its `http` member, for an invoke over HTTP.
+    call: Option<(&'a shs_protocol::Id, Option<&'a RawValue>)>,
+    /// Whether a `stream` notification has gone out (the first carries status and headers).
+    streaming: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> Context<'a> {
@@ -58,7 +62,85 @@ impl<'a> Context<'a> {
             function,
             method,
             link,
+            call: None,
+            streaming: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The same context, for invoke `id` with its `http` member.
+    pub(crate) fn for_invoke(
+        mut self,
+        id: &'a shs_protocol::Id,
+        http: Option<&'a RawValue>,
+    ) -> Self {
+        self.call = Some((id, http));
+        self
+    }
+
+    /// The HTTP request of an invoke made over HTTP (`/run/NAME...`); `None` otherwise.
+    pub fn http(&self) -> Option<crate::Request> {
+        let (_, http) = self.call?;
+        crate::http::Request::from_json(http?.get())
+    }
+
+    /// Sends a chunk of a streamed answer to the HTTP client now (text as `chunk`, anything
+    /// else as `chunk_base64`). The first chunk starts the answer with `status` and `headers`
+    /// when given (later ones ignore them); returning from the handler ends it.
+    pub fn stream(
+        &self,
+        chunk: &[u8],
+        status: Option<u16>,
+        headers: &[(&str, &str)],
+    ) -> Result<(), Error> {
+        use base64::Engine as _;
+        let Some((id, _)) = self.call else {
+            return Err(Error::new("only an invoke can stream"));
+        };
+        let mut params = serde_json::Map::new();
+        params.insert("id".into(), serde_json::to_value(id).unwrap_or_default());
+        match std::str::from_utf8(chunk) {
+            Ok(text) => params.insert("chunk".into(), text.into()),
+            Err(_) => params.insert(
+                "chunk_base64".into(),
+                base64::engine::general_purpose::STANDARD
+                    .encode(chunk)
+                    .into(),
+            ),
+        };
+        let first = !self
+            .streaming
+            .swap(true, std::sync::atomic::Ordering::Relaxed);
+        if first {
+            if let Some(status) = status {
+                params.insert("status".into(), status.into());
+            }
+            if !headers.is_empty() {
+                let map: serde_json::Map<String, serde_json::Value> = headers
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+                    .collect();
+                params.insert("headers".into(), map.into());
+            }
+        }
+        let params = serde_json::value::to_raw_value(&params)
+            .map_err(|e| Error::new(format!("stream failed: {e}")))?;
+        self.link
+            .notify(shs_protocol::methods::STREAM, &params)
+            .map_err(|e| failure("stream", e))
+    }
+
+    /// Sends one server-sent event ([`crate::sse_event`]); the first starts a
+    /// `text/event-stream` answer.
+    pub fn sse(&self, data: &str, event: Option<&str>) -> Result<(), Error> {
+        let text = crate::sse_event(data, event);
+        self.stream(
+            text.as_bytes(),
+            None,
+            &[
+                ("content-type", "text/event-stream"),
+                ("cache-control", "no-cache"),
+            ],
+        )
     }
 
     /// The id of the request being handled (`context.request_id`: for an HTTP invoke, its

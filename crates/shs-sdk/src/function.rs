@@ -41,6 +41,7 @@ pub struct Function {
     auto_subscribe: bool,
     setup: Option<Box<SetupFn>>,
     threads: usize,
+    raw_body: bool,
 }
 
 impl Default for Function {
@@ -53,8 +54,8 @@ impl Default for Function {
 pub(crate) enum Outcome<'l> {
     /// An answer to write.
     Answer(Id, Result<RawOutput<'l>, RpcError>),
-    /// `initialize` went well: answer `{}`.
-    Initialized(Id),
+    /// `initialize` went well: answer with this (`{}`, or `{"raw_body":true}`).
+    Initialized(Id, &'static RawValue),
     /// Nothing to write (a notification, a stray answer, a bad line).
     Nothing,
     /// Start-up failed: the process should exit with this message, without answering
@@ -73,7 +74,15 @@ impl Function {
             auto_subscribe: true,
             setup: None,
             threads: 1,
+            raw_body: false,
         }
+    }
+
+    /// Asks for the raw body of HTTP requests ([`crate::Request::body`]) even when it is
+    /// JSON (`"raw_body": true` in the answer to `initialize`).
+    pub fn raw_body(mut self, on: bool) -> Self {
+        self.raw_body = on;
+        self
     }
 
     /// Handles `invoke` (`POST /run/NAME`): the input is the request body, deserialized into
@@ -234,11 +243,18 @@ impl Function {
         match wire::classify(line) {
             Ok(Incoming::Request { id, method, params }) => {
                 let outcome = match &*method {
-                    methods::INVOKE => self.invoke(params, link),
+                    methods::INVOKE => self.invoke(&id, params, link),
                     methods::EVENT => self.event(params, link),
                     methods::INITIALIZE => {
                         return match self.initialize(params, link) {
-                            Ok(()) => Outcome::Initialized(id),
+                            Ok(()) => Outcome::Initialized(
+                                id,
+                                if self.raw_body {
+                                    raw_body_object()
+                                } else {
+                                    empty_object()
+                                },
+                            ),
                             Err(message) => Outcome::Fatal(id, message),
                         };
                     }
@@ -269,6 +285,7 @@ impl Function {
 
     fn invoke<'l>(
         &self,
+        id: &Id,
         params: Result<Params<'l>, String>,
         link: &dyn Link,
     ) -> Result<RawOutput<'l>, RpcError> {
@@ -289,7 +306,8 @@ impl Function {
             &params.context.function,
             methods::INVOKE,
             link,
-        );
+        )
+        .for_invoke(id, params.http);
         guarded(|| handler(input, &ctx))
     }
 
@@ -396,6 +414,12 @@ where
 fn to_raw<T: Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, Error> {
     serde_json::value::to_raw_value(value)
         .map_err(|e| Error::new(format!("the handler's result is not JSON: {e}")))
+}
+
+fn raw_body_object() -> &'static RawValue {
+    // Valid JSON; the conversion cannot fail.
+    static RAW: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    RAW.get_or_init(|| RawValue::from_string(r#"{"raw_body":true}"#.to_owned()).unwrap_or_default())
 }
 
 pub(crate) fn empty_object() -> &'static RawValue {

@@ -92,6 +92,7 @@ mod context;
 mod data;
 mod error;
 mod function;
+mod http;
 mod run;
 mod secret;
 mod wire;
@@ -102,6 +103,7 @@ pub use context::{Context, log};
 pub use data::event_data;
 pub use error::Error;
 pub use function::{Event, Function};
+pub use http::{Body, Request, Response, sse_event};
 pub use secret::secret;
 pub use shs_protocol;
 pub use shs_protocol::methods::{

@@ -37,7 +37,7 @@ use shs_protocol::{Id, RpcError, write_notification, write_request, write_respon
 
 use crate::RawOutput;
 use crate::context::{CallFailure, Link, log};
-use crate::function::{BUFFER, Function, Outcome, empty_object};
+use crate::function::{BUFFER, Function, Outcome};
 use crate::wire::{Incoming, classify, trim_line_end};
 
 /// Why [`run`] stopped before `initialize` was answered (the message is logged already).
@@ -176,9 +176,9 @@ impl<R: Read, W: Write> Local<R, W> {
                         conn.flush()?;
                     }
                 }
-                Outcome::Initialized(id) => {
+                Outcome::Initialized(id, answer) => {
                     let mut conn = self.conn.borrow_mut();
-                    write_answer(&mut conn.out, &id, &Ok(RawOutput::Borrowed(empty_object())));
+                    write_answer(&mut conn.out, &id, &Ok(RawOutput::Borrowed(answer)));
                     conn.flush()?;
                     if until_initialized {
                         return Ok(());
@@ -440,8 +440,8 @@ fn work(function: &Function, link: WorkerLink<'_>, jobs: &Mutex<Receiver<Vec<u8>
         let mut answer = Vec::new();
         match function.handle(text, &link) {
             Outcome::Answer(id, outcome) => write_answer(&mut answer, &id, &outcome),
-            Outcome::Initialized(id) => {
-                write_answer(&mut answer, &id, &Ok(RawOutput::Borrowed(empty_object())));
+            Outcome::Initialized(id, initialized) => {
+                write_answer(&mut answer, &id, &Ok(RawOutput::Borrowed(initialized)));
             }
             Outcome::Nothing => continue,
             Outcome::Fatal(id, message) => {

@@ -53,6 +53,8 @@ pub(crate) struct Params<'a> {
     pub(crate) context: ContextIn<'a>,
     #[serde(default, borrow)]
     pub(crate) function: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub(crate) http: Option<&'a RawValue>,
 }
 
 /// A string borrowed from the line unless it has escapes. (`Option<Cow<str>>` would always

@@ -656,3 +656,62 @@ fn with_one_thread_a_live_publish_works_too() {
     assert_eq!(sup.read()["result"]["publish"]["event_id"], "e");
     sup.close().unwrap();
 }
+
+#[test]
+fn an_http_invoke_reads_the_request_answers_a_response_and_streams() {
+    let function = Function::new().raw_body(true).on_invoke(
+        |input: Value, ctx: &Context| -> Result<Value, Error> {
+            let request = ctx.http();
+            if input["stream"] == true {
+                ctx.sse("one", Some("tick"))?;
+                ctx.stream(&[0, 255], Some(201), &[("x", "y")])?;
+                return Ok(Value::Null);
+            }
+            let Some(request) = request else {
+                return Ok(json!({"http": false}));
+            };
+            let response = shs_sdk::Response::text(format!(
+                "{} {} {:?}",
+                request.method,
+                request.path,
+                request.form()
+            ))
+            .with_status(201)
+            .with_header("set-cookie", "a=1")
+            .with_header("set-cookie", "b=2");
+            serde_json::to_value(response).map_err(|e| Error::new(e.to_string()))
+        },
+    );
+    let mut form = json!({"jsonrpc": "2.0", "id": 2, "method": "invoke", "params": {
+        "input": null, "context": {"request_id": "r", "function": "f"},
+        "http": {"method": "POST", "path": "/a", "query": "", "remote_addr": "127.0.0.1",
+                 "headers": {"content-type": "application/x-www-form-urlencoded"},
+                 "body": "a=1&b=two+words"}}});
+    let plain = invoke(3, json!({}));
+    let streaming = invoke(4, json!({"stream": true}));
+    form["params"]["context"]["request_id"] = json!("r2");
+    let (lines, ended) = script(
+        function,
+        &[INIT.to_owned(), form.to_string(), plain, streaming],
+    );
+    ended.unwrap();
+    assert_eq!(lines[0]["result"], json!({"raw_body": true}));
+    assert_eq!(
+        lines[1]["result"],
+        json!({"http_response": {"status": 201, "headers": {"set-cookie": ["a=1", "b=2"]},
+               "body": "POST /a [(\"a\", \"1\"), (\"b\", \"two words\")]"}})
+    );
+    assert_eq!(lines[2]["result"], json!({"http": false}));
+    assert_eq!(
+        lines[3],
+        json!({"jsonrpc": "2.0", "method": "stream", "params": {"id": 4,
+               "chunk": "event: tick\ndata: one\n\n",
+               "headers": {"content-type": "text/event-stream", "cache-control": "no-cache"}}})
+    );
+    assert_eq!(
+        lines[4]["params"],
+        json!({"id": 4, "chunk_base64": "AP8="}),
+        "status and headers only on the first"
+    );
+    assert_eq!(lines[5]["id"], 4);
+}

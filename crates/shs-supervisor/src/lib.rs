@@ -1,12 +1,13 @@
 //! shs process supervision.
 //!
 //! This crate owns the function processes: finding functions on disk ([`spec`]), following the
-//! functions folder as it changes, spawning each process in its own process group with a clean
+//! functions folder as it changes, spawning each process in its own session and process group with a clean
 //! environment, the `initialize` handshake, the pool of processes of each function and the
 //! slots requests take on them, timeouts and kills, and mode exec (a process per request). It
 //! serves the requests functions make (`publish`, `subscribe`, `unsubscribe`) through the
 //! [`shs_bus::Bus`] it is given, and delivers the bus's events to functions by implementing
-//! [`shs_bus::Deliver`]. It knows nothing of HTTP.
+//! [`shs_bus::Deliver`]. Of HTTP it knows only the request a function is invoked with
+//! ([`HttpRequest`]), filled in by the HTTP server.
 //!
 //! The default of every setting is declared once, in [`defaults`]; what an invoke or a
 //! delivery error is answered with, once, in [`ErrorKind::status`].
@@ -33,7 +34,7 @@
 //! - Nothing but `initialize` is written to a process until it has answered `initialize`.
 //! - A process never has more supervisor requests in flight than its `concurrency`; a slot is
 //!   freed only by the answer or the process's death, never by a caller giving up.
-//! - Every process runs in its own process group, and the group is killed when the process
+//! - Every process runs in its own session and process group, and the group is killed when the process
 //!   exits, times out or is stopped: nothing it started outlives it.
 //! - Reading a process's output costs bounded memory: stdout lines are limited (`max_line`),
 //!   stderr lines are cut, and the write queue to stdin is bounded.
@@ -47,6 +48,7 @@ use shs_bus::Bus;
 pub mod defaults;
 pub mod error;
 mod exec;
+pub mod http;
 mod io;
 pub mod logs;
 mod manifest;
@@ -57,16 +59,19 @@ pub mod secrets;
 pub mod spec;
 pub mod stats;
 mod stdin;
+pub mod stream;
 mod supervisor;
 mod unix;
 mod watch;
 
 pub use error::{ErrorKind, InvokeError, SpecError, StartError};
+pub use http::{BodyError, HttpInvoke, HttpRequest};
 pub use logs::LogLine;
 pub use pool::PoolStatus;
 pub use secrets::{SecretsDirError, WebhookKey};
 pub use spec::{FunctionSpec, Mode, WebhookKind, validate_name};
 pub use stats::{Activity, FunctionStats, ProcessInfo};
+pub use stream::{HttpStream, StreamChunk, StreamTx, http_stream};
 pub use supervisor::{FunctionDetail, FunctionInfo, FunctionSummary, Output, Supervisor};
 
 /// How the supervisor runs functions.

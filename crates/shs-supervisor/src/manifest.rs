@@ -47,6 +47,7 @@ pub(crate) struct Manifest {
     max_attempts: Option<u32>,
     retry_backoff: Option<f64>,
     ordered: Option<bool>,
+    raw_body: Option<bool>,
     start_timeout: Option<f64>,
     secrets: Option<Vec<String>>,
     webhook: Option<WebhookManifest>,
@@ -155,15 +156,16 @@ pub(crate) fn build_spec(
         .unwrap_or(timeout);
     let instances = match manifest.instances {
         None => defaults.instances,
-        Some(0) => return Err(invalid("`instances` must be at least 1".into())),
-        Some(n) => n,
+        Some(n) => between(n, 1, MAX_INSTANCES, "instances").map_err(invalid)?,
     };
     let concurrency = match manifest.concurrency {
         None => defaults::CONCURRENCY,
-        Some(0) => return Err(invalid("`concurrency` must be at least 1".into())),
-        Some(n) => n,
+        Some(n) => between(n, 1, MAX_CONCURRENCY, "concurrency").map_err(invalid)?,
     };
-    let queue = manifest.queue.unwrap_or(defaults.queue);
+    let queue = match manifest.queue {
+        None => defaults.queue,
+        Some(n) => between(n, 0, MAX_QUEUE, "queue").map_err(invalid)?,
+    };
     let idle_timeout = match manifest.idle_timeout {
         None => defaults.idle_timeout,
         Some(0.0) => None,
@@ -213,6 +215,13 @@ pub(crate) fn build_spec(
         .map_err(invalid)?
         .unwrap_or(defaults.retry_backoff);
     let subscribe = manifest.subscribe.unwrap_or_default();
+    if subscribe.len() > shs_bus::MAX_SUBSCRIPTIONS_PER_FUNCTION {
+        return Err(invalid(format!(
+            "`subscribe` lists {} patterns; a function may have at most {}",
+            subscribe.len(),
+            shs_bus::MAX_SUBSCRIPTIONS_PER_FUNCTION
+        )));
+    }
     for pattern in &subscribe {
         shs_bus::validate_pattern(pattern).map_err(|e| invalid(format!("`subscribe`: {e}")))?;
     }
@@ -300,8 +309,27 @@ pub(crate) fn build_spec(
         secrets,
         webhook,
         secrets_folder: None,
+        raw_body: manifest.raw_body.unwrap_or(false),
         fingerprint: Fingerprint::default(),
     })
+}
+
+/// The most processes `instances` may ask for.
+const MAX_INSTANCES: usize = 4096;
+/// The most requests `concurrency` may put on one process at once.
+const MAX_CONCURRENCY: usize = 65_536;
+/// The most requests `queue` may let wait.
+const MAX_QUEUE: usize = 1 << 20;
+
+/// `value` of `key`, if it is from `min` to `max`.
+fn between(value: usize, min: usize, max: usize, key: &str) -> Result<usize, String> {
+    if value < min {
+        Err(format!("`{key}` must be at least {min}"))
+    } else if value > max {
+        Err(format!("`{key}` must be at most {max}, not {value}"))
+    } else {
+        Ok(value)
+    }
 }
 
 fn at_least_one(value: Option<u64>, key: &str) -> Result<Option<u64>, String> {
@@ -323,11 +351,20 @@ fn find_program(program: &str, path: &str) -> Option<PathBuf> {
 }
 
 /// Looks up `user` (and `group`) to run as; `None` when neither is set. Switching user needs
-/// the supervisor to run as root, unless it is the user it already runs as.
+/// the supervisor to run as root, unless it is the user it already runs as. `group` alone is
+/// refused: it would run the function as the supervisor's user (root) with another group.
 fn resolve_user(user: Option<&str>, group: Option<&str>) -> Result<Option<RunAs>, String> {
     use nix::unistd::{Gid, Group, Uid, User};
-    if user.is_none() && group.is_none() {
-        return Ok(None);
+    match (user, group) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => {
+            return Err(
+                "`group` needs `user`: without it the function would run as shs's own user \
+                 (root) with another group"
+                    .to_owned(),
+            );
+        }
+        _ => {}
     }
     let (uid, mut gid, home) = match user {
         Some(name) => match User::from_name(name) {

@@ -27,7 +27,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
-use shs_bus::Causation;
+use shs_bus::{Causation, Deployment};
 use tokio::sync::oneshot;
 
 use crate::Host;
@@ -132,16 +132,24 @@ pub(crate) struct Pool {
     spec: Arc<FunctionSpec>,
     host: Arc<Host>,
     logs: Arc<LogRing>,
+    /// The deployment its processes change subscriptions under.
+    deployment: Deployment,
     me: Weak<Pool>,
     state: Mutex<State>,
 }
 
 impl Pool {
-    pub(crate) fn new(spec: Arc<FunctionSpec>, host: Arc<Host>, logs: Arc<LogRing>) -> Arc<Pool> {
+    pub(crate) fn new(
+        spec: Arc<FunctionSpec>,
+        host: Arc<Host>,
+        logs: Arc<LogRing>,
+        deployment: Deployment,
+    ) -> Arc<Pool> {
         let pool = Arc::new_cyclic(|me| Pool {
             spec,
             host,
             logs,
+            deployment,
             me: me.clone(),
             state: Mutex::new(State::default()),
         });
@@ -256,7 +264,7 @@ impl Pool {
         let backing_off = st.next_try.is_some_and(|t| t > Instant::now());
         !backing_off
             && st.procs.len() + st.starting < self.spec.instances
-            && waiting > coming * self.spec.concurrency
+            && waiting > coming.saturating_mul(self.spec.concurrency)
     }
 
     /// The error for a request that comes while the pool waits to try a start again.
@@ -419,6 +427,11 @@ impl Pool {
                 }
             })
             .collect()
+    }
+
+    /// Why the pool was closed ("removed", "redeployed"), once it is.
+    pub(crate) fn closed_for(&self) -> Option<&'static str> {
+        self.state.lock().closed
     }
 
     /// Takes no more requests, lets those in flight finish for up to `drain`, then stops every

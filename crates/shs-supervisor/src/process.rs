@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use shs_bus::Deployment;
 use tokio::net::unix::pipe;
 use tokio::process::{Child, ChildStderr};
 use tokio::sync::watch;
@@ -55,6 +56,8 @@ pub(crate) struct Process {
     pid: u32,
     function: Arc<str>,
     host: Arc<Host>,
+    /// The deployment of its function it belongs to: it changes subscriptions under it.
+    deployment: Deployment,
     /// The attached thread whose runtime handles its stdin and stdout, if one does.
     io_thread: Option<usize>,
     stdin: Arc<StdinWriter>,
@@ -67,6 +70,9 @@ pub(crate) struct Process {
     /// Set as soon as the process is known to be going (killed, stopping, stdout closed): the
     /// pool gives it no new request from then on.
     doomed: AtomicBool,
+    /// It asked for the raw body of JSON HTTP requests (`"raw_body": true` in its answer to
+    /// `initialize`).
+    raw_body: AtomicBool,
     /// Set when its stderr has been read to the end.
     stderr_done: watch::Sender<bool>,
     /// The request answered last, and when: stderr and stdout are two pipes, so a line a
@@ -87,6 +93,11 @@ impl std::fmt::Debug for Process {
 }
 
 impl Process {
+    /// Whether it asked for the raw body of JSON HTTP requests in its answer to `initialize`.
+    pub(crate) fn wants_raw_body(&self) -> bool {
+        self.raw_body.load(Ordering::Relaxed)
+    }
+
     /// Starts a process for `spec`, its stdin and stdout handled on `home`; it still has to be
     /// initialized.
     pub(crate) fn spawn(
@@ -94,6 +105,7 @@ impl Process {
         host: &Arc<Host>,
         logs: &Arc<LogRing>,
         home: IoHome,
+        deployment: Deployment,
     ) -> Result<Arc<Process>, String> {
         let _enter = host.handle.enter();
         let Spawned {
@@ -127,6 +139,7 @@ impl Process {
             pid,
             function: Arc::from(spec.name.as_str()),
             host: host.clone(),
+            deployment,
             io_thread: home.thread,
             stdin: stdin.clone(),
             calls: Mutex::new(Calls::default()),
@@ -134,6 +147,7 @@ impl Process {
             logs: logs.clone(),
             kill_reason: Mutex::new(None),
             doomed: AtomicBool::new(false),
+            raw_body: AtomicBool::new(false),
             stderr_done: watch::channel(false).0,
             last_answered: Mutex::new(None),
             exit,
@@ -256,8 +270,13 @@ impl Process {
         self.wait_dead().await;
     }
 
-    /// Marks the process dead and fails every call in flight with `death`.
+    /// Marks the process dead, fails every call in flight with `death`, and closes its stdin.
+    ///
+    /// Closing stdin ends the flusher: a process that died idle leaves nothing in the backlog
+    /// to fail on, and without this the flusher would wait for work forever, holding the
+    /// pipe's descriptor and the `Process` (one descriptor lost per process killed).
     fn fail_all(&self, death: Death) {
+        self.stdin.close();
         let pending = {
             let mut calls = self.calls.lock();
             calls.death.get_or_insert(death.clone());

@@ -249,6 +249,8 @@ pub struct FunctionSpec {
     pub webhook: Option<Webhook>,
     /// The private folder holding its secrets, `SHS_SECRETS` (set when it is deployed).
     pub secrets_folder: Option<PathBuf>,
+    /// Whether an HTTP request's raw body is sent even when it is JSON (`raw_body`).
+    pub raw_body: bool,
     /// What a change on disk is detected by.
     pub fingerprint: Fingerprint,
 }
@@ -437,15 +439,18 @@ fn find_entry(dir: &Path) -> Option<(PathBuf, Vec<String>)> {
 }
 
 /// The environment a function runs in: `PATH`, `HOME`, `LANG`, `TZ` from the supervisor's own
-/// environment (all of it when `inherit` is set), `PYTHONUNBUFFERED=1`, the function's `env`,
-/// and `SHS_FUNCTION` and `SHS_URL`.
+/// environment (all of it when `inherit` is set, but never shs's own settings: no `SHS_*`
+/// variable, `SHS_API_KEY` among them), `PYTHONUNBUFFERED=1`, the function's `env`, and
+/// `SHS_FUNCTION` and `SHS_URL`.
 pub fn environment(
     spec: &FunctionSpec,
     inherit: bool,
     server_url: &str,
 ) -> HashMap<String, String> {
     let mut env: HashMap<String, String> = if inherit {
-        std::env::vars().collect()
+        std::env::vars()
+            .filter(|(k, _)| !k.starts_with("SHS_"))
+            .collect()
     } else {
         ["PATH", "HOME", "LANG", "TZ"]
             .into_iter()
@@ -684,8 +689,19 @@ processes = 20
         write(&dir, "main.py", "");
         write(&dir, "function.toml", "user = \"no-such-user-here\"\n");
         assert!(error_of(read_function("f", &dir, &defaults())).contains("there is no user"));
-        write(&dir, "function.toml", "group = \"no-such-group-here\"\n");
+        write(
+            &dir,
+            "function.toml",
+            "user = \"nobody\"\ngroup = \"no-such-group-here\"\n",
+        );
         assert!(error_of(read_function("f", &dir, &defaults())).contains("there is no group"));
+        // A group without a user would run as root with another group: refused, whoever runs
+        // shs, and whether or not the group exists.
+        for group in ["root", "nogroup", "no-such-group-here"] {
+            write(&dir, "function.toml", &format!("group = \"{group}\"\n"));
+            let error = error_of(read_function("f", &dir, &defaults()));
+            assert!(error.contains("`group` needs `user`"), "{error}");
+        }
         write(&dir, "function.toml", "user = \"nobody\"\n");
         let found = read_function("f", &dir, &defaults());
         if nix::unistd::Uid::effective().is_root() {

@@ -26,11 +26,13 @@ use tokio::sync::watch;
 
 use crate::error::{InvokeError, SpecError, StartError};
 use crate::exec::ExecRunner;
+use crate::http::HttpInvoke;
 use crate::logs::{LogLine, LogRing};
 use crate::pool::{Pool, PoolStatus};
 use crate::process::{CallError, CallMeta};
 use crate::spec::{self, Defaults, Found, FunctionSpec, Mode, WebhookKind};
 use crate::stats::{FunctionStats, Stats};
+use crate::stream::StreamTx;
 use crate::watch::{FolderWatch, follow};
 use crate::{Config, Host};
 
@@ -38,6 +40,21 @@ mod deliver;
 mod reconcile;
 
 use deliver::Deliverer;
+
+/// What a pool closed for a redeploy says it was.
+const REDEPLOYED: &str = "redeployed";
+/// How many deployments in a row a request may find closing before it is refused: each try
+/// means a redeploy happened while the request waited.
+const MAX_REDEPLOY_TRIES: u32 = 4;
+
+/// The input as a line-safe JSON text, copied only when it has a line break to escape.
+fn safe_input(input: &RawValue) -> Cow<'_, RawValue> {
+    if shs_protocol::codec::is_line_safe(input.get()) {
+        Cow::Borrowed(input)
+    } else {
+        Cow::Owned(line_safe(input.to_owned()))
+    }
+}
 
 /// What a function returned.
 #[derive(Debug)]
@@ -76,6 +93,9 @@ enum Kind {
 struct Function {
     found: Found,
     kind: Kind,
+    /// The subscriptions from `function.toml` in force: its own, or while it is broken, those
+    /// of the last valid one.
+    manifest_subscriptions: Vec<String>,
     /// Its recent log lines (kept across redeployments).
     logs: Arc<LogRing>,
     /// What it has done (kept across redeployments).
@@ -103,8 +123,10 @@ impl Function {
     }
 
     /// The one call path of invokes and event deliveries: a slot on a process and a call
-    /// (rpc), a process of its own (exec), or the reason it cannot run.
-    async fn run(&self, name: &str, request: Request<'_>) -> Result<Output, InvokeError> {
+    /// (rpc), a process of its own (exec), or the reason it cannot run. The error says too
+    /// whether the function never saw the request because its pool was closed for a
+    /// redeploy: then the new deployment may take it.
+    async fn run(&self, name: &str, request: &Request<'_>) -> Result<Output, (InvokeError, bool)> {
         let Request {
             job,
             request_id,
@@ -112,9 +134,22 @@ impl Function {
             cause,
             webhook,
         } = request;
+        let (request_id, trace) = (*request_id, *trace);
         match &self.kind {
             Kind::Rpc(pool) => {
-                let slot = pool.acquire(&cause).await?;
+                let slot = match pool.acquire(cause).await {
+                    Ok(slot) => slot,
+                    Err(e) => {
+                        let redeployed = matches!(
+                            e,
+                            InvokeError::Gone {
+                                what: REDEPLOYED,
+                                ..
+                            }
+                        );
+                        return Err((e, redeployed));
+                    }
+                };
                 let process = slot.process().clone();
                 let context = Context {
                     request_id,
@@ -125,14 +160,28 @@ impl Function {
                         verified: true,
                     }),
                 };
+                let mut stream = None;
                 let (method, params) = match job {
                     Job::Invoke(input) => (
                         methods::INVOKE,
                         Params::Invoke(InvokeParams {
-                            input: line_safe(input),
+                            input: safe_input(input),
                             context,
+                            http: None,
                         }),
                     ),
+                    Job::Http(invoke, stream_tx) => {
+                        stream = stream_tx.clone();
+                        let raw_body = pool.spec().raw_body || process.wants_raw_body();
+                        (
+                            methods::INVOKE,
+                            Params::Invoke(InvokeParams {
+                                input: safe_input(invoke.input()),
+                                context,
+                                http: Some(invoke.wire(raw_body)),
+                            }),
+                        )
+                    }
                     Job::Event(event) => (
                         methods::EVENT,
                         Params::Event(EventParams {
@@ -142,16 +191,30 @@ impl Function {
                     ),
                 };
                 let timeout = pool.spec().timeout;
-                let meta = CallMeta::new(request_id, trace);
-                process
-                    .call(method, &params, cause, meta, Some(slot), timeout)
+                let mut meta = CallMeta::new(request_id, trace);
+                meta.stream = stream;
+                match process
+                    .call(method, &params, cause.clone(), meta, Some(slot), timeout)
                     .await
-                    .map(Output::Json)
-                    .map_err(|e| call_error(name, e, timeout))
+                {
+                    Ok(result) => Ok(Output::Json(result)),
+                    Err(e) => {
+                        let unseen = matches!(e, CallError::NotSent(_))
+                            && pool.closed_for() == Some(REDEPLOYED);
+                        Err((call_error(name, e, timeout), unseen))
+                    }
+                }
             }
             Kind::Exec(runner) => {
                 let input = match &job {
                     Job::Invoke(input) => Cow::Borrowed(input.get().as_bytes()),
+                    // JSON as v1 had it (`{}` for an empty body), any other body as it came.
+                    Job::Http(invoke, _)
+                        if invoke.body_is_json() || invoke.request().body.is_empty() =>
+                    {
+                        Cow::Borrowed(invoke.input().get().as_bytes())
+                    }
+                    Job::Http(invoke, _) => Cow::Borrowed(&invoke.request().body[..]),
                     // An event is one line of JSON.
                     Job::Event(event) => {
                         let mut line = event.json().get().as_bytes().to_vec();
@@ -159,12 +222,19 @@ impl Function {
                         Cow::Owned(line)
                     }
                 };
-                runner.run(&input, request_id, trace).await.map(Output::Raw)
+                runner
+                    .run(&input, request_id, trace)
+                    .await
+                    .map(Output::Raw)
+                    .map_err(|e| (e, false))
             }
-            Kind::Broken(reason) => Err(InvokeError::Broken {
-                function: name.to_owned(),
-                reason: reason.clone(),
-            }),
+            Kind::Broken(reason) => Err((
+                InvokeError::Broken {
+                    function: name.to_owned(),
+                    reason: reason.clone(),
+                },
+                false,
+            )),
         }
     }
 }
@@ -184,8 +254,11 @@ struct Request<'a> {
 
 /// What a function is asked to do: the two kinds of request.
 enum Job<'a> {
-    /// `POST /run`: the input, any JSON; the result is the answer.
+    /// An invoke without an HTTP request: the input, any JSON; the result is the answer.
     Invoke(Box<RawValue>),
+    /// `/run/NAME...`: the input and the HTTP request, and where `stream` notifications go
+    /// (if the caller takes them); the result is the answer.
+    Http(HttpInvoke, Option<StreamTx>),
     /// An event delivery; a result is not used.
     Event(&'a SharedEvent),
 }
@@ -194,7 +267,7 @@ enum Job<'a> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Params<'a> {
-    Invoke(InvokeParams<Box<RawValue>, &'a str>),
+    Invoke(InvokeParams<Cow<'a, RawValue>, &'a str>),
     Event(EventParams<&'a RawValue, &'a str>),
 }
 
@@ -244,6 +317,9 @@ impl Supervisor {
         config.functions_dir = dir.clone();
         let defaults = config.defaults();
         let watch_folder = config.watch;
+        if crate::unix::reap_orphans_if_init() {
+            tracing::info!("running as PID 1: orphaned processes are reaped");
+        }
         let io = crate::io::IoThreads::new(config.io_threads);
         let secrets = crate::secrets::Secrets::open(&config.secrets_dir)?;
         let host = Arc::new(Host {
@@ -425,16 +501,69 @@ impl Supervisor {
         self.run(name, request).await
     }
 
-    /// Makes `request` of function `name`, and records what it did.
+    /// Runs function `name` on an HTTP request (`/run/NAME...`): an rpc function gets its
+    /// `input` and the `http` member; an exec function the body on stdin (`{}` when empty).
+    /// `request_id` and `trace` (a W3C `traceparent`) go to the function in `context`.
+    pub async fn invoke_http(
+        &self,
+        name: &str,
+        invoke: HttpInvoke,
+        request_id: &str,
+        trace: Option<&str>,
+    ) -> Result<Output, InvokeError> {
+        let request = Request {
+            job: Job::Http(invoke, None),
+            request_id,
+            trace,
+            cause: Causation::root(),
+            webhook: None,
+        };
+        self.run(name, request).await
+    }
+
+    /// [`Supervisor::invoke_http`], and the `stream` notifications the function sends while
+    /// it handles the request go to `stream` (made by [`crate::http_stream`]); the stream ends
+    /// when this call does. An exec function does not stream. `webhook` is the signature the
+    /// caller checked (with [`Supervisor::webhook`]): the function's `context.webhook`.
+    pub async fn invoke_http_streaming(
+        &self,
+        name: &str,
+        invoke: HttpInvoke,
+        request_id: &str,
+        trace: Option<&str>,
+        webhook: Option<WebhookKind>,
+        stream: StreamTx,
+    ) -> Result<Output, InvokeError> {
+        let request = Request {
+            job: Job::Http(invoke, Some(stream)),
+            request_id,
+            trace,
+            cause: Causation::root(),
+            webhook,
+        };
+        self.run(name, request).await
+    }
+
+    /// Makes `request` of function `name`, and records what it did. A request that the
+    /// function never saw because a redeploy closed its pool (it waited in line, or was
+    /// handed a slot of a process that was stopping) goes to the new deployment.
     async fn run(&self, name: &str, request: Request<'_>) -> Result<Output, InvokeError> {
-        let function = self.lookup(name)?;
         let event = matches!(request.job, Job::Event(_));
         let began = Instant::now();
-        let result = function.run(name, request).await;
-        function
-            .stats
-            .record(event, began.elapsed(), result.as_ref().map(drop));
-        result
+        let mut tries = 0;
+        loop {
+            let function = self.lookup(name)?;
+            let result = function.run(name, &request).await;
+            tries += 1;
+            let result = match result {
+                Err((_, true)) if tries < MAX_REDEPLOY_TRIES => continue,
+                other => other.map_err(|(e, _)| e),
+            };
+            function
+                .stats
+                .record(event, began.elapsed(), result.as_ref().map(drop));
+            return result;
+        }
     }
 
     /// Stops following the folder, takes no more requests, lets those in flight finish for up
@@ -464,11 +593,13 @@ fn call_error(function: &str, error: CallError, timeout: Duration) -> InvokeErro
             function,
             error: Box::new(error),
         },
-        CallError::Died(death) if death.protocol => InvokeError::Protocol {
-            function,
-            detail: death.detail,
-        },
-        CallError::Died(death) => InvokeError::Crashed {
+        CallError::Died(death) | CallError::NotSent(death) if death.protocol => {
+            InvokeError::Protocol {
+                function,
+                detail: death.detail,
+            }
+        }
+        CallError::Died(death) | CallError::NotSent(death) => InvokeError::Crashed {
             function,
             detail: format!("{} while handling the request", death.detail),
             stderr: death.stderr,

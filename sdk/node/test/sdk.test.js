@@ -382,3 +382,91 @@ test('eventData gives bytes for data_base64, else the payload', () => {
   assert.deepEqual(shs.eventData({ id: 'e', type: 't', payload: { n: 1 } }), { n: 1 });
   assert.equal(shs.eventData({ id: 'e', type: 't', payload: 'hi', datacontenttype: 'text/plain' }), 'hi');
 });
+
+function httpInvoke(id, input, http) {
+  const message = invoke(id, input);
+  message.params.http = http;
+  return message;
+}
+
+test('the HTTP request is read with its form, query and bytes', async () => {
+  const fn = shs.createFunction();
+  fn.invoke((input, ctx) => ({
+    method: ctx.http.method, path: ctx.http.path, args: ctx.http.args, form: ctx.http.form,
+    type: ctx.http.header('Content-Type'), bytes: [...ctx.http.body], input,
+  }));
+  const sup = new Supervisor(fn);
+  sup.send(INIT);
+  assert.deepEqual((await sup.read()).result, {});
+  sup.send(httpInvoke(2, null, {
+    method: 'POST', path: '/a', query: 'x=1&y=two&x=3',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: 'a=1&b=two+words&c=%C3%A9', remote_addr: '127.0.0.1',
+  }));
+  const got = (await sup.read()).result;
+  assert.deepEqual(got.args, { x: '3', y: 'two' });
+  assert.deepEqual(got.form, { a: '1', b: 'two words', c: 'é' });
+  assert.equal(got.type, 'application/x-www-form-urlencoded');
+  sup.send(httpInvoke(3, null, { method: 'PUT', path: '/', query: '', headers: {}, body_base64: 'AAH/' }));
+  const blob = (await sup.read()).result;
+  assert.deepEqual(blob.bytes, [0, 1, 255]);
+  assert.deepEqual(blob.form, {});
+  assert.equal(await sup.close(), 0);
+});
+
+test('a Response becomes an http_response, and rawBody is asked for', async () => {
+  const fn = shs.createFunction({ rawBody: true });
+  fn.invoke((input) => {
+    if (input.kind === 'text') {
+      return new shs.Response('<p>hi</p>', { status: 201, contentType: 'text/html', headers: { 'set-cookie': ['a=1', 'b=2'] } });
+    }
+    if (input.kind === 'bytes') return new shs.Response(Buffer.from([0, 255]));
+    if (input.kind === 'json') return new shs.Response({ a: 1 }, { status: 202 });
+    return shs.Response.redirect('/x');
+  });
+  const sup = new Supervisor(fn);
+  sup.send(INIT);
+  assert.deepEqual((await sup.read()).result, { raw_body: true });
+  sup.send(invoke(2, { kind: 'text' }));
+  assert.deepEqual((await sup.read()).result, { http_response: {
+    status: 201, headers: { 'set-cookie': ['a=1', 'b=2'], 'content-type': 'text/html' }, body: '<p>hi</p>',
+  } });
+  sup.send(invoke(3, { kind: 'bytes' }));
+  assert.equal((await sup.read()).result.http_response.body_base64, 'AP8=');
+  sup.send(invoke(4, { kind: 'json' }));
+  assert.deepEqual((await sup.read()).result.http_response, { status: 202, headers: { 'content-type': 'application/json' }, body: '{"a":1}' });
+  sup.send(invoke(5, { kind: 'go' }));
+  assert.deepEqual((await sup.read()).result.http_response, { status: 302, headers: { location: '/x' } });
+  assert.equal(await sup.close(), 0);
+});
+
+test('streaming, server-sent events and cancel', async () => {
+  const fn = shs.createFunction();
+  fn.invoke(async (input, ctx) => {
+    if (input.sse) {
+      ctx.sse({ n: 1 }, { event: 'tick', id: '1' });
+      ctx.sse('two\nlines');
+      return null;
+    }
+    ctx.stream('a', { status: 201, headers: { x: 'y' } });
+    ctx.stream(Buffer.from([0]));
+    await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve));
+    return { cancelled: ctx.cancelled };
+  });
+  const sup = new Supervisor(fn);
+  sup.send(INIT);
+  await sup.read();
+  sup.send(invoke(7, { sse: true }));
+  assert.deepEqual(await sup.read(), { jsonrpc: '2.0', method: 'stream', params: {
+    id: 7, chunk: 'event: tick\nid: 1\ndata: {"n":1}\n\n',
+    headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' },
+  } });
+  assert.deepEqual((await sup.read()).params, { id: 7, chunk: 'data: two\ndata: lines\n\n' });
+  assert.equal((await sup.read()).id, 7);
+  sup.send(invoke(8, {}));
+  assert.deepEqual((await sup.read()).params, { id: 8, chunk: 'a', status: 201, headers: { x: 'y' } });
+  assert.deepEqual((await sup.read()).params, { id: 8, chunk_base64: 'AA==' });
+  sup.send({ jsonrpc: '2.0', method: 'cancel', params: { id: 8 } });
+  assert.deepEqual(await sup.read(), { jsonrpc: '2.0', id: 8, result: { cancelled: true } });
+  assert.equal(await sup.close(), 0);
+});

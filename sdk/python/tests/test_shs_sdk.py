@@ -508,5 +508,102 @@ class EventTest(unittest.TestCase):
         self.assertEqual(text.data, "hi")
 
 
+def http_invoke(id, input, http):  # noqa: A002
+    message = invoke(id, input)
+    message["params"]["http"] = http
+    return message
+
+
+class Http(unittest.TestCase):
+    def test_the_request_is_read_with_its_form_query_and_bytes(self):
+        app = shs_sdk.Function()
+
+        @app.invoke
+        def handle(input, ctx):  # noqa: A002
+            r = ctx.http
+            return {"method": r.method, "path": r.path, "args": r.args, "form": r.form,
+                    "type": r.header("Content-Type"), "text": r.text, "input": input,
+                    "bytes": list(r.body)}
+
+        form = {"method": "POST", "path": "/a", "query": "x=1&y=two&x=3",
+                "headers": {"content-type": "application/x-www-form-urlencoded"},
+                "body": "a=1&b=two+words&c=%C3%A9", "remote_addr": "127.0.0.1"}
+        blob = {"method": "PUT", "path": "/", "query": "", "headers": {},
+                "body_base64": "AAH/"}
+        lines, _, _ = script(app, [INIT, http_invoke(2, None, form), http_invoke(3, None, blob)])
+        self.assertEqual(lines[0]["result"], {})
+        got = lines[1]["result"]
+        self.assertEqual(got["args"], {"x": "3", "y": "two"})
+        self.assertEqual(got["form"], {"a": "1", "b": "two words", "c": "\u00e9"})
+        self.assertEqual((got["method"], got["path"]), ("POST", "/a"))
+        self.assertEqual(got["type"], "application/x-www-form-urlencoded")
+        self.assertEqual(lines[2]["result"]["bytes"], [0, 1, 255])
+        self.assertEqual(lines[2]["result"]["form"], {})
+
+    def test_a_response_becomes_an_http_response(self):
+        app = shs_sdk.Function(raw_body=True)
+
+        @app.invoke
+        def handle(input, ctx):  # noqa: A002
+            kind = input["kind"]
+            if kind == "text":
+                return shs_sdk.Response("<p>hi</p>", status=201, content_type="text/html",
+                                        headers={"set-cookie": ["a=1", "b=2"]})
+            if kind == "bytes":
+                return shs_sdk.Response(b"\x00\xff")
+            if kind == "json":
+                return shs_sdk.Response({"a": 1}, status=202)
+            return shs_sdk.Response.redirect("/x")
+
+        lines, _, _ = script(app, [INIT] + [invoke(i, {"kind": k}) for i, k in
+                                            enumerate(["text", "bytes", "json", "go"], 2)])
+        self.assertEqual(lines[0]["result"], {"raw_body": True})
+        self.assertEqual(lines[1]["result"], {"http_response": {
+            "status": 201, "headers": {"set-cookie": ["a=1", "b=2"], "content-type": "text/html"},
+            "body": "<p>hi</p>"}})
+        self.assertEqual(lines[2]["result"]["http_response"]["body_base64"], "AP8=")
+        self.assertEqual(lines[3]["result"]["http_response"],
+                         {"status": 202, "headers": {"content-type": "application/json"},
+                          "body": "{\"a\": 1}"})
+        self.assertEqual(lines[4]["result"]["http_response"],
+                         {"status": 302, "headers": {"location": "/x"}})
+
+    def test_streaming_and_sse_and_cancel(self):
+        app = shs_sdk.Function()
+        started = threading.Event()
+
+        @app.invoke
+        def handle(input, ctx):  # noqa: A002
+            if input.get("sse"):
+                ctx.sse({"n": 1}, event="tick", id="1")
+                ctx.sse("two\nlines")
+                return None
+            ctx.stream("a", status=201, headers={"x": "y"})
+            ctx.stream(b"\x00")
+            started.set()
+            ctx.cancelled.wait(5)
+            return {"cancelled": ctx.cancelled.is_set()}
+
+        sup = Supervisor(app)
+        sup.send(INIT)
+        sup.read()
+        sup.send(invoke(7, {"sse": True}))
+        first, second, end = sup.read(), sup.read(), sup.read()
+        self.assertEqual(first, {"jsonrpc": "2.0", "method": "stream", "params": {
+            "id": 7, "chunk": 'event: tick\nid: 1\ndata: {"n": 1}\n\n',
+            "headers": {"content-type": "text/event-stream", "cache-control": "no-cache"}}})
+        self.assertEqual(second["params"], {"id": 7, "chunk": "data: two\ndata: lines\n\n"})
+        self.assertEqual(end["id"], 7)
+        sup.send(invoke(8, {}))
+        self.assertEqual(sup.read()["params"],
+                         {"id": 8, "chunk": "a", "status": 201, "headers": {"x": "y"}})
+        self.assertEqual(sup.read()["params"], {"id": 8, "chunk_base64": "AA=="})
+        self.assertTrue(started.wait(5))
+        # The one thread is busy; the cancel still reaches the handler.
+        sup.send({"jsonrpc": "2.0", "method": "cancel", "params": {"id": 8}})
+        self.assertEqual(sup.read(), {"jsonrpc": "2.0", "id": 8, "result": {"cancelled": True}})
+        self.assertEqual(sup.close(), 0)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -14,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -36,6 +37,15 @@ const WRITE_QUEUE: usize = 16_384;
 /// load the disk cannot follow, history gives way (and memory stays bounded) rather than the
 /// writes that matter.
 const HISTORY_BACKLOG: usize = 4_096;
+/// Nor while the history writes waiting hold this many bytes of events.
+pub const HISTORY_BYTES: usize = 8 * 1024 * 1024;
+/// The largest event object (payload included) history keeps whole; of a larger one it keeps
+/// everything but the data (`payload` null, no `data_base64`). The same when nobody took it.
+pub const HISTORY_PAYLOAD_MAX: usize = 64 * 1024;
+/// Why history kept an event without its data: nobody was subscribed to it.
+pub const OMITTED_NO_SUBSCRIBER: &str = "no subscriber";
+/// Why history kept an event without its data: it was larger than [`HISTORY_PAYLOAD_MAX`].
+pub const OMITTED_TOO_LARGE: &str = "larger than 64 KiB";
 
 /// What the store could not do.
 #[derive(Debug, thiserror::Error)]
@@ -184,11 +194,17 @@ pub struct EventInfo {
     pub caused: Vec<String>,
     /// Each subscribing function's delivery.
     pub deliveries: Vec<DeliveryInfo>,
+    /// Why `event` is kept without its data (`payload` null, no `data_base64`), when it is:
+    /// [`OMITTED_NO_SUBSCRIBER`] or [`OMITTED_TOO_LARGE`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_omitted: Option<String>,
 }
 
 /// The SQLite event store.
 pub struct Store {
     writes: mpsc::Sender<Write>,
+    /// Bytes of events in the history writes waiting (at most [`HISTORY_BYTES`]).
+    history_bytes: Arc<AtomicUsize>,
     reader: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
@@ -226,15 +242,18 @@ impl Store {
         schema::migrate(&writer, &path)?;
         let reader = schema::open(&path, durability)?;
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
+        let history_bytes = Arc::new(AtomicUsize::new(0));
+        let counted = history_bytes.clone();
         std::thread::Builder::new()
             .name("shs-store".into())
-            .spawn(move || writer::write_loop(writer, queue))
+            .spawn(move || writer::write_loop(writer, queue, counted))
             .map_err(|source| StoreError::Folder {
                 path: folder.to_owned(),
                 source,
             })?;
         Ok(Store {
             writes,
+            history_bytes,
             reader: Arc::new(Mutex::new(reader)),
             path,
         })
@@ -253,8 +272,18 @@ impl Store {
         pending: Vec<Arc<str>>,
         settled: Vec<(Arc<str>, &'static str, Attempt)>,
     ) -> Result<(), StoreError> {
+        // Nobody will be delivered it: its data is not kept.
+        let (event, omitted) = if pending.is_empty() && settled.is_empty() {
+            (
+                Arc::new(event.without_payload()),
+                Some(OMITTED_NO_SUBSCRIBER),
+            )
+        } else {
+            (event, None)
+        };
         self.ask(|done| Write::Accept {
             event,
+            omitted,
             pending,
             settled,
             done,
@@ -285,8 +314,34 @@ impl Store {
             tracing::debug!("event history not recorded: the store is {waiting} writes behind");
             return;
         }
-        let write = Write::Record { event, settled };
+        let omitted = if settled.is_empty() {
+            Some(OMITTED_NO_SUBSCRIBER)
+        } else if event.json().get().len() > HISTORY_PAYLOAD_MAX {
+            Some(OMITTED_TOO_LARGE)
+        } else {
+            None
+        };
+        // Only what is kept waits in the queue: the event with its data goes now.
+        let event = match omitted {
+            Some(_) => Arc::new(event.without_payload()),
+            None => event,
+        };
+        let bytes = event.json().get().len();
+        let before = self.history_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before.saturating_add(bytes) > HISTORY_BYTES {
+            self.history_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            metrics::counter!("shs_event_history_dropped_total").increment(1);
+            tracing::debug!("event history not recorded: {before} bytes of history wait");
+            return;
+        }
+        let write = Write::Record {
+            event,
+            omitted,
+            settled,
+            bytes,
+        };
         if self.writes.try_send(write).is_err() {
+            self.history_bytes.fetch_sub(bytes, Ordering::AcqRel);
             metrics::counter!("shs_event_history_dropped_total").increment(1);
             tracing::debug!("event history not recorded: the store's write queue is full");
         }
@@ -377,6 +432,99 @@ mod tests {
             status,
             error: error.to_owned(),
         }
+    }
+
+    /// An event whose payload is a string of `len` bytes.
+    fn big_event(id: &str, len: usize) -> Arc<SharedEvent> {
+        let json = format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"/test","type":"t.big","payload":"{}","data_base64":"AAAA"}}"#,
+            "x".repeat(len)
+        );
+        Arc::new(SharedEvent::from_stored(
+            id.to_owned(),
+            "t.big".to_owned(),
+            0,
+            None,
+            Origin::Http { request_id: None },
+            RawValue::from_string(json).expect("the test event is JSON"),
+        ))
+    }
+
+    fn stored_bytes(dir: &Path) -> u64 {
+        ["shs.db", "shs.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    fn took(function: &str) -> Vec<(Arc<str>, &'static str, Attempt)> {
+        vec![(function.into(), "delivered", attempt(200, ""))]
+    }
+
+    #[tokio::test]
+    async fn history_keeps_the_data_only_of_small_events_someone_took() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), Durability::Normal).expect("store opens");
+        store.flush().await;
+        let before = stored_bytes(dir.path());
+        for n in 0..5 {
+            store.record(big_event(&format!("nobody{n}"), 900 * 1024), Vec::new());
+        }
+        store.record(big_event("large", 900 * 1024), took("alpha"));
+        store.record(big_event("small", 1_000), took("alpha"));
+        let nobody = store.event("nobody0").await.expect("read").expect("kept");
+        assert_eq!(
+            nobody.payload_omitted.as_deref(),
+            Some(OMITTED_NO_SUBSCRIBER)
+        );
+        let object: serde_json::Value = serde_json::from_str(nobody.event.get()).expect("json");
+        assert_eq!(object["payload"], serde_json::Value::Null);
+        assert!(object.get("data_base64").is_none());
+        assert_eq!(
+            (object["id"].as_str(), object["type"].as_str()),
+            (Some("nobody0"), Some("t.big"))
+        );
+        let large = store.event("large").await.expect("read").expect("kept");
+        assert_eq!(large.payload_omitted.as_deref(), Some(OMITTED_TOO_LARGE));
+        assert_eq!(large.deliveries[0].function, "alpha");
+        let small = store.event("small").await.expect("read").expect("kept");
+        assert_eq!(small.payload_omitted, None);
+        assert!(small.event.get().contains(&"x".repeat(1_000)));
+        let grown = stored_bytes(dir.path()) - before;
+        assert!(
+            grown < 512 * 1024,
+            "six 900 KiB events grew the store by {grown} bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_async_event_nobody_takes_keeps_no_data() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), Durability::Normal).expect("store opens");
+        store
+            .accept(big_event("lonely", 900 * 1024), Vec::new(), Vec::new())
+            .await
+            .expect("accepted");
+        let info = store.event("lonely").await.expect("read").expect("kept");
+        assert_eq!(info.mode, "async");
+        assert_eq!(info.payload_omitted.as_deref(), Some(OMITTED_NO_SUBSCRIBER));
+        assert!(info.event.get().len() < 1_024, "{}", info.event.get().len());
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_history_holds_at_most_the_byte_bound() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), Durability::Full).expect("store opens");
+        // Objects of 60 KiB are kept whole; 2,000 of them (120 MiB) come faster than the disk.
+        let mut most = 0;
+        for n in 0..2_000 {
+            store.record(big_event(&format!("e{n}"), 60 * 1024), took("alpha"));
+            most = most.max(store.history_bytes.load(Ordering::Acquire));
+        }
+        assert!(most <= HISTORY_BYTES, "{most} bytes of history waited");
+        store.flush().await;
+        assert_eq!(store.history_bytes.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test]

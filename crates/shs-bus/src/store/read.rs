@@ -136,7 +136,7 @@ impl Store {
         self.read(move |c| {
             let row = c
                 .query_row(
-                    "SELECT seq, object, mode, origin, cause, settled FROM events WHERE id = ?1 ORDER BY seq DESC LIMIT 1",
+                    "SELECT seq, object, mode, origin, cause, settled, omitted FROM events WHERE id = ?1 ORDER BY seq DESC LIMIT 1",
                     params![id],
                     |r| {
                         Ok((
@@ -146,11 +146,12 @@ impl Store {
                             r.get::<_, String>(3)?,
                             r.get::<_, Option<String>>(4)?,
                             r.get::<_, Option<String>>(5)?,
+                            r.get::<_, Option<String>>(6)?,
                         ))
                     },
                 )
                 .optional()?;
-            let Some((seq, object, mode, origin, cause, settled)) = row else {
+            let Some((seq, object, mode, origin, cause, settled, payload_omitted)) = row else {
                 return Ok(None);
             };
             let mut stmt = c.prepare("SELECT id FROM events WHERE cause = ?1 ORDER BY seq")?;
@@ -189,6 +190,7 @@ impl Store {
                 caused_by: cause,
                 caused,
                 deliveries,
+                payload_omitted,
             }))
         })
         .await

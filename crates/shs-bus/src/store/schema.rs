@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use super::{Durability, StoreError};
 
 /// The version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS events (
     -- DeliveryInfo (history costs one row per event). NULL for asynchronous events, whose
     -- deliveries are rows of their own.
     settled TEXT,
+    -- Why `object` is kept without its data (no subscriber, too large); NULL when it is whole.
+    omitted TEXT,
     UNIQUE (id, source)
 );
 -- Lookups by id use the (id, source) index; an early version of schema 1 had its own.
@@ -60,7 +62,7 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 );
 ";
 
-/// Creates the schema in a new database, migrates one of schema 1, and refuses any other.
+/// Creates the schema in a new database, migrates one of schema 1 or 2, and refuses any other.
 pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let tables: i64 = conn.query_row(
@@ -69,7 +71,7 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> 
         |r| r.get(0),
     )?;
     let new = found == 0 && tables == 0;
-    if !(new || found == 1 || found == SCHEMA_VERSION) {
+    if !(new || found == 1 || found == 2 || found == SCHEMA_VERSION) {
         return Err(StoreError::Schema {
             path: path.to_owned(),
             found,
@@ -81,6 +83,10 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> 
         // Schema 1 kept a synchronous event's deliveries as rows; 2 adds the column that
         // holds them in the event's row (old history stays readable as it is).
         tx.execute_batch("ALTER TABLE events ADD COLUMN settled TEXT")?;
+    }
+    if found == 1 || found == 2 {
+        // 3 adds why an event's data was not kept.
+        tx.execute_batch("ALTER TABLE events ADD COLUMN omitted TEXT")?;
     }
     tx.execute_batch(SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -122,6 +128,7 @@ mod tests {
             conn.execute_batch(SCHEMA).expect("schema");
             conn.execute_batch(
                 "ALTER TABLE events DROP COLUMN settled;
+                 ALTER TABLE events DROP COLUMN omitted;
                  PRAGMA user_version = 1;
                  INSERT INTO events (id, source, type, hops, origin, mode, object, created_ms)
                  VALUES ('old', '/test', 't.one', 0, '{}', 'sync', '{\"id\":\"old\"}', 0);

@@ -2,6 +2,7 @@
 //! batch in one transaction (group commit) and answering those that wait.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -25,6 +26,8 @@ pub(super) enum Write {
     /// An asynchronous event and its deliveries, as rows of their own.
     Accept {
         event: Arc<SharedEvent>,
+        /// Why its payload is not kept (nobody takes it), when it is not.
+        omitted: Option<&'static str>,
         pending: Vec<Arc<str>>,
         settled: Vec<(Arc<str>, &'static str, Attempt)>,
         done: oneshot::Sender<Result<(), StoreError>>,
@@ -32,7 +35,11 @@ pub(super) enum Write {
     /// A synchronous event's history: one row, its deliveries (all settled) inside it.
     Record {
         event: Arc<SharedEvent>,
+        /// Why its payload is not kept, when it is not.
+        omitted: Option<&'static str>,
         settled: Vec<(Arc<str>, &'static str, Attempt)>,
+        /// What it counts against [`super::HISTORY_BYTES`] while it waits.
+        bytes: usize,
     },
     Finish {
         delivery: i64,
@@ -82,7 +89,11 @@ impl Write {
 
 /// The writer thread: applies everything queued in one transaction, then answers. A batch
 /// that nobody waits for lingers up to [`LINGER`] for more writes first.
-pub(super) fn write_loop(mut conn: Connection, mut queue: mpsc::Receiver<Write>) {
+pub(super) fn write_loop(
+    mut conn: Connection,
+    mut queue: mpsc::Receiver<Write>,
+    history_bytes: Arc<AtomicUsize>,
+) {
     let mut batch = Vec::with_capacity(256);
     while let Some(first) = queue.blocking_recv() {
         let mut awaited = first.awaited();
@@ -105,6 +116,9 @@ pub(super) fn write_loop(mut conn: Connection, mut queue: mpsc::Receiver<Write>)
         }
         let results = apply(&mut conn, &batch);
         for (write, result) in batch.drain(..).zip(results) {
+            if let Write::Record { bytes, .. } = &write {
+                history_bytes.fetch_sub(*bytes, Ordering::AcqRel);
+            }
             answer(write, result);
         }
     }
@@ -199,11 +213,12 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
     match write {
         Write::Accept {
             event,
+            omitted,
             pending,
             settled,
             ..
         } => {
-            let Some(seq) = insert_event(tx, event, "async", None, now)? else {
+            let Some(seq) = insert_event(tx, event, "async", None, *omitted, now)? else {
                 // The same event (id and source) again: accepted once, delivered once.
                 return Ok(Found::default());
             };
@@ -227,7 +242,12 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
             }
             Ok(Found::default())
         }
-        Write::Record { event, settled } => {
+        Write::Record {
+            event,
+            omitted,
+            settled,
+            ..
+        } => {
             let settled: Vec<DeliveryInfo> = settled
                 .iter()
                 .map(|(function, state, attempt)| DeliveryInfo {
@@ -239,7 +259,7 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
                 })
                 .collect();
             let settled = serde_json::to_string(&settled).unwrap_or_else(|_| "[]".to_owned());
-            insert_event(tx, event, "sync", Some(&settled), now)?;
+            insert_event(tx, event, "sync", Some(&settled), *omitted, now)?;
             Ok(Found::default())
         }
         Write::Finish {
@@ -330,13 +350,14 @@ fn insert_event(
     event: &SharedEvent,
     mode: &str,
     settled: Option<&str>,
+    omitted: Option<&str>,
     now: i64,
 ) -> rusqlite::Result<Option<i64>> {
     let origin = serde_json::to_string(&event.origin).unwrap_or_else(|_| "{}".to_owned());
     let inserted = exec(
         tx,
-        "INSERT OR IGNORE INTO events (id, source, type, hops, cause, origin, mode, object, created_ms, settled)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT OR IGNORE INTO events (id, source, type, hops, cause, origin, mode, object, created_ms, settled, omitted)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             event.id,
             event.source,
@@ -347,7 +368,8 @@ fn insert_event(
             mode,
             event.json().get(),
             now,
-            settled
+            settled,
+            omitted
         ],
     )?;
     Ok((inserted > 0).then(|| tx.last_insert_rowid()))

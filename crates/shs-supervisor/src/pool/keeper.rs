@@ -127,11 +127,12 @@ impl Pool {
             };
             self.host.io.home(thread, on, &self.host.handle)
         };
-        let process =
-            Process::spawn(spec, &self.host, &self.logs, home).map_err(|reason| StartFailure {
+        let process = Process::spawn(spec, &self.host, &self.logs, home, self.deployment).map_err(
+            |reason| StartFailure {
                 reason,
                 stderr: Vec::new(),
-            })?;
+            },
+        )?;
         self.state.lock().initializing.push(process.clone());
         let result = process.initialize(spec.start_timeout, cause).await;
         self.state

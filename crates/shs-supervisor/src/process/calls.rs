@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use super::Process;
 use crate::pool::Slot;
+use crate::stream::StreamTx;
 
 /// Counts the supervisor's requests.
 static CALLS: AtomicU64 = AtomicU64::new(1);
@@ -41,6 +42,9 @@ pub(crate) enum CallError {
     Rpc(RpcError),
     /// The process is gone; the call may or may not have been seen.
     Died(Death),
+    /// The process was going or gone before the call was written: the function never saw it,
+    /// so it may be made again elsewhere.
+    NotSent(Death),
     /// No answer in time; the process has been killed.
     Timeout,
     /// The answer was not a valid JSON-RPC answer.
@@ -59,12 +63,14 @@ pub(crate) struct Death {
 }
 
 /// What a call is about: the request it serves, for logs and for what it publishes.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct CallMeta {
     /// `context.request_id`.
     pub(crate) request_id: Arc<str>,
     /// The W3C trace context, passed on to what the call publishes.
     pub(crate) trace: Option<Arc<str>>,
+    /// Where the function's `stream` notifications for this call go, if it may stream.
+    pub(crate) stream: Option<StreamTx>,
 }
 
 impl CallMeta {
@@ -72,6 +78,7 @@ impl CallMeta {
         CallMeta {
             request_id: Arc::from(request_id),
             trace: trace.map(Arc::from),
+            stream: None,
         }
     }
 }
@@ -82,6 +89,8 @@ pub(super) struct Pending {
     pub(super) cause: Causation,
     pub(super) request_id: Arc<str>,
     pub(super) trace: Option<Arc<str>>,
+    /// Where its `stream` notifications go, for an invoke that may stream.
+    pub(super) stream: Option<StreamTx>,
     /// The pool slot the call occupies; released when the answer arrives or the process dies,
     /// whatever became of the caller.
     _slot: Option<Slot>,
@@ -109,6 +118,9 @@ impl Process {
         timeout: Duration,
     ) -> Result<Box<RawValue>, CallError> {
         let id = next_call_id();
+        if let Some(stream) = &meta.stream {
+            stream.bind(self, id);
+        }
         let mut line = Vec::with_capacity(256);
         if let Err(e) = write_request(&mut line, &Id::from(id), method, params) {
             return Err(CallError::Rpc(RpcError::new(
@@ -120,11 +132,11 @@ impl Process {
         {
             let mut calls = self.calls.lock();
             if let Some(death) = &calls.death {
-                return Err(CallError::Died(death.clone()));
+                return Err(CallError::NotSent(death.clone()));
             }
             if self.is_doomed() && method != methods::INITIALIZE {
                 drop(calls);
-                return Err(CallError::Died(self.death_or_unknown()));
+                return Err(CallError::NotSent(self.death_or_unknown()));
             }
             calls.pending.insert(
                 id,
@@ -133,6 +145,7 @@ impl Process {
                     cause,
                     request_id: meta.request_id,
                     trace: meta.trace,
+                    stream: meta.stream,
                     _slot: slot,
                 },
             );
@@ -160,6 +173,53 @@ impl Process {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(CallError::Died(self.death_or_unknown())),
             Err(_) => Err(guard.timed_out()),
+        }
+    }
+
+    /// Tells the function to stop working on call `id` (its client went away): a `cancel`
+    /// notification, if the call is still in flight. The call still ends with its answer.
+    pub(crate) fn cancel(&self, id: u64) {
+        if !self.calls.lock().pending.contains_key(&id) {
+            return;
+        }
+        let mut line = Vec::with_capacity(64);
+        let params = serde_json::json!({ "id": id });
+        if shs_protocol::write_notification(&mut line, methods::CANCEL, &params).is_ok() {
+            let _ = self.stdin.write(&line, false);
+            tracing::debug!(function = %self.function, pid = self.pid, id, "cancel sent: the client went away");
+        }
+    }
+
+    /// Hands a `stream` notification's chunk to the call it names, waiting while the stream's
+    /// channel is full (back-pressure; until the process exits, if it does first).
+    pub(super) async fn stream_chunk(&self, params: Option<&RawValue>) {
+        let (id, chunk) = match crate::stream::decode(params) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                tracing::warn!(function = %self.function, pid = self.pid, "ignoring a stream notification: {e}");
+                return;
+            }
+        };
+        let sender = self
+            .calls
+            .lock()
+            .pending
+            .get(&id)
+            .and_then(|p| p.stream.as_ref().map(StreamTx::sender));
+        let Some(sender) = sender else {
+            tracing::warn!(
+                function = %self.function,
+                pid = self.pid,
+                id,
+                "ignoring a stream notification for an id that is no invoke of this process in flight over HTTP"
+            );
+            return;
+        };
+        let mut exit = self.exit.clone();
+        tokio::select! {
+            // An error: the client went away; the function gets `cancel`.
+            _ = sender.send(chunk) => {}
+            _ = exit.wait_for(Option::is_some) => {}
         }
     }
 

@@ -50,8 +50,12 @@ impl Process {
                 // Any answer marks the process ready; an object may carry subscriptions.
                 match serde_json::from_str::<InitializeResult>(result.get()) {
                     Ok(init) => {
+                        if init.raw_body {
+                            self.raw_body
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
                         for pattern in init.subscribe {
-                            if let Err(e) = self.host.bus.subscribe(function, &pattern) {
+                            if let Err(e) = self.change_subscription(&pattern, true) {
                                 tracing::warn!(
                                     function,
                                     "ignoring a subscription from initialize: {e}"
@@ -82,7 +86,7 @@ impl Process {
                     "initialize answered with an error (the process is used anyway): {e}"
                 );
             }
-            Err(CallError::Died(death)) => {
+            Err(CallError::Died(death) | CallError::NotSent(death)) => {
                 return Err(StartFailure {
                     reason: format!("its process {} before answering initialize", death.detail),
                     stderr: death.stderr,

@@ -14,9 +14,9 @@ use shs_protocol::codec::{LineDecoder, OverLong};
 use shs_protocol::methods::error_code;
 use shs_protocol::{Id, Message, ParseError, RpcError};
 use tokio::net::unix::pipe;
-use tokio::sync::Semaphore;
 use tokio_util::codec::FramedRead;
 
+use super::requests::Permits;
 use super::{CallError, Death, EXIT_AFTER_EOF, Process};
 use crate::pipes::{LineCodec, ReadError};
 
@@ -28,7 +28,7 @@ impl Process {
     pub(super) async fn read_loop(self: Arc<Self>, stdout: pipe::Receiver, mut guard: ReaderGuard) {
         let decoder = LineDecoder::new(self.host.config.max_line, OverLong::Error);
         let mut lines = FramedRead::with_capacity(stdout, LineCodec(decoder), 64 * 1024);
-        let permits = Arc::new(Semaphore::new(MAX_FUNCTION_REQUESTS));
+        let permits = Permits::new(self.host.config.max_line);
         let mut protocol_error = None;
         while let Some(item) = lines.next().await {
             match item {
@@ -94,7 +94,7 @@ impl Process {
         self.fail_all(death);
     }
 
-    async fn handle_line(self: &Arc<Self>, line: &[u8], permits: &Arc<Semaphore>) {
+    async fn handle_line(self: &Arc<Self>, line: &[u8], permits: &Permits) {
         match Message::parse(line) {
             Ok(Message::Response(response)) => self.answer(response),
             Ok(Message::Request(request)) => {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use shs_bus::event::TRACEPARENT;
-use shs_bus::{Causation, Event, Origin};
+use shs_bus::{BusError, Causation, Event, Origin};
 use shs_protocol::methods::{
     self, PublishParams, PublishResult, SubscribeParams, SubscribeResult, UnsubscribeResult,
     error_code,
@@ -21,6 +21,30 @@ use tracing::Instrument;
 
 use super::{CallMeta, Process};
 
+/// How many bytes of publishes one process may have in flight (waiting for their answers)
+/// when `--max-line` is lower; else `--max-line`, so that one publish of the longest line fits.
+pub(super) const MAX_PUBLISH_BYTES: usize = 16 << 20;
+
+/// What bounds the publishes one process has in flight: their number (a function past it
+/// waits) and their bytes (a publish past them gets an error).
+pub(super) struct Permits {
+    pub(super) count: Arc<Semaphore>,
+    pub(super) bytes: Arc<Semaphore>,
+    pub(super) max_bytes: usize,
+}
+
+impl Permits {
+    /// The permits of a process whose lines are at most `max_line` bytes.
+    pub(super) fn new(max_line: usize) -> Permits {
+        let max_bytes = MAX_PUBLISH_BYTES.max(max_line).min(Semaphore::MAX_PERMITS);
+        Permits {
+            count: Arc::new(Semaphore::new(super::reader::MAX_FUNCTION_REQUESTS)),
+            bytes: Arc::new(Semaphore::new(max_bytes)),
+            max_bytes,
+        }
+    }
+}
+
 impl Process {
     /// Serves one request (or notification, when `id` is `None`) from the function.
     pub(super) async fn serve(
@@ -28,11 +52,15 @@ impl Process {
         id: Option<Id>,
         method: &str,
         params: Option<Box<RawValue>>,
-        permits: &Arc<Semaphore>,
+        permits: &Permits,
     ) {
         let outcome: Result<Box<RawValue>, RpcError> = match method {
             methods::SUBSCRIBE => self.subscribe(params.as_deref(), true),
             methods::UNSUBSCRIBE => self.subscribe(params.as_deref(), false),
+            methods::STREAM if id.is_none() => {
+                self.stream_chunk(params.as_deref()).await;
+                return;
+            }
             methods::PUBLISH => match self.publish(&id, params.as_deref(), permits).await {
                 // The task it started answers.
                 Ok(()) => return,
@@ -80,8 +108,10 @@ impl Process {
         self: &Arc<Self>,
         id: &Option<Id>,
         params: Option<&RawValue>,
-        permits: &Arc<Semaphore>,
+        permits: &Permits,
     ) -> Result<(), RpcError> {
+        // What the publish holds in memory until it is answered: its payload, about.
+        let size = params.map_or(0, |p| p.get().len());
         let params: PublishParams = parse_params(params)?;
         let source = format!("/functions/{}", self.function);
         let event = Event::new(params.event_type, source, params.payload)
@@ -100,8 +130,21 @@ impl Process {
                 .with_extension(TRACEPARENT, serde_json::Value::from(&*trace))
                 .unwrap_or_else(|e| unreachable!("traceparent is a valid extension: {e}"));
         }
+        // Bound the bytes of the publishes served at once: past them, the function is told.
+        let bytes = u32::try_from(size)
+            .ok()
+            .and_then(|n| permits.bytes.clone().try_acquire_many_owned(n.max(1)).ok());
+        let Some(bytes) = bytes else {
+            return Err(RpcError::new(
+                error_code::LIMIT_EXCEEDED,
+                format!(
+                    "too many bytes of publishes in flight: this {size}-byte publish would take the process past {} bytes waiting for their answers; wait for answers, then publish again",
+                    permits.max_bytes
+                ),
+            ));
+        };
         // Bound the publishes served at once: a function that floods them waits.
-        let Ok(permit) = permits.clone().acquire_owned().await else {
+        let Ok(permit) = permits.count.clone().acquire_owned().await else {
             return Ok(());
         };
         let (process, id) = (self.clone(), id.clone());
@@ -114,7 +157,7 @@ impl Process {
                 } else {
                     process.publish_sync(id, event, cause).await;
                 }
-                drop(permit);
+                drop((permit, bytes));
             }
             .in_current_span(),
         );
@@ -134,10 +177,10 @@ impl Process {
             }),
             Err(e) => {
                 tracing::warn!(function = %self.function, "asynchronous publish failed: {e}");
-                let code = if e.is_invalid_input() {
-                    error_code::INVALID_PARAMS
-                } else {
-                    error_code::INTERNAL_ERROR
+                let code = match e {
+                    BusError::TooManySubscriptions { .. } => error_code::LIMIT_EXCEEDED,
+                    _ if e.is_invalid_input() => error_code::INVALID_PARAMS,
+                    _ => error_code::INTERNAL_ERROR,
                 };
                 Err(RpcError::new(code, e.to_string()))
             }
@@ -173,22 +216,44 @@ impl Process {
         subscribe: bool,
     ) -> Result<Box<RawValue>, RpcError> {
         let params: SubscribeParams = parse_params(params)?;
-        let bus = &self.host.bus;
+        self.change_subscription(&params.event_type, subscribe)
+            .map_err(|e| {
+                let code = match e {
+                    BusError::TooManySubscriptions { .. } => error_code::LIMIT_EXCEEDED,
+                    _ if e.is_invalid_input() => error_code::INVALID_PARAMS,
+                    _ => error_code::INTERNAL_ERROR,
+                };
+                RpcError::new(code, e.to_string())
+            })?;
         let result = if subscribe {
-            bus.subscribe(&self.function, &params.event_type)
-                .map_err(|e| RpcError::new(error_code::INVALID_PARAMS, e.to_string()))?;
             serde_json::value::to_raw_value(&SubscribeResult {
                 subscribed: true,
                 event_type: params.event_type,
             })
         } else {
-            bus.unsubscribe(&self.function, &params.event_type);
             serde_json::value::to_raw_value(&UnsubscribeResult {
                 unsubscribed: true,
                 event_type: params.event_type,
             })
         };
         result.map_err(|e| RpcError::new(error_code::INTERNAL_ERROR, e.to_string()))
+    }
+
+    /// Subscribes (or unsubscribes) its function to `pattern`, unless the deployment this
+    /// process belongs to was removed or replaced meanwhile (then refused, and logged).
+    pub(super) fn change_subscription(
+        &self,
+        pattern: &str,
+        subscribe: bool,
+    ) -> Result<bool, BusError> {
+        let changed = self
+            .host
+            .bus
+            .change_as(&self.function, self.deployment, pattern, subscribe);
+        if let Err(e @ BusError::Retired { .. }) = &changed {
+            tracing::warn!(function = %self.function, pid = self.pid, pattern, "refused: {e}");
+        }
+        changed
     }
 
     /// The causation of a publish this process makes: that of the call it names by
@@ -211,6 +276,7 @@ impl Process {
                 Some(CallMeta {
                     request_id: call.request_id.clone(),
                     trace: call.trace.clone(),
+                    stream: None,
                 }),
             ),
             None if calls.pending.is_empty() => (Causation::root(), None),

@@ -26,7 +26,8 @@ impl Deliver for Deliverer {
         let inner = self.0.upgrade();
         Box::pin(async move {
             let Some(inner) = inner.filter(|i| !i.stopping.load(Ordering::Acquire)) else {
-                return Err(DeliveryError::retryable(
+                // Never sent: not an attempt; it waits for the next start.
+                return Err(DeliveryError::not_attempted(
                     503,
                     "the supervisor is shutting down",
                 ));
@@ -65,8 +66,8 @@ impl Deliver for Deliverer {
     }
 }
 
-/// How a failed delivery is reported to the bus: the status `/run` would answer, and whether
-/// a retry may help. A function that answers an error with `"data": {"retry": false}` says it
+/// How a failed delivery is reported to the bus: the status `/run` would answer, whether
+/// a retry may help, and whether the event was sent at all. A function that answers an error with `"data": {"retry": false}` says it
 /// will not.
 fn delivery_error(error: &InvokeError) -> DeliveryError {
     let status = error.kind().status();
@@ -83,6 +84,8 @@ fn delivery_error(error: &InvokeError) -> DeliveryError {
         status,
         message: error.to_string(),
         retryable,
+        // Gone: the pool closed (redeploy, removal, shutdown) before the event was sent.
+        attempted: !matches!(error, InvokeError::Gone { .. }),
     }
 }
 

@@ -1,11 +1,14 @@
 //! Keeping the registry in step with the functions folder: a scan is compared with the
 //! registry, and new functions are deployed, changed ones redeployed (subscriptions from
 //! `function.toml` updated, the old deployment drained in the background) and removed ones
-//! retired.
+//! retired. A function whose `function.toml` cannot be read keeps the subscriptions its last
+//! valid one gave it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+
+use shs_bus::Deployment;
 
 use super::{Function, Kind, Supervisor};
 use crate::exec::ExecRunner;
@@ -53,29 +56,34 @@ impl Supervisor {
                 }
                 let old_subscriptions = old
                     .as_ref()
-                    .and_then(|o| o.spec())
-                    .map(|s| s.subscribe.clone());
+                    .map(|o| o.manifest_subscriptions.clone())
+                    .unwrap_or_default();
                 let logs = old.as_ref().map_or_else(Arc::default, |o| o.logs.clone());
                 let stats = old
                     .as_ref()
                     .map_or_else(|| Arc::new(Stats::new(&name)), |o| o.stats.clone());
-                let function = Arc::new(self.build(now, logs, stats));
+                // Processes of the deployment this one replaces subscribe no more.
+                let deployment = bus.begin_deployment(&name);
                 // Subscriptions from function.toml are in force before the process starts;
-                // those a redeploy no longer lists are dropped.
-                let new_subscriptions = function
-                    .spec()
-                    .map(|s| s.subscribe.clone())
-                    .unwrap_or_default();
-                for pattern in old_subscriptions.unwrap_or_default() {
-                    if !new_subscriptions.contains(&pattern) {
-                        bus.unsubscribe(&name, &pattern);
+                // those a redeploy no longer lists are dropped. While function.toml cannot
+                // be read, the last valid ones stay: events accepted meanwhile get a delivery,
+                // retried until the file is fixed (or a dead letter), not dropped.
+                let manifest_subscriptions = match &now {
+                    Found::Function(spec) => spec.subscribe.clone(),
+                    Found::Broken { .. } => old_subscriptions.clone(),
+                };
+                for pattern in &old_subscriptions {
+                    if !manifest_subscriptions.contains(pattern) {
+                        bus.unsubscribe(&name, pattern);
                     }
                 }
-                for pattern in &new_subscriptions {
+                for pattern in &manifest_subscriptions {
                     if let Err(e) = bus.subscribe(&name, pattern) {
                         tracing::warn!(function = %name, "ignoring a subscription: {e}");
                     }
                 }
+                let function =
+                    Arc::new(self.build(now, logs, stats, deployment, manifest_subscriptions));
                 match (&old, &function.kind) {
                     (_, Kind::Broken(reason)) => {
                         tracing::error!(function = %name, "function cannot be run: {reason}");
@@ -86,7 +94,7 @@ impl Supervisor {
                 bus.deployed(&name);
                 registry.insert(name, function.clone());
                 if let Some(old) = old {
-                    retired.push((old, "redeployed"));
+                    retired.push((old, super::REDEPLOYED));
                 }
                 deployed.push(function);
             }
@@ -125,7 +133,14 @@ impl Supervisor {
         }
     }
 
-    fn build(&self, found: Found, logs: Arc<LogRing>, stats: Arc<Stats>) -> Function {
+    fn build(
+        &self,
+        found: Found,
+        logs: Arc<LogRing>,
+        stats: Arc<Stats>,
+        deployment: Deployment,
+        manifest_subscriptions: Vec<String>,
+    ) -> Function {
         let host = &self.inner.host;
         let mut webhook = None;
         let mut private = None;
@@ -143,7 +158,9 @@ impl Supervisor {
                         private = copy;
                         let spec = Arc::new(spec);
                         match spec.mode {
-                            Mode::Rpc => Kind::Rpc(Pool::new(spec, host.clone(), logs.clone())),
+                            Mode::Rpc => {
+                                Kind::Rpc(Pool::new(spec, host.clone(), logs.clone(), deployment))
+                            }
                             Mode::Exec => {
                                 Kind::Exec(ExecRunner::new(spec, host.clone(), logs.clone()))
                             }
@@ -163,6 +180,7 @@ impl Supervisor {
         Function {
             found,
             kind,
+            manifest_subscriptions,
             logs,
             stats,
             webhook,
