@@ -50,6 +50,13 @@ pub(crate) enum Lang {
     Sh,
 }
 
+/// A template of `shs new` for a purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Template {
+    /// A GitHub webhook handler in Python, its signature checked by shs (`[webhook]`).
+    Webhook,
+}
+
 /// `shs new`.
 #[derive(Debug, Args)]
 pub(crate) struct NewArgs {
@@ -57,8 +64,12 @@ pub(crate) struct NewArgs {
     pub(crate) name: String,
 
     /// The language to write it in.
-    #[arg(long, value_enum)]
-    pub(crate) lang: Lang,
+    #[arg(long, value_enum, required_unless_present = "template")]
+    pub(crate) lang: Option<Lang>,
+
+    /// A function for a purpose instead of the language's greeter.
+    #[arg(long, value_enum, value_name = "TEMPLATE")]
+    pub(crate) template: Option<Template>,
 
     /// The functions folder to create it in (as a sub-folder NAME).
     #[arg(long, default_value = "functions", value_name = "DIR")]
@@ -236,6 +247,12 @@ pub(crate) struct ServeArgs {
     /// LANG, TZ, their function.toml `env`, SHS_FUNCTION and SHS_URL).
     #[arg(long, env = "SHS_INHERIT_ENV")]
     pub(crate) inherit_env: bool,
+
+    /// The secrets folder: one file per secret, its value the file's contents (less one
+    /// trailing newline). Refused when its group or others may read it; functions name the
+    /// secrets they may read with `secrets = [...]` in function.toml.
+    #[arg(long, env = "SHS_SECRETS_DIR", default_value = defaults::SECRETS_DIR, value_name = "DIR")]
+    pub(crate) secrets_dir: PathBuf,
 
     /// Do not follow the functions folder for changes.
     #[arg(long, env = "SHS_NO_WATCH")]

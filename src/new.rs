@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow, bail};
 
-use crate::cli::{Lang, NewArgs};
+use crate::cli::{Lang, NewArgs, Template};
 
 /// One file of a new function: where it goes in the function's folder, and its text.
 struct File {
@@ -112,6 +112,34 @@ const RUST: &[File] = &[
     },
 ];
 
+const WEBHOOK: &[File] = &[
+    file(
+        "main.py",
+        include_str!("../templates/webhook/main.py"),
+        "the handler of GitHub deliveries (shs checks their signature first)",
+    ),
+    file(
+        "function.toml",
+        include_str!("../templates/webhook/function.toml"),
+        "[webhook] kind = \"github\", secret NAME-webhook",
+    ),
+    file(
+        "test_main.py",
+        include_str!("../templates/webhook/test_main.py"),
+        "its tests (python3 -m unittest)",
+    ),
+    file(
+        "shs_sdk.py",
+        include_str!("../sdk/python/shs_sdk.py"),
+        "the shs Python SDK, copied in",
+    ),
+    file(
+        "README.md",
+        include_str!("../templates/webhook/README.md"),
+        "how to make the secret and send a signed request",
+    ),
+];
+
 const SH: &[File] = &[file(
     "main.sh",
     include_str!("../templates/sh/main.sh"),
@@ -159,17 +187,23 @@ fn render(text: &str, name: &str, sdk_path: &str) -> String {
 pub(crate) fn run(args: &NewArgs) -> anyhow::Result<()> {
     let name = args.name.as_str();
     shs_supervisor::validate_name(name).map_err(|e| anyhow!("{e}"))?;
-    let (files, lang) = match args.lang {
-        Lang::Python => (PYTHON, "python"),
-        Lang::Node => (NODE, "node"),
-        Lang::Rust => (RUST, "rust"),
-        Lang::Sh => (SH, "sh"),
+    let (files, lang) = match (args.template, args.lang) {
+        (Some(Template::Webhook), None | Some(Lang::Python)) => (WEBHOOK, "python webhook"),
+        (Some(Template::Webhook), Some(_)) => {
+            bail!("the webhook template is in Python: leave out --lang, or give --lang python")
+        }
+        (None, Some(Lang::Python)) => (PYTHON, "python"),
+        (None, Some(Lang::Node)) => (NODE, "node"),
+        (None, Some(Lang::Rust)) => (RUST, "rust"),
+        (None, Some(Lang::Sh)) => (SH, "sh"),
+        (None, None) => bail!("give --lang (python, node, rust, sh) or --template webhook"),
     };
-    if args.sdk_path.is_some() && args.lang != Lang::Rust {
+    let rust = args.lang == Some(Lang::Rust);
+    if args.sdk_path.is_some() && !rust {
         bail!("--sdk-path is for --lang rust only");
     }
     let sdk = args.sdk_path.clone().unwrap_or_else(default_sdk_path);
-    if args.lang == Lang::Rust && !sdk.join("Cargo.toml").is_file() {
+    if rust && !sdk.join("Cargo.toml").is_file() {
         bail!(
             "there is no shs-sdk crate at {}: give the path of crates/shs-sdk in an shs \
              checkout with --sdk-path",
@@ -285,7 +319,10 @@ fn summary(args: &NewArgs, folder: &Path, files: &[File], lang: &str) -> String 
     }
     let cd = format!("cd {}", shell_word(&shown));
     let mut steps: Vec<(String, String)> = Vec::new();
-    match args.lang {
+    if args.template == Some(Template::Webhook) {
+        return webhook_summary(text, name, &cd);
+    }
+    match args.lang.unwrap_or(Lang::Sh) {
         Lang::Python => steps.push((format!("({cd} && python3 -m unittest)"), "test it".into())),
         Lang::Node => steps.push((format!("({cd} && node --test)"), "test it".into())),
         Lang::Rust => {
@@ -326,6 +363,31 @@ fn summary(args: &NewArgs, folder: &Path, files: &[File], lang: &str) -> String 
     text
 }
 
+/// What to do next with a new webhook function.
+fn webhook_summary(mut text: String, name: &str, cd: &str) -> String {
+    let steps = [
+        (
+            format!("({cd} && python3 -m unittest)"),
+            "test it".to_owned(),
+        ),
+        (
+            format!("mkdir -p -m 700 secrets && openssl rand -hex 32 > secrets/{name}-webhook"),
+            "its secret (chmod 600 it; give GitHub the same)".to_owned(),
+        ),
+        (
+            "shs serve".to_owned(),
+            "deploy: requests without a right X-Hub-Signature-256 get 401".to_owned(),
+        ),
+        (format!("shs logs {name} -f"), "its log".to_owned()),
+    ];
+    text.push_str("\nNext steps (the README shows a signed request with curl):\n");
+    let width = steps.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+    for (command, comment) in steps {
+        text.push_str(&format!("  {command:<width$}  # {comment}\n"));
+    }
+    text
+}
+
 /// `word`, quoted for a POSIX shell when it needs to be.
 fn shell_word(word: &str) -> String {
     let plain = !word.is_empty()
@@ -345,7 +407,7 @@ mod tests {
 
     #[test]
     fn every_template_is_filled_in() {
-        for files in [PYTHON, NODE, RUST, SH] {
+        for files in [PYTHON, NODE, RUST, SH, WEBHOOK] {
             for f in files {
                 let text = render(f.text, "hello-1", "\"/x\"");
                 assert!(!text.contains("{{"), "{} keeps a placeholder", f.path);

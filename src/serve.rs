@@ -127,6 +127,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.queue = args.queue;
     config.max_line = args.max_line;
     config.inherit_env = args.inherit_env;
+    config.secrets_dir = args.secrets_dir.clone();
     config.server_url = url.clone();
     config.watch = !args.no_watch;
     config.idle_timeout =

@@ -172,6 +172,12 @@ export function serve(streams?: Streams): Promise<number>;
 /** Writes one line to the function's log (stderr), formatted like console.log. */
 export function log(...parts: unknown[]): void;
 
+/**
+ * The value of secret `name`, from the folder `$SHS_SECRETS` (the secrets named in
+ * `secrets = [...]` of function.toml). Throws an `ShsError` when there is no such secret.
+ */
+export function secret(name: string): string;
+
 export const FUNCTION_ERROR: -32000;
 export const INVALID_PARAMS: -32602;
 export const METHOD_NOT_FOUND: -32601;

@@ -37,6 +37,8 @@
 
 'use strict';
 
+const fs = require('node:fs');
+const path = require('node:path');
 const readline = require('node:readline');
 const util = require('node:util');
 
@@ -591,6 +593,29 @@ function eventData(event) {
   return isObject(event) ? event.payload : undefined;
 }
 
+/**
+ * The value of secret `name`: a file of the folder `$SHS_SECRETS`, which holds the secrets the
+ * function names in `secrets = [...]` of its function.toml. Throws an `ShsError` (never showing
+ * a value) when the function has no such secret.
+ */
+function secret(name) {
+  const folder = process.env.SHS_SECRETS;
+  if (!folder) {
+    throw new ShsError(`no secrets: name them in function.toml, e.g. secrets = [${JSON.stringify(String(name))}]`);
+  }
+  if (typeof name !== 'string' || !name || name.includes('/') || name.startsWith('.')) {
+    throw new ShsError(`${JSON.stringify(name)} is not a secret name`);
+  }
+  try {
+    return fs.readFileSync(path.join(folder, name), 'utf8');
+  } catch (err) {
+    if (err.code === 'ENOENT') {
+      throw new ShsError(`no secret ${JSON.stringify(name)}: name it in secrets = [...] of function.toml`);
+    }
+    throw err;
+  }
+}
+
 /** Writes one line to the function's log (stderr), formatted like console.log. */
 function log(...parts) {
   process.stderr.write(`${util.format(...parts)}\n`);
@@ -608,6 +633,7 @@ module.exports = {
   run: () => defaultFunction.run(),
   serve: (streams) => defaultFunction.serve(streams),
   log,
+  secret,
   eventData,
   createFunction,
   ShsFunction,

@@ -359,6 +359,24 @@ def log(*parts):
     sys.stderr.flush()
 
 
+def secret(name):
+    """The value of secret ``name``: a file of the folder ``$SHS_SECRETS``, which holds the
+    secrets the function names in ``secrets = [...]`` of its function.toml. Raises ``Error``
+    (never showing a value) when the function has no such secret."""
+    folder = os.environ.get("SHS_SECRETS")
+    if not folder:
+        raise Error("no secrets: name them in function.toml, e.g. secrets = [%s]"
+                    % json.dumps(str(name)))
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise Error("%r is not a secret name" % (name,))
+    try:
+        with open(os.path.join(folder, name), "rb") as f:
+            return f.read().decode("utf-8")
+    except FileNotFoundError:
+        raise Error("no secret %s: name it in secrets = [...] of function.toml"
+                    % json.dumps(name)) from None
+
+
 def _dumps(message):
     try:
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -541,6 +541,67 @@ async fn new_python_function_is_deployed_invoked_and_its_test_passes() {
 }
 
 #[tokio::test]
+async fn new_webhook_function_checks_github_signatures_and_its_test_passes() {
+    let builder = crate::secrets::with_secrets(
+        ServerBuilder::new(),
+        &[("hooky-webhook", "0123456789abcdef\n")],
+    );
+    let mut server = builder.start().await;
+    server.wait_ready().await;
+    let functions = server.functions_dir();
+    let functions = functions.to_str().expect("UTF-8");
+    let out = shs(
+        &server.url,
+        &["new", "hooky", "--template", "webhook", "--dir", functions],
+    )
+    .ok()
+    .to_owned();
+    assert!(out.contains("secrets/hooky-webhook"), "{out}");
+    shs(
+        &server.url,
+        &[
+            "new",
+            "other",
+            "--template",
+            "webhook",
+            "--lang",
+            "node",
+            "--dir",
+            functions,
+        ],
+    )
+    .fails_with("the webhook template is in Python");
+    wait_deployed(&server, "hooky").await;
+    let body = r#"{"zen":"Design for failure.","hook_id":1}"#;
+    let signature = format!(
+        "sha256={}",
+        crate::webhooks::sign("0123456789abcdef", body.as_bytes())
+    );
+    let signed = server
+        .request(
+            reqwest::Method::POST,
+            "/run/hooky",
+            Some(body.to_owned()),
+            &[("X-Hub-Signature-256", &signature)],
+        )
+        .await;
+    assert_eq!(signed.status, 200, "{signed:?}");
+    assert_eq!(
+        signed.body,
+        json!({"received": true, "event": "ping", "zen": "Design for failure."})
+    );
+    let unsigned = server.post("/run/hooky", body).await;
+    assert_eq!(unsigned.status, 401, "{unsigned:?}");
+    assert!(unsigned.message().contains("X-Hub-Signature-256"));
+    run_in(
+        &server.functions_dir().join("hooky"),
+        "python3",
+        &["-m", "unittest"],
+    );
+    server.stop_and_check();
+}
+
+#[tokio::test]
 async fn new_node_function_is_deployed_invoked_and_its_test_passes() {
     let mut server = ServerBuilder::new().start().await;
     server.wait_ready().await;

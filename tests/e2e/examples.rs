@@ -322,6 +322,91 @@ async fn the_node_event_examples_work_as_documented() {
     walk_through("node").await;
 }
 
+/// `examples/http/github-webhook` as its README runs it: the secret in a private folder, the
+/// signature made with `openssl dgst -sha256 -hmac`, a right, a wrong and a missing one.
+#[tokio::test]
+async fn the_github_webhook_example_works_as_documented() {
+    let builder = ServerBuilder::new();
+    let dir = builder.functions_dir().join("github-webhook");
+    copy_dir(
+        &examples_dir().join("http/github-webhook/functions/github-webhook"),
+        &dir,
+    );
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/python/shs_sdk.py");
+    fs::copy(&sdk, dir.join("shs_sdk.py")).expect("copy the SDK");
+    let builder = crate::secrets::with_secrets(
+        builder,
+        &[("github-webhook", "It-is-a-secret-to-everybody\n")],
+    );
+    let secrets = builder
+        .functions_dir()
+        .parent()
+        .expect("parent")
+        .join("secrets/github-webhook");
+    let mut server = builder.start().await;
+    server.wait_ready().await;
+    let body = r#"{"zen":"Design for failure.","hook_id":42}"#;
+    // The README's own command.
+    let script = format!(
+        "printf '%s' '{body}' | openssl dgst -sha256 -hmac \"$(cat {})\" | sed 's/^.* //'",
+        secrets.display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("openssl");
+    let sig = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    assert_eq!(
+        sig,
+        crate::webhooks::sign("It-is-a-secret-to-everybody", body.as_bytes())
+    );
+    assert_eq!(
+        sig, "c4ef7ce472e501ac9d4e3bc8a7c5f36900ec0fc0b3fc2561045041ebd346e8fd",
+        "the README's transcript"
+    );
+    let send = |signature: Option<String>| {
+        let server = &server;
+        async move {
+            let mut headers = vec![("Content-Type", "application/json".to_owned())];
+            if let Some(s) = signature {
+                headers.push(("X-Hub-Signature-256", s));
+            }
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            server
+                .request(
+                    reqwest::Method::POST,
+                    "/run/github-webhook",
+                    Some(body.to_owned()),
+                    &headers,
+                )
+                .await
+        }
+    };
+    let right = send(Some(format!("sha256={sig}"))).await;
+    assert_eq!(right.status, 200, "{right:?}");
+    assert_eq!(
+        right.body,
+        json!({"received": true, "event": "ping", "zen": "Design for failure."})
+    );
+    let wrong = send(Some(format!("sha256={}", "0".repeat(64)))).await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(
+        wrong.body,
+        json!({"error": {"message": "the X-Hub-Signature-256 header does not match the body", "function": "github-webhook"}})
+    );
+    let missing = send(None).await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(
+        missing.message(),
+        "the X-Hub-Signature-256 header is missing: this function takes only signed requests"
+    );
+    server.stop_and_check();
+}
+
 /// Deploys `examples/http/<name>` as its README says: the SDK, then the example's files.
 fn deploy_http_example(builder: ServerBuilder, name: &str) -> ServerBuilder {
     let dir = builder.functions_dir().join(name);

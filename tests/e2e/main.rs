@@ -29,5 +29,7 @@ mod ops;
 mod protocol;
 mod run;
 mod sdk;
+mod secrets;
 mod stream;
 mod ui;
+mod webhooks;

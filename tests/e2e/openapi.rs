@@ -637,7 +637,10 @@ const OPEN: [&str; 5] = ["/health", "/ready", "/ui", "/ui/", "/ui/{file}"];
 
 /// The functions the walk deploys.
 fn walk_server() -> ServerBuilder {
-    ServerBuilder::new()
+    let builder = ServerBuilder::new()
+        .fixture_as("echo", "signed")
+        .toml("signed", "[webhook]\nkind = \"github\"\nsecret = \"gh\"\n");
+    crate::secrets::with_secrets(builder, &[("gh", "walk-secret")])
         .fixture("echo")
         .fixture("fail")
         .fixture("crash")
@@ -770,6 +773,24 @@ async fn every_route_answers_as_the_document_says() {
         .await;
     w.expect(404, "POST", "/run/", Some("{}"), &[]).await;
     w.expect(404, "POST", "/run/nope", Some("{}"), &[]).await;
+    // A webhook: signed right, it runs; unsigned, 401 naming the header.
+    let signature = format!(
+        "sha256={}",
+        crate::webhooks::sign("walk-secret", b"{\"zen\": 1}")
+    );
+    w.expect(
+        200,
+        "POST",
+        "/run/signed",
+        Some("{\"zen\": 1}"),
+        &[("x-hub-signature-256", &signature)],
+    )
+    .await;
+    let refused = w.expect(401, "POST", "/run/signed", Some("{}"), &[]).await;
+    assert!(
+        refused.message().contains("X-Hub-Signature-256"),
+        "{refused:?}"
+    );
     let big = format!("\"{}\"", "x".repeat(5000));
     w.expect(413, "POST", "/run/echo", Some(&big), &[]).await;
     let failed = w.expect(500, "POST", "/run/fail", Some("{}"), &[]).await;

@@ -36,6 +36,7 @@ mod query;
 mod response;
 mod run;
 pub mod ui;
+mod webhook;
 
 use body::{read_body, request_meta};
 use functions::{function_logs, function_metrics, functions, metrics, subscriptions};

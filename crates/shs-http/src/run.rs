@@ -25,6 +25,24 @@ pub(crate) async fn run(
         Ok(body) => body.freeze(),
         Err(response) => return response,
     };
+    // A webhook's signature is checked over the raw body before anything else reads it.
+    let webhook = match state.supervisor.webhook(&name) {
+        None => None,
+        Some(key) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if let Err(message) = crate::webhook::verify(&key, req.headers(), &body, now) {
+                metrics::counter!("shs_webhook_refusals_total", "function" => name.clone(), "kind" => key.kind.as_str())
+                    .increment(1);
+                tracing::info!(function = name, "webhook refused: {message}");
+                let mut extra = Map::new();
+                extra.insert("function".into(), serde_json::Value::String(name));
+                return error_response(StatusCode::UNAUTHORIZED, message, extra);
+            }
+            Some(key.kind)
+        }
+    };
     let request = function_request(&req, &name, body);
     let invoke = match request.into_invoke() {
         Ok(invoke) => invoke,
@@ -36,7 +54,14 @@ pub(crate) async fn run(
     let function = name.clone();
     let mut call = Box::pin(async move {
         supervisor
-            .invoke_http_streaming(&function, invoke, &request_id, trace.as_deref(), tx)
+            .invoke_http_streaming(
+                &function,
+                invoke,
+                &request_id,
+                trace.as_deref(),
+                webhook,
+                tx,
+            )
             .await
     });
     // The first `stream` notification starts a streamed answer; an answer before any ends it.

@@ -100,6 +100,7 @@ fn write(c: &mut Criterion) {
                         request_id,
                         function: "echo",
                         traceparent: None,
+                        webhook: None,
                     },
                     http: None,
                 };
@@ -121,6 +122,7 @@ fn write(c: &mut Criterion) {
                             request_id,
                             function: "echo",
                             traceparent: None,
+                            webhook: None,
                         },
                         http: None,
                     };
@@ -227,6 +229,7 @@ fn write_events(c: &mut Criterion) {
                 request_id: "0b3c2a57-3f1e-4d8e-9a36-7f1f2d1c9e55",
                 function: "event-subscriber",
                 traceparent: None,
+                webhook: None,
             },
         };
         group.throughput(Throughput::Bytes(payload.get().len() as u64));

@@ -78,6 +78,19 @@ pub struct Context<S = String> {
     /// The W3C trace context of the request (or of the event), when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<S>,
+    /// For a function with a `[webhook]`: whose signature the request carried, checked by the
+    /// supervisor before the function ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookContext<S>>,
+}
+
+/// `context.webhook`: `{"kind": "github", "verified": true}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookContext<S = String> {
+    /// `github`, `stripe`, `slack` or `hmac-sha256`.
+    pub kind: S,
+    /// Always true: a request whose signature does not verify never reaches the function.
+    pub verified: bool,
 }
 
 /// Parameters of `invoke`: `{"input": any, "context": {...}, "http": {...}}`.
@@ -225,6 +238,7 @@ mod tests {
                 request_id: "r1",
                 function: "hello",
                 traceparent: None,
+                webhook: None,
             },
             http: None,
         };

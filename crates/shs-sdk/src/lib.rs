@@ -94,6 +94,7 @@ mod error;
 mod function;
 mod http;
 mod run;
+mod secret;
 mod wire;
 
 use serde_json::value::RawValue;
@@ -103,6 +104,7 @@ pub use data::event_data;
 pub use error::Error;
 pub use function::{Event, Function};
 pub use http::{Body, Request, Response, sse_event};
+pub use secret::secret;
 pub use shs_protocol;
 pub use shs_protocol::methods::{
     DeliveryFailure, PublishResult, SubscribeResult, UnsubscribeResult,

@@ -45,6 +45,9 @@ pub const STDERR_LINE: usize = 64 << 10;
 /// (`--kill-grace`).
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
 
+/// The secrets folder (`--secrets-dir`), relative to the working folder.
+pub const SECRETS_DIR: &str = "./secrets";
+
 /// The address the server listens on (`--listen`).
 pub const LISTEN: &str = "127.0.0.1:8080";
 

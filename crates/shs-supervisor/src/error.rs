@@ -61,6 +61,9 @@ pub enum StartError {
     /// The event bus could not resume (its store failed).
     #[error("the event bus could not start: {0}")]
     Bus(#[from] shs_bus::BusError),
+    /// The secrets folder cannot be used (e.g. others may read it).
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsDirError),
 }
 
 /// How an [`InvokeError`] is reported: each kind has one HTTP status.

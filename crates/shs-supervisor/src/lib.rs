@@ -55,6 +55,7 @@ mod manifest;
 mod pipes;
 mod pool;
 mod process;
+pub mod secrets;
 pub mod spec;
 pub mod stats;
 mod stdin;
@@ -67,7 +68,8 @@ pub use error::{ErrorKind, InvokeError, SpecError, StartError};
 pub use http::{BodyError, HttpInvoke, HttpRequest};
 pub use logs::LogLine;
 pub use pool::PoolStatus;
-pub use spec::{FunctionSpec, Mode, validate_name};
+pub use secrets::{SecretsDirError, WebhookKey};
+pub use spec::{FunctionSpec, Mode, WebhookKind, validate_name};
 pub use stats::{Activity, FunctionStats, ProcessInfo};
 pub use stream::{HttpStream, StreamChunk, StreamTx, http_stream};
 pub use supervisor::{FunctionDetail, FunctionInfo, FunctionSummary, Output, Supervisor};
@@ -109,6 +111,9 @@ pub struct Config {
     /// HTTP workers). In its first seconds, the supervisor waits for them before it starts
     /// processes, so that the first processes are spread over them too.
     pub io_threads: usize,
+    /// The secrets folder (`--secrets-dir`): one file per secret. Refused at start when its
+    /// group or others may read it; a missing folder holds no secrets.
+    pub secrets_dir: PathBuf,
 }
 
 impl Config {
@@ -131,6 +136,7 @@ impl Config {
             max_attempts: defaults::MAX_ATTEMPTS,
             retry_backoff: defaults::RETRY_BACKOFF,
             io_threads: 0,
+            secrets_dir: PathBuf::from(defaults::SECRETS_DIR),
         }
     }
 
@@ -157,4 +163,6 @@ pub(crate) struct Host {
     pub(crate) handle: tokio::runtime::Handle,
     /// The threads attached to handle processes' stdin and stdout.
     pub(crate) io: io::IoThreads,
+    /// The secrets folder, and where functions' private copies go.
+    pub(crate) secrets: secrets::Secrets,
 }

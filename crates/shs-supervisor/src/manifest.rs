@@ -16,7 +16,8 @@ use serde::Deserialize;
 use crate::defaults;
 use crate::error::SpecError;
 use crate::spec::{
-    DEFAULT_PATH, Defaults, Fingerprint, FunctionSpec, Limits, Mode, RunAs, parse_size,
+    DEFAULT_PATH, Defaults, Fingerprint, FunctionSpec, Limits, Mode, RunAs, Webhook, WebhookKind,
+    parse_size,
 };
 
 /// Longest `timeout` and `start_timeout`, in seconds: a day.
@@ -48,6 +49,17 @@ pub(crate) struct Manifest {
     ordered: Option<bool>,
     raw_body: Option<bool>,
     start_timeout: Option<f64>,
+    secrets: Option<Vec<String>>,
+    webhook: Option<WebhookManifest>,
+}
+
+/// The `[webhook]` table of `function.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookManifest {
+    kind: WebhookKind,
+    secret: String,
+    header: Option<String>,
 }
 
 /// The `[limits]` table of `function.toml`.
@@ -235,6 +247,46 @@ pub(crate) fn build_spec(
             )));
         }
     }
+    let secrets = manifest.secrets.unwrap_or_default();
+    for secret in &secrets {
+        crate::secrets::validate_secret_name(secret)
+            .map_err(|e| invalid(format!("`secrets`: {e}")))?;
+    }
+    let webhook = match manifest.webhook {
+        None => None,
+        Some(w) => {
+            crate::secrets::validate_secret_name(&w.secret)
+                .map_err(|e| invalid(format!("`webhook.secret`: {e}")))?;
+            let header = match (w.kind, w.header) {
+                (WebhookKind::HmacSha256, Some(h)) => {
+                    if h.is_empty()
+                        || !h
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    {
+                        return Err(invalid(format!(
+                            "`webhook.header`: {h:?} is not a header name"
+                        )));
+                    }
+                    h
+                }
+                (WebhookKind::HmacSha256, None) => WebhookKind::HmacSha256.default_header().into(),
+                (kind, Some(_)) => {
+                    return Err(invalid(format!(
+                        "`webhook.header` is only for kind \"hmac-sha256\"; {} signs in {}",
+                        kind.as_str(),
+                        kind.default_header()
+                    )));
+                }
+                (kind, None) => kind.default_header().into(),
+            };
+            Some(Webhook {
+                kind: w.kind,
+                secret: w.secret,
+                header,
+            })
+        }
+    };
     Ok(FunctionSpec {
         name: name.to_owned(),
         dir: dir.to_owned(),
@@ -254,6 +306,9 @@ pub(crate) fn build_spec(
         max_attempts,
         retry_backoff,
         ordered: manifest.ordered.unwrap_or(defaults::ORDERED),
+        secrets,
+        webhook,
+        secrets_folder: None,
         raw_body: manifest.raw_body.unwrap_or(false),
         fingerprint: Fingerprint::default(),
     })

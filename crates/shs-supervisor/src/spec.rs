@@ -59,6 +59,58 @@ impl Mode {
     }
 }
 
+/// Who signs a webhook's requests, which says how the signature is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum WebhookKind {
+    /// GitHub: `X-Hub-Signature-256: sha256=HEX`, HMAC-SHA256 of the body.
+    #[serde(rename = "github")]
+    Github,
+    /// Stripe: `Stripe-Signature: t=TS,v1=HEX`, HMAC-SHA256 of `TS.BODY`.
+    #[serde(rename = "stripe")]
+    Stripe,
+    /// Slack: `X-Slack-Signature: v0=HEX`, HMAC-SHA256 of `v0:TS:BODY`, the time in
+    /// `X-Slack-Request-Timestamp`.
+    #[serde(rename = "slack")]
+    Slack,
+    /// Any sender: the header (default `X-Signature`) holds the HMAC-SHA256 of the body in
+    /// hex, with or without a `sha256=` prefix.
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+}
+
+impl WebhookKind {
+    /// `"github"`, `"stripe"`, `"slack"` or `"hmac-sha256"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookKind::Github => "github",
+            WebhookKind::Stripe => "stripe",
+            WebhookKind::Slack => "slack",
+            WebhookKind::HmacSha256 => "hmac-sha256",
+        }
+    }
+
+    /// The header that carries the signature, unless `hmac-sha256` names another.
+    pub fn default_header(self) -> &'static str {
+        match self {
+            WebhookKind::Github => "X-Hub-Signature-256",
+            WebhookKind::Stripe => "Stripe-Signature",
+            WebhookKind::Slack => "X-Slack-Signature",
+            WebhookKind::HmacSha256 => "X-Signature",
+        }
+    }
+}
+
+/// A function's `[webhook]`: requests are refused unless signed with the secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Webhook {
+    /// Who signs.
+    pub kind: WebhookKind,
+    /// The name of the secret the signature is made with.
+    pub secret: String,
+    /// The header holding the signature.
+    pub header: String,
+}
+
 /// Resource limits of a function's processes, set with `setrlimit` in the child before it
 /// runs the function.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -191,6 +243,12 @@ pub struct FunctionSpec {
     pub retry_backoff: Duration,
     /// Whether asynchronous deliveries of one event type are made one at a time, in order.
     pub ordered: bool,
+    /// The secrets its processes may read, in the folder `SHS_SECRETS`.
+    pub secrets: Vec<String>,
+    /// The signature its requests are checked for.
+    pub webhook: Option<Webhook>,
+    /// The private folder holding its secrets, `SHS_SECRETS` (set when it is deployed).
+    pub secrets_folder: Option<PathBuf>,
     /// Whether an HTTP request's raw body is sent even when it is JSON (`raw_body`).
     pub raw_body: bool,
     /// What a change on disk is detected by.
@@ -408,6 +466,11 @@ pub fn environment(
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.insert("SHS_FUNCTION".into(), spec.name.clone());
     env.insert("SHS_URL".into(), server_url.to_owned());
+    if let Some(folder) = &spec.secrets_folder {
+        env.insert("SHS_SECRETS".into(), folder.to_string_lossy().into_owned());
+    } else {
+        env.remove("SHS_SECRETS");
+    }
     env
 }
 

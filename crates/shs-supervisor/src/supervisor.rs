@@ -30,7 +30,7 @@ use crate::http::HttpInvoke;
 use crate::logs::{LogLine, LogRing};
 use crate::pool::{Pool, PoolStatus};
 use crate::process::{CallError, CallMeta};
-use crate::spec::{self, Defaults, Found, FunctionSpec, Mode};
+use crate::spec::{self, Defaults, Found, FunctionSpec, Mode, WebhookKind};
 use crate::stats::{FunctionStats, Stats};
 use crate::stream::StreamTx;
 use crate::watch::{FolderWatch, follow};
@@ -100,6 +100,10 @@ struct Function {
     logs: Arc<LogRing>,
     /// What it has done (kept across redeployments).
     stats: Arc<Stats>,
+    /// What its `[webhook]` is checked with.
+    webhook: Option<Arc<crate::secrets::WebhookKey>>,
+    /// Its private copy of its secrets, removed with this deployment.
+    _secrets: Option<crate::secrets::PrivateCopy>,
 }
 
 impl Function {
@@ -128,6 +132,7 @@ impl Function {
             request_id,
             trace,
             cause,
+            webhook,
         } = request;
         let (request_id, trace) = (*request_id, *trace);
         match &self.kind {
@@ -150,6 +155,10 @@ impl Function {
                     request_id,
                     function: name,
                     traceparent: trace,
+                    webhook: webhook.map(|kind| methods::WebhookContext {
+                        kind: kind.as_str(),
+                        verified: true,
+                    }),
                 };
                 let mut stream = None;
                 let (method, params) = match job {
@@ -239,6 +248,8 @@ struct Request<'a> {
     trace: Option<&'a str>,
     /// What waits for it.
     cause: Causation,
+    /// The kind of webhook signature checked before it was made, `context.webhook`.
+    webhook: Option<WebhookKind>,
 }
 
 /// What a function is asked to do: the two kinds of request.
@@ -310,7 +321,9 @@ impl Supervisor {
             tracing::info!("running as PID 1: orphaned processes are reaped");
         }
         let io = crate::io::IoThreads::new(config.io_threads);
+        let secrets = crate::secrets::Secrets::open(&config.secrets_dir)?;
         let host = Arc::new(Host {
+            secrets,
             config,
             bus: bus.clone(),
             handle: tokio::runtime::Handle::current(),
@@ -412,6 +425,12 @@ impl Supervisor {
             })
     }
 
+    /// What requests to function `name` must be signed with, when it has a `[webhook]`
+    /// (and it is deployed).
+    pub fn webhook(&self, name: &str) -> Option<Arc<crate::secrets::WebhookKey>> {
+        self.inner.registry.read().get(name)?.webhook.clone()
+    }
+
     /// Whether a function of that name is deployed.
     pub fn contains(&self, name: &str) -> bool {
         self.inner.registry.read().contains_key(name)
@@ -458,11 +477,26 @@ impl Supervisor {
         request_id: &str,
         trace: Option<&str>,
     ) -> Result<Output, InvokeError> {
+        self.invoke_signed(name, input, request_id, trace, None)
+            .await
+    }
+
+    /// [`Supervisor::invoke`] of a request whose `webhook` signature the caller has checked
+    /// (with [`Supervisor::webhook`]): the function's `context.webhook` says so.
+    pub async fn invoke_signed(
+        &self,
+        name: &str,
+        input: Box<RawValue>,
+        request_id: &str,
+        trace: Option<&str>,
+        webhook: Option<WebhookKind>,
+    ) -> Result<Output, InvokeError> {
         let request = Request {
             job: Job::Invoke(input),
             request_id,
             trace,
             cause: Causation::root(),
+            webhook,
         };
         self.run(name, request).await
     }
@@ -482,19 +516,22 @@ impl Supervisor {
             request_id,
             trace,
             cause: Causation::root(),
+            webhook: None,
         };
         self.run(name, request).await
     }
 
     /// [`Supervisor::invoke_http`], and the `stream` notifications the function sends while
     /// it handles the request go to `stream` (made by [`crate::http_stream`]); the stream ends
-    /// when this call does. An exec function does not stream.
+    /// when this call does. An exec function does not stream. `webhook` is the signature the
+    /// caller checked (with [`Supervisor::webhook`]): the function's `context.webhook`.
     pub async fn invoke_http_streaming(
         &self,
         name: &str,
         invoke: HttpInvoke,
         request_id: &str,
         trace: Option<&str>,
+        webhook: Option<WebhookKind>,
         stream: StreamTx,
     ) -> Result<Output, InvokeError> {
         let request = Request {
@@ -502,6 +539,7 @@ impl Supervisor {
             request_id,
             trace,
             cause: Causation::root(),
+            webhook,
         };
         self.run(name, request).await
     }
@@ -542,6 +580,8 @@ impl Supervisor {
             .into_values()
             .collect();
         futures::future::join_all(all.iter().map(|f| f.retire("removed", drain))).await;
+        drop(all);
+        self.inner.host.secrets.close();
         tracing::info!("every function process has stopped");
     }
 }

@@ -113,6 +113,26 @@ function callingFunction() {
   });
 }
 
+test('a secret is read from $SHS_SECRETS, and a missing one is a clear error', () => {
+  const fs = require('node:fs');
+  const os = require('node:os');
+  const path = require('node:path');
+  const folder = fs.mkdtempSync(path.join(os.tmpdir(), 'shs-sdk-secrets-'));
+  const saved = process.env.SHS_SECRETS;
+  try {
+    fs.writeFileSync(path.join(folder, 'api-token'), 's3cret');
+    delete process.env.SHS_SECRETS;
+    assert.throws(() => shs.secret('api-token'), /secrets = \["api-token"\]/);
+    process.env.SHS_SECRETS = folder;
+    assert.equal(shs.secret('api-token'), 's3cret');
+    assert.throws(() => shs.secret('other'), { name: 'ShsError', message: /no secret "other"/ });
+    assert.throws(() => shs.secret('../api-token'), /not a secret name/);
+  } finally {
+    if (saved === undefined) delete process.env.SHS_SECRETS; else process.env.SHS_SECRETS = saved;
+    fs.rmSync(folder, { recursive: true });
+  }
+});
+
 test('answers initialize, then invokes', async () => {
   const { lines, status } = await script(echoFunction(), [INIT, invoke(2, { a: 1 }), invoke(7, [1, 'x'])]);
   assert.equal(status, 0);

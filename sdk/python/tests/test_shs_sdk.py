@@ -139,6 +139,35 @@ def calling_app(**options):
     return app
 
 
+class Secrets(unittest.TestCase):
+    def setUp(self):
+        import tempfile
+        self.folder = tempfile.TemporaryDirectory()
+        with open(os.path.join(self.folder.name, "api-token"), "w") as f:
+            f.write("s3cret")
+        self.saved = os.environ.get("SHS_SECRETS")
+
+    def tearDown(self):
+        if self.saved is None:
+            os.environ.pop("SHS_SECRETS", None)
+        else:
+            os.environ["SHS_SECRETS"] = self.saved
+        self.folder.cleanup()
+
+    def test_a_secret_is_read_from_its_folder(self):
+        os.environ["SHS_SECRETS"] = self.folder.name
+        self.assertEqual(shs_sdk.secret("api-token"), "s3cret")
+        with self.assertRaisesRegex(shs_sdk.Error, 'no secret "other"'):
+            shs_sdk.secret("other")
+        with self.assertRaisesRegex(shs_sdk.Error, "not a secret name"):
+            shs_sdk.secret("../api-token")
+
+    def test_without_secrets_the_error_says_how_to_name_them(self):
+        os.environ.pop("SHS_SECRETS", None)
+        with self.assertRaisesRegex(shs_sdk.Error, r'secrets = \["api-token"\]'):
+            shs_sdk.secret("api-token")
+
+
 class Basics(unittest.TestCase):
     def test_initialize_then_invokes(self):
         lines, status, _ = script(echo_app(), [INIT, invoke(2, {"a": 1}), invoke(7, [1, "x"])])

@@ -103,6 +103,7 @@ impl Supervisor {
             request_id: &request_id,
             trace: event.traceparent.as_deref(),
             cause,
+            webhook: None,
         };
         self.run(name, request).await.map(drop)
     }

@@ -142,12 +142,34 @@ impl Supervisor {
         manifest_subscriptions: Vec<String>,
     ) -> Function {
         let host = &self.inner.host;
+        let mut webhook = None;
+        let mut private = None;
         let kind = match &found {
             Found::Function(spec) => {
-                let spec = Arc::new((**spec).clone());
-                match spec.mode {
-                    Mode::Rpc => Kind::Rpc(Pool::new(spec, host.clone(), logs.clone(), deployment)),
-                    Mode::Exec => Kind::Exec(ExecRunner::new(spec, host.clone(), logs.clone())),
+                let secrets = host
+                    .secrets
+                    .webhook_key(spec)
+                    .and_then(|key| Ok((key, host.secrets.private_copy(spec)?)));
+                match secrets {
+                    Ok((key, copy)) => {
+                        webhook = key.map(Arc::new);
+                        let mut spec = (**spec).clone();
+                        spec.secrets_folder = copy.as_ref().map(|c| c.path().to_owned());
+                        private = copy;
+                        let spec = Arc::new(spec);
+                        match spec.mode {
+                            Mode::Rpc => {
+                                Kind::Rpc(Pool::new(spec, host.clone(), logs.clone(), deployment))
+                            }
+                            Mode::Exec => {
+                                Kind::Exec(ExecRunner::new(spec, host.clone(), logs.clone()))
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        logs.push(0, None, "shs", &format!("cannot be run: {error}"));
+                        Kind::Broken(error)
+                    }
                 }
             }
             Found::Broken { error, .. } => {
@@ -161,6 +183,8 @@ impl Supervisor {
             manifest_subscriptions,
             logs,
             stats,
+            webhook,
+            _secrets: private,
         }
     }
 }
