@@ -28,6 +28,7 @@ use shs_supervisor::Supervisor;
 
 mod access;
 mod body;
+mod cloudevents;
 pub mod events;
 mod functions;
 mod lifecycle;
