@@ -58,6 +58,15 @@ function playground(name) {
       if (colon < 1) throw new Error(`header line ${i + 1} is not "Name: value"`);
       list.push([line.slice(0, colon).trim(), line.slice(colon + 1).trim()]);
     });
+    // A JSON body with no Content-Type goes as JSON (a browser would label it text/plain,
+    // which the function would get as text, with `input` null).
+    const sendsBody = method.value !== 'GET' && method.value !== 'HEAD';
+    if (sendsBody && !list.some(([k]) => k.toLowerCase() === 'content-type')) {
+      try {
+        JSON.parse(body.value);
+        list.push(['Content-Type', 'application/json']);
+      } catch (_) { /* not JSON: sent as the browser labels it */ }
+    }
     return list;
   };
   const explain = () => {
@@ -89,7 +98,7 @@ function playground(name) {
     send.disabled = true;
     fill(out, h('p', { class: 'muted' }, 'Sending…'));
     const init = { method: method.value, headers: list };
-    if (method.value !== 'GET') init.body = body.value;
+    if (method.value !== 'GET' && method.value !== 'HEAD') init.body = body.value;
     const began = performance.now();
     try {
       const response = await api(url(), init);
