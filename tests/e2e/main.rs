@@ -31,5 +31,6 @@ mod run;
 mod sdk;
 mod secrets;
 mod stream;
+mod triggers;
 mod ui;
 mod webhooks;

@@ -48,6 +48,7 @@ mod bus;
 mod causation;
 mod deliver;
 pub mod event;
+pub mod idempotency;
 mod local;
 mod queue;
 mod rfc3339;

@@ -31,6 +31,7 @@ mod body;
 mod cloudevents;
 pub mod events;
 mod functions;
+pub mod idempotency;
 mod lifecycle;
 mod live;
 mod query;
@@ -67,6 +68,8 @@ pub struct HttpConfig {
     pub shutdown_grace: Duration,
     /// Whether the dashboard is served at `/ui/`.
     pub ui: bool,
+    /// How long an `Idempotency-Key` is kept after its first use.
+    pub idempotency_ttl: Duration,
 }
 
 /// What every handler shares.
@@ -75,6 +78,8 @@ pub struct AppState {
     supervisor: Supervisor,
     max_body: usize,
     metrics: Option<PrometheusHandle>,
+    /// How long an `Idempotency-Key` is kept ([`idempotency::DEFAULT_TTL`] unless set).
+    idempotency_ttl: Duration,
 }
 
 impl AppState {
@@ -88,7 +93,14 @@ impl AppState {
             supervisor,
             max_body,
             metrics,
+            idempotency_ttl: idempotency::DEFAULT_TTL,
         }
+    }
+
+    /// Keeps `Idempotency-Key`s for `ttl` after their first use.
+    pub fn with_idempotency_ttl(mut self, ttl: Duration) -> AppState {
+        self.idempotency_ttl = ttl;
+        self
     }
 }
 
@@ -107,7 +119,8 @@ pub fn server(
     supervisor: Supervisor,
     config: &HttpConfig,
 ) -> std::io::Result<HttpServer> {
-    let state = AppState::new(supervisor, config.max_body, config.metrics.clone());
+    let state = AppState::new(supervisor, config.max_body, config.metrics.clone())
+        .with_idempotency_ttl(config.idempotency_ttl);
     let lifecycle = Arc::new(Lifecycle::default());
     let guard = web::Data::new(access::Guard::new(&config.access, lifecycle.clone()));
     let forget = guard.clone();
@@ -168,7 +181,12 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
     let mut cors = actix_cors::Cors::default()
         .allowed_methods(["GET", "POST", "DELETE", "OPTIONS"])
         .allow_any_header()
-        .expose_headers([REQUEST_ID, "retry-after", "preference-applied"])
+        .expose_headers([
+            REQUEST_ID,
+            "retry-after",
+            "preference-applied",
+            idempotency::IDEMPOTENT_REPLAYED,
+        ])
         .max_age(3600);
     for origin in origins {
         cors = if origin == "*" {

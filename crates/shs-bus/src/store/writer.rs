@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Attempt, DeliveryInfo, Outcome, StoreError, now_ms};
+use super::{Attempt, DeliveryInfo, Outcome, StoreError, keys, now_ms};
 use crate::event::SharedEvent;
+use crate::idempotency::{Claimed, KeptAnswer, KeyClaim};
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 4_096;
@@ -68,6 +69,18 @@ pub(super) enum Write {
     Flush {
         done: oneshot::Sender<()>,
     },
+    /// Claims an idempotency key for a request (see [`super::keys::claim`]).
+    ClaimKey {
+        claim: KeyClaim,
+        done: oneshot::Sender<Result<Claimed, StoreError>>,
+    },
+    /// Keeps the answer under a key, or releases it (`None`).
+    SettleKey {
+        scope: String,
+        key: String,
+        answer: Option<KeptAnswer>,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 impl Write {
@@ -82,7 +95,9 @@ impl Write {
             | Write::Finish { .. }
             | Write::Revive { .. }
             | Write::Delete { .. }
-            | Write::Flush { .. } => true,
+            | Write::Flush { .. }
+            | Write::ClaimKey { .. }
+            | Write::SettleKey { .. } => true,
         }
     }
 }
@@ -185,7 +200,7 @@ fn apply_each(conn: &mut Connection, batch: &[Write]) -> Vec<Result<Found, Strin
 fn answer(write: Write, result: Result<Found, String>) {
     let result = result.map_err(StoreError::Write);
     match write {
-        Write::Accept { done, .. } | Write::Finish { done, .. } => {
+        Write::Accept { done, .. } | Write::Finish { done, .. } | Write::SettleKey { done, .. } => {
             let _ = done.send(result.map(drop));
         }
         Write::Revive { done, .. } => {
@@ -197,14 +212,19 @@ fn answer(write: Write, result: Result<Found, String>) {
         Write::Flush { done } => {
             let _ = done.send(());
         }
+        Write::ClaimKey { done, .. } => {
+            let _ = done.send(result.map(|found| found.claimed.unwrap_or(Claimed::InFlight)));
+        }
         _ => {}
     }
 }
 
-/// What a write found: the function of the dead letter it revived or deleted.
+/// What a write found: the function of the dead letter it revived or deleted, what an
+/// idempotency key held.
 #[derive(Default)]
 struct Found {
     function: Option<String>,
+    claimed: Option<Claimed>,
 }
 
 /// Applies one write.
@@ -291,7 +311,10 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
                     |r| r.get(0),
                 )
                 .optional()?;
-            Ok(Found { function })
+            Ok(Found {
+                function,
+                ..Found::default()
+            })
         }
         Write::Delete { delivery, .. } => {
             let function = tx
@@ -301,7 +324,10 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
                     |r| r.get(0),
                 )
                 .optional()?;
-            Ok(Found { function })
+            Ok(Found {
+                function,
+                ..Found::default()
+            })
         }
         Write::Subscription {
             function,
@@ -338,9 +364,20 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
                      SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq AND d.state IN ('pending', 'dead'))",
                 params![before_ms],
             )?;
+            keys::sweep(tx, now)?;
             Ok(Found::default())
         }
         Write::Flush { .. } => Ok(Found::default()),
+        Write::ClaimKey { claim, .. } => Ok(Found {
+            claimed: Some(keys::claim(tx, claim, now)?),
+            ..Found::default()
+        }),
+        Write::SettleKey {
+            scope, key, answer, ..
+        } => {
+            keys::settle(tx, scope, key, answer.as_ref())?;
+            Ok(Found::default())
+        }
     }
 }
 
