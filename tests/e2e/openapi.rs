@@ -850,8 +850,8 @@ async fn every_route_answers_as_the_document_says() {
         Some("{\"sleep\": 0.6}"),
         &[("idempotency-key", "walk-slow")],
     );
+    // Sent together: whichever comes first runs (0.6 s), the other finds it in flight.
     let (slow, conflict) = tokio::join!(slow, async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
         call(
             &w.client,
             &server.url,

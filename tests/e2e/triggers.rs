@@ -7,12 +7,13 @@ use serde_json::{Value, json};
 use crate::harness::{Answer, Server, ServerBuilder, poll};
 
 /// An exec function that counts its runs in `runs.log` and answers the count with its input;
-/// a body holding `slow` waits (at most 10 s) for a file `go` first.
+/// a body holding `slow` writes `waiting`, then waits (at most 10 s) for a file `go`.
 const COUNTER: &str = r#"#!/bin/sh
 # counter (exec): counts its runs in runs.log and answers {"runs": N, "input": BODY};
-# a body holding "slow" first waits for a file `go` (at most 10 s).
+# a body holding "slow" first writes a file `waiting`, then waits for a file `go` (at most 10 s).
 body=$(cat)
 case "$body" in *slow*)
+  : > waiting
   i=0
   while [ ! -e go ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done;;
 esac
@@ -126,20 +127,13 @@ async fn a_key_in_flight_is_409_then_the_answer() {
         (status, resp.json::<Value>().await.expect("json"))
     });
     // While the first runs (it waits for `go`), the same key is refused.
-    let conflict = std::sync::Mutex::new(None);
+    let folder = server.functions_dir().join("counter");
     assert!(
-        poll(|| async {
-            let answer = keyed(&server, "/run/counter", r#"{"slow": true}"#, "slow-1").await;
-            let in_flight = answer.status == 409;
-            if in_flight {
-                *conflict.lock().expect("lock") = Some(answer);
-            }
-            in_flight
-        })
-        .await,
-        "a retry while the first request runs is 409"
+        poll(|| async { folder.join("waiting").exists() }).await,
+        "the first request runs"
     );
-    let conflict = conflict.into_inner().expect("lock").expect("the 409");
+    let conflict = keyed(&server, "/run/counter", r#"{"slow": true}"#, "slow-1").await;
+    assert_eq!(conflict.status, 409, "{conflict:?}");
     assert!(conflict.message().contains("still running"), "{conflict:?}");
     assert_eq!(conflict.header("retry-after"), Some("1"));
     std::fs::write(server.functions_dir().join("counter").join("go"), "").expect("go");
