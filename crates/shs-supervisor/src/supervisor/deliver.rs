@@ -53,7 +53,7 @@ impl Deliver for Deliverer {
                 timeout: spec.timeout,
                 max_in_flight: match spec.mode {
                     Mode::Rpc => spec.instances * spec.concurrency,
-                    Mode::Exec => spec.instances,
+                    Mode::Exec | Mode::Cgi => spec.instances,
                 },
                 ..RetryPolicy::default()
             },
