@@ -14,6 +14,7 @@ mod bus_semantics;
 mod cgi;
 mod cli;
 mod cli_client;
+mod declared;
 mod deploy;
 mod durable;
 mod events;
