@@ -22,6 +22,7 @@ mod faults;
 mod hostile;
 mod http;
 mod interop;
+mod invocations;
 mod load;
 mod nats;
 mod openapi;

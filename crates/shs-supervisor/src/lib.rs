@@ -72,7 +72,9 @@ pub use secrets::{SecretsDirError, WebhookKey};
 pub use spec::{FunctionSpec, Mode, WebhookKind, validate_name};
 pub use stats::{Activity, FunctionStats, ProcessInfo};
 pub use stream::{HttpStream, StreamChunk, StreamTx, http_stream};
-pub use supervisor::{FunctionDetail, FunctionInfo, FunctionSummary, Output, Supervisor};
+pub use supervisor::{
+    FunctionDetail, FunctionInfo, FunctionSummary, Output, StoredRequest, Supervisor,
+};
 
 /// How the supervisor runs functions.
 #[derive(Clone, Debug)]
