@@ -13,6 +13,7 @@ mod affinity;
 mod bus_semantics;
 mod cli;
 mod cli_client;
+mod declared;
 mod deploy;
 mod durable;
 mod events;

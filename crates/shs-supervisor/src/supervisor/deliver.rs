@@ -10,9 +10,8 @@ use serde_json::value::RawValue;
 use shs_bus::store::InvocationWork;
 use shs_bus::{Causation, Deliver, DeliveryError, RetryPolicy, SharedEvent};
 
-use super::{Inner, Job, Request, Supervisor};
+use super::{Inner, Job, Kind, Request, Supervisor};
 use crate::error::InvokeError;
-use crate::spec::Mode;
 
 /// Delivers the bus's events through the supervisor it belongs to (a weak reference: the
 /// supervisor holds the deliverer, the bus only a weak reference to it).
@@ -67,15 +66,20 @@ impl Deliver for Deliverer {
         };
         let registry = inner.registry.read();
         let defaults = &inner.defaults;
-        match registry.get(function).and_then(|f| f.spec()) {
+        let function = registry.get(function);
+        match function.and_then(|f| f.spec()) {
             Some(spec) => RetryPolicy {
                 max_attempts: spec.max_attempts,
                 backoff: spec.retry_backoff,
                 ordered: spec.ordered,
                 timeout: spec.timeout,
-                max_in_flight: match spec.mode {
-                    Mode::Rpc => spec.instances * spec.concurrency,
-                    Mode::Exec => spec.instances,
+                max_in_flight: match function.map(|f| &f.kind) {
+                    // What the pool has in force, declared concurrency included.
+                    Some(Kind::Rpc(pool)) => {
+                        let sizing = pool.sizing();
+                        sizing.instances * sizing.concurrency
+                    }
+                    _ => spec.instances,
                 },
                 ..RetryPolicy::default()
             },
