@@ -24,6 +24,7 @@ mod faults;
 mod hostile;
 mod http;
 mod interop;
+mod invocations;
 mod load;
 mod nats;
 mod openapi;

@@ -63,6 +63,38 @@ impl std::fmt::Debug for CgiBody {
     }
 }
 
+impl CgiResponse {
+    /// Reads the whole body (at most `limit` bytes) of function `function`'s response, for
+    /// a caller that does not stream it (an event, an asynchronous invocation). A status of
+    /// 400 or more is an error ([`InvokeError::Refused`]), as is more than `limit` bytes.
+    pub async fn read_to_end(
+        mut self,
+        function: &str,
+        limit: usize,
+    ) -> Result<Vec<u8>, InvokeError> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.body.next().await {
+            let chunk = chunk?;
+            if out.len() + chunk.len() > limit {
+                return Err(InvokeError::Protocol {
+                    function: function.to_owned(),
+                    detail: format!(
+                        "its CGI body is over {limit} bytes (the limit is --max-line when it is not streamed)"
+                    ),
+                });
+            }
+            out.extend_from_slice(&chunk);
+        }
+        if self.status >= 400 {
+            return Err(InvokeError::Refused {
+                function: function.to_owned(),
+                status: self.status,
+            });
+        }
+        Ok(out)
+    }
+}
+
 impl CgiBody {
     /// The next chunk; `None` once the script has exited with status 0; an error when it
     /// failed, ran past its timeout, or was killed.
@@ -498,9 +530,11 @@ async fn relay(mut stdout: ChildStdout, tx: &mpsc::Sender<Relay>, pid: u32) -> R
             signal_group(pid, Signal::SIGKILL);
             Relayed::Bad(detail)
         };
-        match parse_head(&buf) {
+        // However much one read brought, no more than the limit is taken as the head.
+        let limited = &buf[..buf.len().min(CGI_HEAD_MAX)];
+        match parse_head(limited) {
             Ok(Some(head)) => break head,
-            Ok(None) if buf.len() > CGI_HEAD_MAX => {
+            Ok(None) if buf.len() >= CGI_HEAD_MAX => {
                 return refused(format!(
                     "its CGI header block is over {} KiB",
                     CGI_HEAD_MAX / 1024

@@ -76,7 +76,7 @@ pub use spec::{FunctionSpec, Mode, Source, WebhookKind, validate_name};
 pub use stats::{Activity, FunctionStats, ProcessInfo};
 pub use stream::{HttpStream, StreamChunk, StreamTx, http_stream};
 pub use supervisor::{
-    FunctionDetail, FunctionInfo, FunctionSummary, HttpFront, Output, Supervisor,
+    FunctionDetail, FunctionInfo, FunctionSummary, HttpFront, Output, StoredRequest, Supervisor,
 };
 
 /// How the supervisor runs functions.

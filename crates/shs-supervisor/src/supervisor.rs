@@ -37,9 +37,11 @@ use crate::watch::{FolderWatch, follow};
 use crate::{Config, Host};
 
 mod deliver;
+mod invocation;
 mod reconcile;
 
 use deliver::Deliverer;
+pub use invocation::StoredRequest;
 
 /// What a pool closed for a redeploy says it was.
 const REDEPLOYED: &str = "redeployed";
@@ -144,6 +146,7 @@ impl Function {
             trace,
             cause,
             webhook,
+            schedule,
         } = request;
         let (request_id, trace) = (*request_id, *trace);
         match &self.kind {
@@ -169,6 +172,10 @@ impl Function {
                     webhook: webhook.map(|kind| methods::WebhookContext {
                         kind: kind.as_str(),
                         verified: true,
+                    }),
+                    schedule: schedule.as_ref().map(|s| methods::ScheduleContext {
+                        cron: s.cron.as_str(),
+                        time: s.time.as_str(),
                     }),
                 };
                 let mut stream = None;
@@ -232,7 +239,7 @@ impl Function {
                         &synthetic
                     }
                 };
-                let mut response = runner
+                let response = runner
                     .run_cgi(request, request_id, trace)
                     .await
                     .map_err(|e| (e, false))?;
@@ -241,18 +248,10 @@ impl Function {
                 }
                 // An event is handled once the script has exited with status 0 and an answer
                 // below 400; its body is read to the end, not kept.
-                while let Some(chunk) = response.body.next().await {
-                    chunk.map_err(|e| (e, false))?;
-                }
-                if response.status >= 400 {
-                    return Err((
-                        InvokeError::Refused {
-                            function: name.to_owned(),
-                            status: response.status,
-                        },
-                        false,
-                    ));
-                }
+                response
+                    .read_to_end(name, usize::MAX)
+                    .await
+                    .map_err(|e| (e, false))?;
                 Ok(Output::Raw(Vec::new()))
             }
             Kind::Exec(runner) => {
@@ -313,6 +312,8 @@ struct Request<'a> {
     cause: Causation,
     /// The kind of webhook signature checked before it was made, `context.webhook`.
     webhook: Option<WebhookKind>,
+    /// The occurrence of a schedule it runs for, `context.schedule`.
+    schedule: Option<methods::ScheduleContext>,
 }
 
 /// What a function is asked to do: the two kinds of request.
@@ -574,6 +575,7 @@ impl Supervisor {
             trace,
             cause: Causation::root(),
             webhook,
+            schedule: None,
         };
         self.run(name, request).await
     }
@@ -594,6 +596,7 @@ impl Supervisor {
             trace,
             cause: Causation::root(),
             webhook: None,
+            schedule: None,
         };
         self.run(name, request).await
     }
@@ -617,6 +620,7 @@ impl Supervisor {
             trace,
             cause: Causation::root(),
             webhook,
+            schedule: None,
         };
         self.run(name, request).await
     }
