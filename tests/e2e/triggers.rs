@@ -350,3 +350,34 @@ async fn an_answer_given_before_anything_ran_releases_the_key() {
     assert_eq!(runs(&server), 3);
     server.stop_and_check();
 }
+
+#[tokio::test]
+async fn an_asynchronous_invocation_is_accepted_once_per_key() {
+    let mut server = counter(ServerBuilder::new()).start().await;
+    server.wait_ready().await;
+    let headers = [("idempotency-key", "job-1"), ("prefer", "respond-async")];
+    let first = keyed_with(&server, "/run/counter", r#"{"job": 1}"#, &headers).await;
+    assert_eq!(first.status, 202, "{first:?}");
+    let id = first.body["invocation_id"]
+        .as_str()
+        .expect("invocation id")
+        .to_owned();
+    let again = keyed_with(&server, "/run/counter", r#"{"job": 1}"#, &headers).await;
+    assert_eq!((again.status, &again.body), (202, &first.body));
+    assert_eq!(again.header("location"), first.header("location"));
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    // The same key without `Prefer: respond-async` is another request.
+    let sync = keyed(&server, "/run/counter", r#"{"job": 1}"#, "job-1").await;
+    assert_eq!(sync.status, 422, "{sync:?}");
+    assert!(
+        poll(|| async {
+            server.get(&format!("/invocations/{id}")).await.body["state"] == "succeeded"
+        })
+        .await,
+        "the invocation ran"
+    );
+    let after = keyed_with(&server, "/run/counter", r#"{"job": 1}"#, &headers).await;
+    assert_eq!(after.body["invocation_id"], id.as_str());
+    assert_eq!(runs(&server), 1, "one invocation, run once");
+    server.stop_and_check();
+}

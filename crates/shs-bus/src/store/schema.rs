@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use super::{Durability, StoreError};
 
 /// The version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -60,7 +60,40 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     pattern TEXT NOT NULL,
     PRIMARY KEY (function, pattern)
 );
--- Idempotency keys (schema 4): the first answer to a request, given again to its retries.
+-- Asynchronous invocations (schema 4): the request as the function will get it, its state
+-- (`queued`, `succeeded`, `failed`; `running` is only known in memory), the function's answer
+-- or the error, and where the outcome is to be POSTed.
+CREATE TABLE IF NOT EXISTS invocations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    function TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_ms INTEGER NOT NULL DEFAULT 0,
+    request TEXT NOT NULL,
+    schedule TEXT,
+    callback TEXT,
+    -- `pending` until the outcome was POSTed to `callback`, then `sent` (or `failed`).
+    callback_state TEXT,
+    result TEXT,
+    error TEXT,
+    accepted_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    updated_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invocations_queued ON invocations(function, seq) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS invocations_failed ON invocations(updated_ms) WHERE state = 'failed';
+CREATE INDEX IF NOT EXISTS invocations_callback ON invocations(seq) WHERE callback_state = 'pending';
+CREATE INDEX IF NOT EXISTS invocations_function ON invocations(function, seq);
+CREATE TABLE IF NOT EXISTS invocation_attempts (
+    invocation INTEGER NOT NULL REFERENCES invocations(seq) ON DELETE CASCADE,
+    n INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    PRIMARY KEY (invocation, n)
+);
+-- Idempotency keys (schema 5): the first answer to a request, given again to its retries.
 -- `scope` is a SHA-256 of the API key the request used (empty without keys); the key itself
 -- is the client's. `state` is 'in-flight' while the first request runs, then 'done' with its
 -- answer (`headers` a JSON array of [name, bytes]; `body` NULL when too large to keep).
@@ -79,7 +112,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys(expires_ms);
 ";
 
-/// Creates the schema in a new database, migrates one of an older schema (1 to 3), and refuses
+/// Creates the schema in a new database, migrates one of an older schema (1 to 4), and refuses
 /// any other.
 pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -106,7 +139,9 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> 
         // 3 adds why an event's data was not kept.
         tx.execute_batch("ALTER TABLE events ADD COLUMN omitted TEXT")?;
     }
-    // 4 adds the table `idempotency_keys`, which `SCHEMA` creates if it is not there.
+    // 4 adds the tables `invocations` and `invocation_attempts`: new tables only, which
+    // `SCHEMA` creates.
+    // 5 adds the table `idempotency_keys`, which `SCHEMA` creates too.
     tx.execute_batch(SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -177,6 +212,50 @@ mod tests {
         assert_eq!(version, SCHEMA_VERSION);
     }
 
+    #[tokio::test]
+    async fn a_schema_3_store_is_migrated_and_takes_invocations() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("shs.db");
+        {
+            // A store as schema 3 wrote it: no invocation tables.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(SCHEMA).expect("schema");
+            conn.execute_batch(
+                "DROP TABLE idempotency_keys;
+                 DROP TABLE invocation_attempts;
+                 DROP TABLE invocations;
+                 PRAGMA user_version = 3;
+                 INSERT INTO events (id, source, type, hops, origin, mode, object, created_ms)
+                 VALUES ('old', '/test', 't.one', 0, '{}', 'async', '{\"id\":\"old\"}', 0);",
+            )
+            .expect("a schema 3 store");
+        }
+        let store = Store::open(dir.path(), Durability::Normal).expect("schema 3 is migrated");
+        assert!(store.event("old").await.expect("read").is_some());
+        let request = serde_json::value::RawValue::from_string("{}".into()).expect("json");
+        store
+            .accept_invocation(crate::store::NewInvocation {
+                id: "inv1".into(),
+                function: "alpha".into(),
+                request,
+                schedule: None,
+                callback: None,
+            })
+            .await
+            .expect("an invocation is stored");
+        let info = store.invocation("inv1").await.expect("read").expect("kept");
+        assert_eq!(
+            (info.function.as_str(), info.state.as_str()),
+            ("alpha", "queued")
+        );
+        drop(store);
+        let conn = Connection::open(&path).expect("open");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
     fn claim(key: &str, fingerprint: &str, ttl_ms: u64) -> KeyClaim {
         KeyClaim {
             scope: String::new(),
@@ -187,22 +266,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_schema_3_store_is_migrated_and_takes_idempotency_keys() {
+    async fn a_schema_4_store_is_migrated_and_takes_idempotency_keys() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("shs.db");
         {
-            // A store as schema 3 wrote it: no idempotency keys.
+            // A store as schema 4 wrote it: no idempotency keys.
             let conn = Connection::open(&path).expect("open");
             conn.execute_batch(SCHEMA).expect("schema");
             conn.execute_batch(
                 "DROP TABLE idempotency_keys;
-                 PRAGMA user_version = 3;
+                 PRAGMA user_version = 4;
                  INSERT INTO events (id, source, type, hops, origin, mode, object, created_ms)
                  VALUES ('kept', '/test', 't.one', 0, '{}', 'async', '{\"id\":\"kept\"}', 0);",
             )
-            .expect("a schema 3 store");
+            .expect("a schema 4 store");
         }
-        let store = Store::open(dir.path(), Durability::Normal).expect("schema 3 is migrated");
+        let store = Store::open(dir.path(), Durability::Normal).expect("schema 4 is migrated");
         assert!(store.event("kept").await.expect("read").is_some());
         let answer = KeptAnswer {
             status: 201,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::invocations::{self, InvocationWrite};
 use super::{Attempt, DeliveryInfo, Outcome, StoreError, keys, now_ms};
 use crate::event::SharedEvent;
 use crate::idempotency::{Claimed, KeptAnswer, KeyClaim};
@@ -81,6 +82,11 @@ pub(super) enum Write {
         answer: Option<KeptAnswer>,
         done: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// A write of an asynchronous invocation; answers the function it concerned, if found.
+    Invocation {
+        write: InvocationWrite,
+        done: oneshot::Sender<Result<Option<String>, StoreError>>,
+    },
 }
 
 impl Write {
@@ -97,7 +103,8 @@ impl Write {
             | Write::Delete { .. }
             | Write::Flush { .. }
             | Write::ClaimKey { .. }
-            | Write::SettleKey { .. } => true,
+            | Write::SettleKey { .. }
+            | Write::Invocation { .. } => true,
         }
     }
 }
@@ -214,6 +221,9 @@ fn answer(write: Write, result: Result<Found, String>) {
         }
         Write::ClaimKey { done, .. } => {
             let _ = done.send(result.map(|found| found.claimed.unwrap_or(Claimed::InFlight)));
+        }
+        Write::Invocation { done, .. } => {
+            let _ = done.send(result.map(|found| found.function));
         }
         _ => {}
     }
@@ -364,6 +374,7 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
                      SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq AND d.state IN ('pending', 'dead'))",
                 params![before_ms],
             )?;
+            invocations::prune(tx, *before_ms)?;
             keys::sweep(tx, now)?;
             Ok(Found::default())
         }
@@ -378,6 +389,10 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
             keys::settle(tx, scope, key, answer.as_ref())?;
             Ok(Found::default())
         }
+        Write::Invocation { write, .. } => Ok(Found {
+            function: invocations::apply(tx, write, now)?,
+            ..Found::default()
+        }),
     }
 }
 
