@@ -63,7 +63,9 @@ pub use deliver::{Deliver, DeliveryError, RetryPolicy};
 pub use event::{Event, Origin, SharedEvent};
 pub use rules::LOOP_DETECTED;
 pub use settle::Settled;
-pub use store::{Attempt, DeadLetter, DeadLetterFilter, EventInfo};
+pub use store::{
+    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, EventSummary,
+};
 pub use table::{
     MAX_SUBSCRIPTIONS_PER_FUNCTION, Subscription, SubscriptionTable, validate_pattern,
     validate_type,

@@ -10,7 +10,7 @@
 //! meantime. Reads go through a second connection (WAL lets them run beside the writer).
 //!
 //! This module holds the types and the [`Store`]'s writes; `schema` the tables and their
-//! migrations, `writer` the writer thread, `read` the queries.
+//! migrations, `writer` the writer thread, `read` the queries, `list` the listing of events.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +27,9 @@ use crate::event::SharedEvent;
 use schema::SCHEMA_VERSION;
 use writer::Write;
 
+pub use list::{DeliverySummary, EventFilter, EventPage, EventSummary, MAX_PAGE, MAX_SCANNED};
+
+mod list;
 mod read;
 mod schema;
 mod writer;

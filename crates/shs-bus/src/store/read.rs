@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::event::{Origin, SharedEvent};
 
 impl Store {
-    async fn read<T: Send + 'static>(
+    pub(super) async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
