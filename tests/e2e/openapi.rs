@@ -1330,8 +1330,7 @@ async fn what_the_nats_bus_cannot_do_is_501_as_the_document_says() {
         .to_owned();
     w.expect(501, "GET", &format!("/events/{id}"), None, &[])
         .await;
-    w.expect(501, "GET", "/events?type=walk.*", None, &[])
-        .await;
+    w.expect(501, "GET", "/events?type=walk.*", None, &[]).await;
     w.expect(200, "GET", "/events/dead-letters", None, &[])
         .await;
     w.expect(404, "POST", "/events/dead-letters/1/retry", None, &[])

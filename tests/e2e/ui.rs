@@ -1084,10 +1084,8 @@ async fn markup_in_event_types_ids_and_payloads_is_shown_as_text() {
     if !browser_available() {
         return;
     }
-    let builder = python(ServerBuilder::new(), "sink", SINK).toml(
-        "sink",
-        "subscribe = [\"xss.>\"]\nmax_attempts = 1\n",
-    );
+    let builder = python(ServerBuilder::new(), "sink", SINK)
+        .toml("sink", "subscribe = [\"xss.>\"]\nmax_attempts = 1\n");
     let mut server = builder.start().await;
     server.wait_ready().await;
     let event_type = "xss.<img/src=x/onerror=window.__pwned=7//";
@@ -1107,16 +1105,13 @@ async fn markup_in_event_types_ids_and_payloads_is_shown_as_text() {
         )
         .await;
     assert_eq!(published.status, 200, "{published:?}");
-    let listed = poll(|| async {
-        server.get("/events?type=xss.>").await.body["events"][0]["id"] == id
-    })
-    .await;
+    let listed =
+        poll(|| async { server.get("/events?type=xss.>").await.body["events"][0]["id"] == id })
+            .await;
     assert!(listed, "the event listed; log:\n{}", server.logs());
     let browser = Browser::start().await;
     let pwned = "return window.__pwned === undefined && document.querySelectorAll('#main img, #main script, #main svg[onload], #main b').length === 0;";
-    browser
-        .goto(&format!("{}/ui/#/events", server.url))
-        .await;
+    browser.goto(&format!("{}/ui/#/events", server.url)).await;
     browser
         .until(
             "the type, as text",
@@ -1127,7 +1122,11 @@ async fn markup_in_event_types_ids_and_payloads_is_shown_as_text() {
             &server,
         )
         .await;
-    assert_eq!(browser.js(pwned).await, true, "nothing ran on the events page");
+    assert_eq!(
+        browser.js(pwned).await,
+        true,
+        "nothing ran on the events page"
+    );
     browser.click("#events tbody a.event-link").await;
     browser
         .until(
@@ -1148,10 +1147,16 @@ async fn markup_in_event_types_ids_and_payloads_is_shown_as_text() {
         )
         .await;
     assert_eq!(
-        browser.js("return decodeURIComponent(location.hash);").await,
+        browser
+            .js("return decodeURIComponent(location.hash);")
+            .await,
         format!("#/events/{id}")
     );
-    assert_eq!(browser.js(pwned).await, true, "nothing ran on the event page");
+    assert_eq!(
+        browser.js(pwned).await,
+        true,
+        "nothing ran on the event page"
+    );
     browser.close().await;
     server.stop_and_check();
 }

@@ -13,7 +13,9 @@ use crate::deliver::{Deliver, DeliveryError};
 use crate::event::{Event, now};
 use crate::local::Embedded;
 use crate::rules;
-use crate::store::{Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, Store};
+use crate::store::{
+    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, Store,
+};
 use crate::table::Subscription;
 use crate::{BusError, DEFAULT_MAX_HOPS};
 

@@ -303,8 +303,19 @@ mod tests {
         let now = shs_bus::store::now_ms();
         let ago = since_ms("15m").expect("a duration");
         assert!((now - 15 * 60_000 - 1_000..=now - 15 * 60_000 + 1_000).contains(&ago));
-        assert_eq!(since_ms("100000years"), Ok(0), "before the epoch is the epoch");
-        for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "-5m", "15 parsecs", "\u{0}"] {
+        assert_eq!(
+            since_ms("100000years"),
+            Ok(0),
+            "before the epoch is the epoch"
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "-5m",
+            "15 parsecs",
+            "\u{0}",
+        ] {
             let error = since_ms(bad).expect_err(bad);
             assert!(error.starts_with("since="), "{error}");
         }

@@ -133,7 +133,7 @@ function drawNode(node) {
       svg('title', {}, title),
       svg('rect', { x: node.x, y: node.y, width: NODE_W, height: NODE_H, rx: 6 }),
       svg('text', { x: node.x + 10, y: node.y + 19, class: 'node-title' }, clip(type)),
-      svg('text', { x: node.x + 10, y: node.y + 37, class: 'node-sub' }, clip(node.id, 25)));
+      svg('text', { x: node.x + 10, y: node.y + 37, class: 'node-sub' }, clip(node.id, 23)));
     g.push(node.current ? box : svg('a', { href: '#' + eventPath(node.id), class: 'node-link', 'aria-label': `Event ${type} ${node.id}` }, box));
   } else if (node.kind === 'delivery') {
     const d = node.delivery;

@@ -156,7 +156,9 @@ fn list(c: &Connection, filter: &EventFilter) -> rusqlite::Result<EventPage> {
             scanned += 1;
             cursor = row.0;
             let wanted = match &filter.pattern {
-                Some(pattern) if exact.is_none() => SubscriptionTable::pattern_matches(pattern, &row.2),
+                Some(pattern) if exact.is_none() => {
+                    SubscriptionTable::pattern_matches(pattern, &row.2)
+                }
                 _ => true,
             };
             if wanted {
@@ -316,19 +318,34 @@ mod tests {
             function: function.map(str::to_owned),
             ..filter()
         };
-        let page = store.events(by(Some("orders.*"), None)).await.expect("listed");
+        let page = store
+            .events(by(Some("orders.*"), None))
+            .await
+            .expect("listed");
         assert_eq!(ids(&page), ["b", "a"]);
-        let page = store.events(by(Some("orders.billed"), None)).await.expect("listed");
+        let page = store
+            .events(by(Some("orders.billed"), None))
+            .await
+            .expect("listed");
         assert_eq!(ids(&page), ["b"]);
         let page = store.events(by(Some(">"), None)).await.expect("listed");
         assert_eq!(ids(&page), ["c", "b", "a"]);
         // billing took a (sync, in the event's row) and published b.
-        let page = store.events(by(None, Some("billing"))).await.expect("listed");
+        let page = store
+            .events(by(None, Some("billing")))
+            .await
+            .expect("listed");
         assert_eq!(ids(&page), ["b", "a"]);
         // mailer has b pending (a row of its own).
-        let page = store.events(by(None, Some("mailer"))).await.expect("listed");
+        let page = store
+            .events(by(None, Some("mailer")))
+            .await
+            .expect("listed");
         assert_eq!(ids(&page), ["b"]);
-        let page = store.events(by(Some("audit.>"), Some("billing"))).await.expect("listed");
+        let page = store
+            .events(by(Some("audit.>"), Some("billing")))
+            .await
+            .expect("listed");
         assert!(page.events.is_empty());
         let later = EventFilter {
             since_ms: Some(super::super::now_ms() + 60_000),
@@ -343,7 +360,10 @@ mod tests {
         let store = Store::open(dir.path(), Durability::Normal).expect("store opens");
         for n in 0..(MAX_SCANNED + 20) {
             let event_type = if n < 10 { "rare.one" } else { "common.one" };
-            store.record(typed(&format!("e{n}"), event_type, http(), None), Vec::new());
+            store.record(
+                typed(&format!("e{n}"), event_type, http(), None),
+                Vec::new(),
+            );
             if n % 1_000 == 0 {
                 // History gives way to a backlog; this test wants every event kept.
                 store.flush().await;
