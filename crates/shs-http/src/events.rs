@@ -203,27 +203,25 @@ pub(crate) struct EventsQuery {
 /// How many events a page of `GET /events` holds unless `limit` says.
 const DEFAULT_PAGE: u64 = 100;
 
-/// `since`: an RFC 3339 time in UTC (`2026-12-06T02:00:00Z`), or how long ago (`15m`, `2h`,
-/// `1day`), as milliseconds since the epoch.
+/// `since`: an RFC 3339 time (`2026-12-06T02:00:00Z`, any offset), or how long ago (`15m`,
+/// `2h`, `1day`), as milliseconds since the epoch.
 fn since_ms(text: &str) -> Result<i64, String> {
-    let at = match humantime::parse_rfc3339_weak(text) {
-        Ok(time) => time,
-        Err(_) => match humantime::parse_duration(text) {
-            Ok(ago) => std::time::SystemTime::now()
-                .checked_sub(ago)
-                .unwrap_or(std::time::UNIX_EPOCH),
-            Err(_) => {
-                return Err(format!(
-                    "since={:?} is neither an RFC 3339 time in UTC (2026-12-06T02:00:00Z) \
-                     nor a duration (15m, 2h)",
-                    text.chars().take(40).collect::<String>()
-                ));
-            }
-        },
-    };
-    Ok(at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.timestamp_millis());
+    }
+    // humantime reads a bare `0` as a duration; a duration here always has its unit.
+    let with_unit = text.ends_with(|c: char| c.is_ascii_alphabetic());
+    match humantime::parse_duration(text).ok().filter(|_| with_unit) {
+        Some(ago) => Ok(std::time::SystemTime::now()
+            .checked_sub(ago)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
+        None => Err(format!(
+            "since={:?} is neither an RFC 3339 time (2026-12-06T02:00:00Z) nor a duration \
+             (15m, 2h)",
+            text.chars().take(40).collect::<String>()
+        )),
+    }
 }
 
 fn bad_query(message: String) -> HttpResponse {
@@ -297,9 +295,14 @@ mod tests {
     use super::since_ms;
 
     #[test]
-    fn since_is_a_time_in_utc_or_how_long_ago() {
+    fn since_is_an_rfc_3339_time_or_how_long_ago() {
         assert_eq!(since_ms("1970-01-01T00:00:01Z"), Ok(1_000));
         assert_eq!(since_ms("2026-12-06T02:00:00.250Z"), Ok(1_796_522_400_250));
+        assert_eq!(
+            since_ms("2026-12-06T03:00:00.250+01:00"),
+            Ok(1_796_522_400_250)
+        );
+        assert_eq!(since_ms("1969-12-31T23:59:59Z"), Ok(-1_000));
         let now = shs_bus::store::now_ms();
         let ago = since_ms("15m").expect("a duration");
         assert!((now - 15 * 60_000 - 1_000..=now - 15 * 60_000 + 1_000).contains(&ago));
@@ -308,8 +311,18 @@ mod tests {
             Ok(0),
             "before the epoch is the epoch"
         );
+        // What the OpenAPI pattern of a duration allows, at its largest.
+        for longest in [
+            "1h30m",
+            "1h 30m",
+            "999999999years 999999999M 999999999w 999999999d",
+        ] {
+            assert!(since_ms(longest).is_ok(), "{longest}");
+        }
         for bad in [
             "",
+            "0",
+            "15",
             "yesterday",
             "2026-13-01T00:00:00Z",
             "-5m",
