@@ -11,8 +11,10 @@ mod harness;
 
 mod affinity;
 mod bus_semantics;
+mod cgi;
 mod cli;
 mod cli_client;
+mod declared;
 mod deploy;
 mod durable;
 mod events;
@@ -22,6 +24,7 @@ mod faults;
 mod hostile;
 mod http;
 mod interop;
+mod invocations;
 mod load;
 mod nats;
 mod openapi;

@@ -5,7 +5,8 @@
 //! owns starting processes (spawn and `initialize`), counting failed starts and backing off,
 //! taking dead processes out, and the keeper task that scales the pool between requests.
 //!
-//! A process has `concurrency` slots. A request takes a free slot on a ready process; when
+//! A process has `concurrency` slots: `function.toml`'s, else what the process declared in its
+//! answer to `initialize`, else 1; `instances` likewise ([`Sizing`]). A request takes a free slot on a ready process; when
 //! there is none it waits in line, and if the pool is below `instances` a new process is
 //! started for it. A slot is handed from the request that frees it straight to the first in
 //! line. A process that dies leaves the pool; the next request that finds no process starts
@@ -33,8 +34,8 @@ use tokio::sync::oneshot;
 use crate::Host;
 use crate::error::{InvokeError, fmt_duration};
 use crate::logs::LogRing;
-use crate::process::{Process, StartFailure};
-use crate::spec::FunctionSpec;
+use crate::process::{Declared, Process, StartFailure};
+use crate::spec::{FunctionSpec, Source};
 
 mod keeper;
 
@@ -62,6 +63,8 @@ impl Drop for Slot {
 struct Entry {
     process: Arc<Process>,
     busy: usize,
+    /// Its slots: the concurrency in force when it joined.
+    concurrency: usize,
     /// When it last became free of requests (or ready).
     idle_since: Instant,
     /// When it answered initialize.
@@ -79,9 +82,10 @@ struct Waiter {
     tx: oneshot::Sender<Result<Slot, InvokeError>>,
 }
 
-#[derive(Default)]
 struct State {
     procs: Vec<Entry>,
+    /// The concurrency and instances in force.
+    sizing: Sizing,
     starting: usize,
     /// The processes among `starting` that have been spawned and are in `initialize`.
     initializing: Vec<Arc<Process>>,
@@ -96,6 +100,79 @@ struct State {
     cold_starts: u64,
     cold_start_total: Duration,
     last_cold_start: Option<Duration>,
+}
+
+/// The `concurrency` and `instances` of a pool in force, where each comes from, and what
+/// became of the last process's declaration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sizing {
+    /// Requests in flight per process.
+    pub concurrency: usize,
+    /// `function.toml`, `declared` or `default`.
+    pub concurrency_source: Source,
+    /// Processes at most.
+    pub instances: usize,
+    /// `function.toml`, `declared` or `default`.
+    pub instances_source: Source,
+    /// A declaration `function.toml` overrode, one sentence each.
+    pub notes: Vec<String>,
+    /// A declaration refused (out of bounds, not a whole number), one sentence each.
+    pub errors: Vec<String>,
+}
+
+impl Sizing {
+    fn of(spec: &FunctionSpec) -> Sizing {
+        Sizing {
+            concurrency: spec.concurrency,
+            concurrency_source: spec.concurrency_source,
+            instances: spec.instances,
+            instances_source: spec.instances_source,
+            notes: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Applies what a process that just started declared; returns the concurrency that
+    /// process gets. `function.toml` wins; a process that declares nothing (or garbage)
+    /// gets the default.
+    fn apply(&mut self, spec: &FunctionSpec, declared: &Declared) -> usize {
+        let mut notes = Vec::new();
+        let mut pick = |key: &str, set: usize, source: Source, declared: Option<usize>| match (
+            source, declared,
+        ) {
+            (Source::Manifest, Some(n)) => {
+                if n != set {
+                    notes.push(format!(
+                        "the function declared `{key}` {n}; function.toml's {set} is in force"
+                    ));
+                }
+                (set, Source::Manifest)
+            }
+            (_, Some(n)) => (n, Source::Declared),
+            (source, None) => (set, source),
+        };
+        let (concurrency, concurrency_source) = pick(
+            "concurrency",
+            spec.concurrency,
+            spec.concurrency_source,
+            declared.concurrency,
+        );
+        let (instances, instances_source) = pick(
+            "instances",
+            spec.instances,
+            spec.instances_source,
+            declared.instances,
+        );
+        *self = Sizing {
+            concurrency,
+            concurrency_source,
+            instances,
+            instances_source,
+            notes,
+            errors: declared.errors.clone(),
+        };
+        concurrency
+    }
 }
 
 /// What `GET /functions` shows of a pool.
@@ -125,6 +202,8 @@ pub struct PoolStatus {
     pub cold_start_total: Duration,
     /// How long the last one took.
     pub last_cold_start: Option<Duration>,
+    /// Its concurrency and instances in force.
+    pub sizing: Sizing,
 }
 
 /// The processes of one function.
@@ -146,12 +225,25 @@ impl Pool {
         deployment: Deployment,
     ) -> Arc<Pool> {
         let pool = Arc::new_cyclic(|me| Pool {
+            state: Mutex::new(State {
+                procs: Vec::new(),
+                sizing: Sizing::of(&spec),
+                starting: 0,
+                initializing: Vec::new(),
+                waiters: VecDeque::new(),
+                closed: None,
+                failures: 0,
+                last_failure: None,
+                next_try: None,
+                cold_starts: 0,
+                cold_start_total: Duration::ZERO,
+                last_cold_start: None,
+            }),
             spec,
             host,
             logs,
             deployment,
             me: me.clone(),
-            state: Mutex::new(State::default()),
         });
         pool.host.handle.spawn(keeper::keep(Arc::downgrade(&pool)));
         pool
@@ -187,7 +279,7 @@ impl Pool {
                 return Err(error);
             }
             if st.waiters.len() >= self.spec.queue
-                && st.procs.len() + st.starting >= self.spec.instances
+                && st.procs.len() + st.starting >= st.sizing.instances
             {
                 return Err(InvokeError::AtCapacity {
                     function: self.spec.name.clone(),
@@ -195,8 +287,8 @@ impl Pool {
                         "all {} processes are busy and {} requests are waiting (instances = {}, concurrency = {}, queue = {})",
                         st.procs.len() + st.starting,
                         st.waiters.len(),
-                        self.spec.instances,
-                        self.spec.concurrency,
+                        st.sizing.instances,
+                        st.sizing.concurrency,
                         self.spec.queue
                     ),
                     retry_after: Duration::from_secs(1),
@@ -245,13 +337,14 @@ impl Pool {
                 }
             }
         }
+        let sizing = self.state.lock().sizing.clone();
         Err(InvokeError::AtCapacity {
             function: self.spec.name.clone(),
             detail: format!(
                 "no process was free within {} (instances = {}, concurrency = {})",
                 fmt_duration(self.spec.timeout),
-                self.spec.instances,
-                self.spec.concurrency
+                sizing.instances,
+                sizing.concurrency
             ),
             retry_after: Duration::from_secs(1),
         })
@@ -263,8 +356,8 @@ impl Pool {
     fn should_grow(&self, st: &State, waiting: usize, coming: usize) -> bool {
         let backing_off = st.next_try.is_some_and(|t| t > Instant::now());
         !backing_off
-            && st.procs.len() + st.starting < self.spec.instances
-            && waiting > coming.saturating_mul(self.spec.concurrency)
+            && st.procs.len() + st.starting < st.sizing.instances
+            && waiting > coming.saturating_mul(st.sizing.concurrency)
     }
 
     /// The error for a request that comes while the pool waits to try a start again.
@@ -297,13 +390,12 @@ impl Pool {
     /// A free slot on a ready process: least busy first, but one handled on the caller's
     /// thread unless it is half its concurrency busier than another.
     fn take_free(&self, st: &mut State) -> Option<Slot> {
-        let concurrency = self.spec.concurrency;
         let here = self.host.io.current();
-        let elsewhere = concurrency / 2;
+        let elsewhere = st.sizing.concurrency / 2;
         let entry = st
             .procs
             .iter_mut()
-            .filter(|e| e.busy < concurrency && !e.process.is_doomed())
+            .filter(|e| e.busy < e.concurrency && !e.process.is_doomed())
             .min_by_key(|e| {
                 let away = here.is_none() || e.process.io_thread() != here;
                 e.busy + if away { elsewhere } else { 0 }
@@ -401,7 +493,13 @@ impl Pool {
             cold_starts: st.cold_starts,
             cold_start_total: st.cold_start_total,
             last_cold_start: st.last_cold_start,
+            sizing: st.sizing.clone(),
         }
+    }
+
+    /// Its concurrency and instances in force.
+    pub(crate) fn sizing(&self) -> Sizing {
+        self.state.lock().sizing.clone()
     }
 
     /// Its live processes: pid, since when, requests given and in flight.

@@ -47,14 +47,19 @@ pub enum Mode {
     Rpc,
     /// One process per request: the body on stdin, the response on stdout.
     Exec,
+    /// One process per request as a CGI/1.1 script (RFC 3875): the request in meta-variables
+    /// and the raw body on stdin, a CGI response (header lines, a blank line, the body) on
+    /// stdout, streamed to the client.
+    Cgi,
 }
 
 impl Mode {
-    /// `"rpc"` or `"exec"`.
+    /// `"rpc"`, `"exec"` or `"cgi"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Rpc => "rpc",
             Mode::Exec => "exec",
+            Mode::Cgi => "cgi",
         }
     }
 }
@@ -223,8 +228,14 @@ pub struct FunctionSpec {
     pub env: BTreeMap<String, String>,
     /// Most processes at once.
     pub instances: usize,
+    /// Where `instances` comes from: `function.toml` or the default (a process may then
+    /// declare its own in its answer to `initialize`).
+    pub instances_source: Source,
     /// Requests in flight per process.
     pub concurrency: usize,
+    /// Where `concurrency` comes from: `function.toml` or the default (a process may then
+    /// declare its own in its answer to `initialize`).
+    pub concurrency_source: Source,
     /// Most requests waiting for a free process; past that, requests are refused (503).
     pub queue: usize,
     /// Processes kept running even when idle; `None`: 1 for a function with subscriptions,
@@ -253,6 +264,28 @@ pub struct FunctionSpec {
     pub raw_body: bool,
     /// What a change on disk is detected by.
     pub fingerprint: Fingerprint,
+}
+
+/// Where a setting in force comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The function's `function.toml`: it wins over a declaration.
+    Manifest,
+    /// The function's own answer to `initialize`.
+    Declared,
+    /// The server's default (a flag, or the built-in value).
+    Default,
+}
+
+impl Source {
+    /// `"function.toml"`, `"declared"` or `"default"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Manifest => "function.toml",
+            Source::Declared => "declared",
+            Source::Default => "default",
+        }
+    }
 }
 
 /// A user and group a function runs as.

@@ -115,11 +115,16 @@ impl Store {
                 let (id, function, event_id, event_type, object, dead_ms) = row?;
                 letters.push(DeadLetter {
                     id: id.to_string(),
+                    kind: super::KIND_EVENT,
                     attempts: attempts_of(c, id)?,
                     function,
-                    event_id,
-                    event_type,
-                    event: RawValue::from_string(object).unwrap_or_else(|_| crate::event::null()),
+                    event_id: Some(event_id),
+                    event_type: Some(event_type),
+                    event: Some(
+                        RawValue::from_string(object).unwrap_or_else(|_| crate::event::null()),
+                    ),
+                    invocation_id: None,
+                    request: None,
                     dead_at: rfc3339_ms(dead_ms),
                 });
             }
