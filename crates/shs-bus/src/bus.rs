@@ -15,7 +15,8 @@ use crate::invocation::{InvocationLimits, Invocations, is_invocation_id};
 use crate::local::Embedded;
 use crate::rules;
 use crate::store::{
-    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, KIND_INVOCATION, Store,
+    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, KIND_INVOCATION,
+    Store,
 };
 use crate::table::Subscription;
 use crate::{BusError, DEFAULT_MAX_HOPS};
