@@ -18,7 +18,7 @@ use crate::causation::Causation;
 use crate::deliver::{Deliver, DeliveryError};
 use crate::event::SharedEvent;
 use crate::idempotency::{Claimed, KeptAnswer, KeyClaim};
-use crate::store::{Attempt, DeadLetter, DeadLetterFilter, EventInfo};
+use crate::store::{Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage};
 use crate::table::{Subscription, SubscriptionTable};
 
 /// The part of a bus that its backend sees too: the subscription table (the bus changes it
@@ -262,6 +262,9 @@ pub trait Backend: Send + Sync + 'static {
         let _ = (scope, key, answer);
         Box::pin(async { Err(BusError::Unsupported("Idempotency-Key")) })
     }
+
+    /// The events kept that match `filter`, newest first, if the backend keeps history.
+    fn events(&self, filter: EventFilter) -> BoxFuture<'_, Result<EventPage, BusError>>;
 
     /// Starts no more asynchronous deliveries; those in flight finish.
     fn quiesce(&self);

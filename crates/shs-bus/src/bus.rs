@@ -15,7 +15,10 @@ use crate::idempotency::{Claimed, KeptAnswer, KeyClaim};
 use crate::invocation::{InvocationLimits, Invocations, is_invocation_id};
 use crate::local::Embedded;
 use crate::rules;
-use crate::store::{Attempt, DeadLetter, DeadLetterFilter, EventInfo, KIND_INVOCATION, Store};
+use crate::store::{
+    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, KIND_INVOCATION,
+    Store,
+};
 use crate::table::Subscription;
 use crate::{BusError, DEFAULT_MAX_HOPS};
 
@@ -331,6 +334,12 @@ impl Bus {
         answer: Option<KeptAnswer>,
     ) -> Result<(), BusError> {
         self.backend.settle_key(scope, key, answer).await
+    }
+
+    /// The events that match `filter`, newest first, a page at a time, if the bus remembers
+    /// events.
+    pub async fn events(&self, filter: EventFilter) -> Result<EventPage, BusError> {
+        self.backend.events(filter).await
     }
 
     /// Stops starting asynchronous deliveries (those in flight finish); called first at

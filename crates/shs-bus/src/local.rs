@@ -14,7 +14,9 @@ use crate::deliver::DeliveryError;
 use crate::event::now;
 use crate::idempotency::{Claimed, KeptAnswer, KeyClaim};
 use crate::queue::Lanes;
-use crate::store::{Attempt, DeadLetter, DeadLetterFilter, EventInfo, Store, now_ms};
+use crate::store::{
+    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, Store, now_ms,
+};
 
 /// The backend of one supervisor.
 pub(crate) struct Embedded {
@@ -225,6 +227,10 @@ impl Backend for Embedded {
                 .settle_key(scope, key, answer)
                 .await?)
         })
+    }
+
+    fn events(&self, filter: EventFilter) -> BoxFuture<'_, Result<EventPage, BusError>> {
+        Box::pin(async move { Ok(self.store("event history")?.events(filter).await?) })
     }
 
     fn quiesce(&self) {
