@@ -244,6 +244,7 @@ route_table! {
     OPTIONS "/run/{name}/{tail}" => run,
     POST "/run/" => run_without_name,
     POST "/events" => events::publish,
+    GET "/events" => events::list,
     // Before `/events/{id}`, which would take `dead-letters` for an id.
     GET "/events/dead-letters" => events::dead_letters,
     POST "/events/dead-letters/{id}/retry" => events::retry_dead_letter,
