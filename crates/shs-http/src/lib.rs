@@ -28,6 +28,7 @@ use shs_supervisor::Supervisor;
 
 mod access;
 mod body;
+mod callbacks;
 mod cloudevents;
 pub mod events;
 mod functions;
@@ -46,6 +47,7 @@ use functions::{function_logs, function_metrics, functions, metrics, subscriptio
 use run::{run, run_without_name};
 
 pub use access::{AccessConfig, RateLimit, RequestId, TraceParent, valid_traceparent};
+pub use callbacks::CallbackPolicy;
 
 pub use lifecycle::Lifecycle;
 
@@ -71,6 +73,8 @@ pub struct HttpConfig {
     pub ui: bool,
     /// How long an `Idempotency-Key` is kept after its first use.
     pub idempotency_ttl: Duration,
+    /// Where the callbacks of asynchronous invocations may go (`--callback-allow`).
+    pub callbacks: CallbackPolicy,
 }
 
 /// What every handler shares.
@@ -81,6 +85,7 @@ pub struct AppState {
     metrics: Option<PrometheusHandle>,
     /// How long an `Idempotency-Key` is kept ([`idempotency::DEFAULT_TTL`] unless set).
     idempotency_ttl: Duration,
+    callbacks: Arc<CallbackPolicy>,
 }
 
 impl AppState {
@@ -95,12 +100,19 @@ impl AppState {
             max_body,
             metrics,
             idempotency_ttl: idempotency::DEFAULT_TTL,
+            callbacks: Arc::default(),
         }
     }
 
     /// Keeps `Idempotency-Key`s for `ttl` after their first use.
     pub fn with_idempotency_ttl(mut self, ttl: Duration) -> AppState {
         self.idempotency_ttl = ttl;
+        self
+    }
+
+    /// The same state, with callbacks allowed where `policy` says.
+    pub fn with_callbacks(mut self, policy: CallbackPolicy) -> AppState {
+        self.callbacks = Arc::new(policy);
         self
     }
 }
@@ -121,7 +133,9 @@ pub fn server(
     config: &HttpConfig,
 ) -> std::io::Result<HttpServer> {
     let state = AppState::new(supervisor, config.max_body, config.metrics.clone())
-        .with_idempotency_ttl(config.idempotency_ttl);
+        .with_idempotency_ttl(config.idempotency_ttl)
+        .with_callbacks(config.callbacks.clone());
+    callbacks::start(state.supervisor.clone());
     let lifecycle = Arc::new(Lifecycle::default());
     let guard = web::Data::new(access::Guard::new(&config.access, lifecycle.clone()));
     let forget = guard.clone();
@@ -186,6 +200,7 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
             REQUEST_ID,
             "retry-after",
             "preference-applied",
+            "location",
             idempotency::IDEMPOTENT_REPLAYED,
         ])
         .max_age(3600);
