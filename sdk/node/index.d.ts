@@ -137,6 +137,11 @@ export interface FunctionOptions {
   autoSubscribe?: boolean;
   /** Get the raw body of HTTP requests even when it is JSON (default false). */
   rawBody?: boolean;
+  /**
+   * Requests it takes at once, declared to shs in the answer to initialize (default 16, at
+   * most 65536; a `concurrency` in function.toml wins).
+   */
+  concurrency?: number;
 }
 
 /** A function: its handlers and subscriptions. */

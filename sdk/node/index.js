@@ -48,6 +48,11 @@ const FUNCTION_ERROR = -32000;
 const INVALID_PARAMS = -32602;
 /** The code for a method (or event type) nobody handles. */
 const METHOD_NOT_FOUND = -32601;
+/**
+ * Requests a process takes at once, declared in the answer to initialize: each handler is its
+ * own promise, so one that awaits (a publish, I/O) holds up nobody.
+ */
+const DEFAULT_CONCURRENCY = 16;
 
 // Marks ShsErrors, so that one thrown by another copy of this module is recognised too.
 const MARK = Symbol.for('shs-sdk.error');
@@ -348,10 +353,16 @@ class ShsFunction {
    * @param {boolean} [options.autoSubscribe=true] whether on(type) subscribes to type at start-up
    * @param {boolean} [options.rawBody=false] get the raw body of HTTP requests (ctx.http.body)
    *   even when it is JSON
+   * @param {number} [options.concurrency=16] requests it takes at once, declared to shs in the
+   *   answer to initialize (a `concurrency` in function.toml wins)
    */
   #running = new Map(); // invoke id -> Context, for cancel
 
-  constructor({ subscribe = [], autoSubscribe = true, rawBody = false } = {}) {
+  constructor({ subscribe = [], autoSubscribe = true, rawBody = false, concurrency = DEFAULT_CONCURRENCY } = {}) {
+    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 65536) {
+      throw new RangeError(`concurrency must be a whole number from 1 to 65536, not ${concurrency}`);
+    }
+    this.concurrency = concurrency;
     this.autoSubscribe = autoSubscribe;
     this.rawBody = rawBody;
     this.subscriptions = [];
@@ -516,7 +527,8 @@ class ShsFunction {
       connection.log(`shs-sdk: start-up failed: ${err instanceof Error ? err.message : String(err)}`);
       return false;
     }
-    answer(connection, id, this.rawBody ? { raw_body: true } : {});
+    // Declares how many requests it takes at once (each handler is its own promise).
+    answer(connection, id, this.rawBody ? { concurrency: this.concurrency, raw_body: true } : { concurrency: this.concurrency });
     return true;
   }
 }

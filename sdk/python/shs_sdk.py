@@ -490,8 +490,10 @@ def _binary(stream):
 class Function:
     """A function: its handlers and subscriptions. Register handlers, then :meth:`run`.
 
-    ``concurrency``: how many requests are handled at once, on that many threads. Set it to
-    the ``concurrency`` of ``function.toml`` (default 1). With fewer threads than that, requests
+    ``concurrency``: how many requests are handled at once, on that many threads (default 1).
+    It is declared to shs in the answer to ``initialize`` (``"concurrency": N``), so shs sends
+    the process that many requests at once without a ``function.toml``; a ``concurrency`` in
+    ``function.toml`` wins, and should then match. With fewer threads than that, requests
     wait for a free thread, and a handler that waits for another request of its own process
     (publishing an event the function itself subscribes to) waits for its timeout.
 
@@ -782,5 +784,9 @@ class Function:
             # start, which the supervisor reports with the last lines of the log (this one).
             connection.log("shs_sdk: start-up failed: %s" % reason)
             return False
-        self._answer(connection, request_id, {"raw_body": True} if self.raw_body else {})
+        # Declares what it handles at once: as many requests as it runs threads.
+        answer = {"concurrency": self.concurrency}
+        if self.raw_body:
+            answer["raw_body"] = True
+        self._answer(connection, request_id, answer)
         return True

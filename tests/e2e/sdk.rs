@@ -261,8 +261,14 @@ async fn handlers_publish_and_subscriptions(lang: Lang) {
     );
 }
 
-async fn concurrency_matches_answers_by_id(lang: Lang) {
-    let toml = "concurrency = 4\ninstances = 1\nenv = { CONCURRENCY = \"4\" }\n";
+/// With `declared`, cpub's function.toml sets no `concurrency`: the one the SDK declares in
+/// its answer to `initialize` (its threads; 16 for Node) is in force.
+async fn concurrency_matches_answers_by_id(lang: Lang, declared: bool) {
+    let toml = if declared {
+        "instances = 1\nenv = { CONCURRENCY = \"4\" }\n"
+    } else {
+        "concurrency = 4\ninstances = 1\nenv = { CONCURRENCY = \"4\" }\n"
+    };
     let builder = deploy(ServerBuilder::new(), lang, "cpub", toml);
     let toml = "concurrency = 4\ninstances = 1\nenv = { CONCURRENCY = \"4\", EVENTS = \"1\" }\n";
     let builder = deploy(builder, lang, "csub", toml);
@@ -297,6 +303,21 @@ async fn concurrency_matches_answers_by_id(lang: Lang) {
     event_ids.dedup();
     assert_eq!(event_ids.len(), 4, "{answers:?}");
     assert_eq!(server.pids_of("cpub").len(), 1, "one process took all four");
+    let info = server.function_info("cpub").await.expect("cpub is listed");
+    let expected = match (declared, lang) {
+        (false, _) => json!([4, "function.toml"]),
+        (true, Lang::Node) => json!([16, "declared"]),
+        (true, _) => json!([4, "declared"]),
+    };
+    assert_eq!(
+        json!([info["concurrency"], info["concurrency_source"]]),
+        expected,
+        "{info}"
+    );
+    if !declared && lang == Lang::Python {
+        // The SDK declared its 4 threads too; the same number overrides nothing.
+        assert!(info.get("note").is_none(), "{info}");
+    }
     server.stop_and_check();
 }
 
@@ -358,7 +379,12 @@ async fn python_sdk_handlers_publish_and_subscriptions() {
 
 #[tokio::test]
 async fn python_sdk_concurrency_matches_answers_by_id() {
-    concurrency_matches_answers_by_id(Lang::Python).await;
+    concurrency_matches_answers_by_id(Lang::Python, false).await;
+}
+
+#[tokio::test]
+async fn python_sdk_declared_concurrency_needs_no_function_toml() {
+    concurrency_matches_answers_by_id(Lang::Python, true).await;
 }
 
 #[tokio::test]
@@ -373,7 +399,12 @@ async fn node_sdk_handlers_publish_and_subscriptions() {
 
 #[tokio::test]
 async fn node_sdk_concurrency_matches_answers_by_id() {
-    concurrency_matches_answers_by_id(Lang::Node).await;
+    concurrency_matches_answers_by_id(Lang::Node, false).await;
+}
+
+#[tokio::test]
+async fn node_sdk_declared_concurrency_needs_no_function_toml() {
+    concurrency_matches_answers_by_id(Lang::Node, true).await;
 }
 
 #[tokio::test]
@@ -388,7 +419,12 @@ async fn rust_sdk_handlers_publish_and_subscriptions() {
 
 #[tokio::test]
 async fn rust_sdk_concurrency_matches_answers_by_id() {
-    concurrency_matches_answers_by_id(Lang::Rust).await;
+    concurrency_matches_answers_by_id(Lang::Rust, false).await;
+}
+
+#[tokio::test]
+async fn rust_sdk_declared_concurrency_needs_no_function_toml() {
+    concurrency_matches_answers_by_id(Lang::Rust, true).await;
 }
 
 #[tokio::test]
@@ -427,5 +463,10 @@ async fn rust_sdk_echo_example_answers_its_input_unchanged() {
     for (n, answer) in answers.iter().enumerate() {
         assert_eq!(answer.body, json!({"n": n}), "{answer:?}");
     }
+    // With no function.toml, the concurrency it declares is in force.
+    let info = server.function_info("echo-rs").await.expect("listed");
+    assert_eq!(info["concurrency"], 16, "{info}");
+    assert_eq!(info["concurrency_source"], "declared", "{info}");
+    assert_eq!(info["instances_source"], "default", "{info}");
     server.stop_and_check();
 }

@@ -107,6 +107,19 @@ struct PoolRow<'a> {
     cold_start_ms_total: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_cold_start_ms: Option<f64>,
+    concurrency: usize,
+    concurrency_source: &'a str,
+    instances: usize,
+    instances_source: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    declaration_error: Option<String>,
+}
+
+/// Sentences joined into one, or none.
+pub(crate) fn joined(sentences: &[String]) -> Option<String> {
+    (!sentences.is_empty()).then(|| sentences.join("; "))
 }
 
 pub(crate) fn millis(d: Duration) -> f64 {
@@ -137,6 +150,12 @@ pub(crate) async fn functions(state: web::Data<AppState>) -> HttpResponse {
                 cold_starts: p.cold_starts,
                 cold_start_ms_total: millis(p.cold_start_total),
                 last_cold_start_ms: p.last_cold_start.map(millis),
+                concurrency: p.sizing.concurrency,
+                concurrency_source: p.sizing.concurrency_source.as_str(),
+                instances: p.sizing.instances,
+                instances_source: p.sizing.instances_source.as_str(),
+                note: joined(&p.sizing.notes),
+                declaration_error: joined(&p.sizing.errors),
             }),
         })
         .collect();

@@ -117,6 +117,23 @@ fn info_json(info: &shs_supervisor::FunctionInfo) -> Map<String, Value> {
         if let Some(last) = p.last_cold_start {
             row.insert("last_cold_start_ms".into(), json!(millis(last)));
         }
+        let sizing = &p.sizing;
+        row.insert("concurrency".into(), json!(sizing.concurrency));
+        row.insert(
+            "concurrency_source".into(),
+            json!(sizing.concurrency_source.as_str()),
+        );
+        row.insert("instances".into(), json!(sizing.instances));
+        row.insert(
+            "instances_source".into(),
+            json!(sizing.instances_source.as_str()),
+        );
+        if let Some(note) = crate::functions::joined(&sizing.notes) {
+            row.insert("note".into(), json!(note));
+        }
+        if let Some(error) = crate::functions::joined(&sizing.errors) {
+            row.insert("declaration_error".into(), json!(error));
+        }
     }
     row
 }
@@ -125,9 +142,10 @@ fn info_json(info: &shs_supervisor::FunctionInfo) -> Map<String, Value> {
 /// and the totals of its last 15 minutes.
 fn summary_json(summary: &FunctionSummary) -> Value {
     let mut row = info_json(&summary.info);
+    // An rpc function's row has them already (in force, declared ones included).
     if let Some((instances, concurrency)) = summary.instances {
-        row.insert("instances".into(), json!(instances));
-        row.insert("concurrency".into(), json!(concurrency));
+        row.entry("instances").or_insert(json!(instances));
+        row.entry("concurrency").or_insert(json!(concurrency));
     }
     row.insert("metrics".into(), json!(summary.stats));
     let a = &summary.activity;
@@ -153,8 +171,8 @@ fn detail_json(detail: &FunctionDetail) -> Value {
             "subscribe": spec.subscribe,
             // Names only: values may be secrets.
             "env": spec.env.keys().collect::<Vec<_>>(),
-            "instances": spec.instances,
-            "concurrency": spec.concurrency,
+            "instances": detail.info.pool.as_ref().map_or(spec.instances, |p| p.sizing.instances),
+            "concurrency": detail.info.pool.as_ref().map_or(spec.concurrency, |p| p.sizing.concurrency),
             "queue": spec.queue,
             "min_instances": detail.min_instances,
             "idle_timeout_seconds": spec.idle_timeout.map(seconds),

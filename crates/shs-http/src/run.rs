@@ -44,11 +44,19 @@ pub(crate) async fn run(
         }
     };
     let request = function_request(&req, &name, body);
+    let (request_id, trace) = request_meta(&req);
+    if crate::events::wants_async(&req) {
+        // The body is checked now (a 400 now, not a failed invocation later).
+        if let Err(e) = request.clone().into_invoke() {
+            return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new());
+        }
+        return crate::invocations::accept(&state, &name, &request, req.headers(), trace, webhook)
+            .await;
+    }
     let invoke = match request.into_invoke() {
         Ok(invoke) => invoke,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new()),
     };
-    let (request_id, trace) = request_meta(&req);
     let (tx, mut stream) = shs_supervisor::http_stream();
     let supervisor = state.supervisor.clone();
     let function = name.clone();

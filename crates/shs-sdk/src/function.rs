@@ -41,6 +41,7 @@ pub struct Function {
     auto_subscribe: bool,
     setup: Option<Box<SetupFn>>,
     threads: usize,
+    concurrency: Option<usize>,
     raw_body: bool,
 }
 
@@ -54,8 +55,9 @@ impl Default for Function {
 pub(crate) enum Outcome<'l> {
     /// An answer to write.
     Answer(Id, Result<RawOutput<'l>, RpcError>),
-    /// `initialize` went well: answer with this (`{}`, or `{"raw_body":true}`).
-    Initialized(Id, &'static RawValue),
+    /// `initialize` went well: answer with this (`{"concurrency":N}`, and `"raw_body":true`
+    /// when asked for).
+    Initialized(Id, Box<RawValue>),
     /// Nothing to write (a notification, a stray answer, a bad line).
     Nothing,
     /// Start-up failed: the process should exit with this message, without answering
@@ -74,6 +76,7 @@ impl Function {
             auto_subscribe: true,
             setup: None,
             threads: 1,
+            concurrency: None,
             raw_body: false,
         }
     }
@@ -196,6 +199,29 @@ impl Function {
         self
     }
 
+    /// Declares how many requests the supervisor may send this function's process at once
+    /// (`"concurrency"` in the answer to `initialize`; a `concurrency` in `function.toml`
+    /// wins). The default is the number of [`Function::threads`]: what the process really
+    /// handles at once. Declare more on one thread only for handlers that never wait for a
+    /// request of their own process (an echo, a pure computation): requests then queue in the
+    /// pipe and are answered in order, several per write. Bounded to 1..=65,536.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = Some(n.clamp(1, 65_536));
+        self
+    }
+
+    /// What the answer to `initialize` declares: the concurrency, and `raw_body`.
+    fn initialize_answer(&self) -> Box<RawValue> {
+        let concurrency = self.concurrency.unwrap_or(self.threads);
+        let text = if self.raw_body {
+            format!(r#"{{"concurrency":{concurrency},"raw_body":true}}"#)
+        } else {
+            format!(r#"{{"concurrency":{concurrency}}}"#)
+        };
+        // An object of a number (and a boolean) is valid JSON; the conversion cannot fail.
+        RawValue::from_string(text).unwrap_or_default()
+    }
+
     /// Serves the supervisor over stdin and stdout until stdin closes; then finishes the
     /// requests in flight and returns `Ok(())`, so that `main` exits with status 0.
     ///
@@ -247,14 +273,7 @@ impl Function {
                     methods::EVENT => self.event(params, link),
                     methods::INITIALIZE => {
                         return match self.initialize(params, link) {
-                            Ok(()) => Outcome::Initialized(
-                                id,
-                                if self.raw_body {
-                                    raw_body_object()
-                                } else {
-                                    empty_object()
-                                },
-                            ),
+                            Ok(()) => Outcome::Initialized(id, self.initialize_answer()),
                             Err(message) => Outcome::Fatal(id, message),
                         };
                     }
@@ -381,6 +400,7 @@ impl std::fmt::Debug for Function {
             .field("auto_subscribe", &self.auto_subscribe)
             .field("setup", &self.setup.is_some())
             .field("threads", &self.threads)
+            .field("concurrency", &self.concurrency)
             .finish()
     }
 }
@@ -414,12 +434,6 @@ where
 fn to_raw<T: Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, Error> {
     serde_json::value::to_raw_value(value)
         .map_err(|e| Error::new(format!("the handler's result is not JSON: {e}")))
-}
-
-fn raw_body_object() -> &'static RawValue {
-    // Valid JSON; the conversion cannot fail.
-    static RAW: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
-    RAW.get_or_init(|| RawValue::from_string(r#"{"raw_body":true}"#.to_owned()).unwrap_or_default())
 }
 
 pub(crate) fn empty_object() -> &'static RawValue {

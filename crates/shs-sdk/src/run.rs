@@ -178,7 +178,7 @@ impl<R: Read, W: Write> Local<R, W> {
                 }
                 Outcome::Initialized(id, answer) => {
                     let mut conn = self.conn.borrow_mut();
-                    write_answer(&mut conn.out, &id, &Ok(RawOutput::Borrowed(answer)));
+                    write_answer(&mut conn.out, &id, &Ok(RawOutput::Owned(answer)));
                     conn.flush()?;
                     if until_initialized {
                         return Ok(());
@@ -441,7 +441,7 @@ fn work(function: &Function, link: WorkerLink<'_>, jobs: &Mutex<Receiver<Vec<u8>
         match function.handle(text, &link) {
             Outcome::Answer(id, outcome) => write_answer(&mut answer, &id, &outcome),
             Outcome::Initialized(id, initialized) => {
-                write_answer(&mut answer, &id, &Ok(RawOutput::Borrowed(initialized)));
+                write_answer(&mut answer, &id, &Ok(RawOutput::Owned(initialized)));
             }
             Outcome::Nothing => continue,
             Outcome::Fatal(id, message) => {

@@ -105,7 +105,8 @@ fn answers_initialize_then_invokes() {
     assert_eq!(
         out,
         [
-            json!({"jsonrpc": "2.0", "id": 1, "result": {}}),
+            // One thread: it declares that it handles one request at a time.
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"concurrency": 1}}),
             json!({"jsonrpc": "2.0", "id": 2, "result": {"input": {"a": 1}, "request_id": "req-2", "function": "f"}}),
             json!({"jsonrpc": "2.0", "id": 7, "result": {"input": [1, "x"], "request_id": "req-7", "function": "f"}}),
         ]
@@ -309,7 +310,7 @@ fn start_up_subscriptions_are_made_before_initialize_is_answered() {
             sub(2, "b.typed"),
             sub(3, "user.created"),
             json!({"jsonrpc": "2.0", "method": "publish", "params": {"type": "f.started", "payload": {}}}),
-            json!({"jsonrpc": "2.0", "id": 1, "result": {}}),
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"concurrency": 1}}),
         ]
     );
     assert_eq!(*setup_saw.lock().unwrap(), "f initialize \"\"");
@@ -578,7 +579,10 @@ impl Supervisor {
 fn with_threads_answers_are_matched_by_id_not_by_order() {
     let mut sup = Supervisor::start(calling_function().threads(4));
     sup.send(INIT);
-    assert_eq!(sup.read(), json!({"jsonrpc": "2.0", "id": 1, "result": {}}));
+    assert_eq!(
+        sup.read(),
+        json!({"jsonrpc": "2.0", "id": 1, "result": {"concurrency": 4}})
+    );
     // Three invokes in flight, each publishing; each of the three publishes waits.
     for id in [10, 11, 12] {
         sup.send(&invoke(id, json!({"action": "publish", "payload": id})));
@@ -695,7 +699,10 @@ fn an_http_invoke_reads_the_request_answers_a_response_and_streams() {
         &[INIT.to_owned(), form.to_string(), plain, streaming],
     );
     ended.unwrap();
-    assert_eq!(lines[0]["result"], json!({"raw_body": true}));
+    assert_eq!(
+        lines[0]["result"],
+        json!({"concurrency": 1, "raw_body": true})
+    );
     assert_eq!(
         lines[1]["result"],
         json!({"http_response": {"status": 201, "headers": {"set-cookie": ["a=1", "b=2"]},
@@ -714,4 +721,29 @@ fn an_http_invoke_reads_the_request_answers_a_response_and_streams() {
         "status and headers only on the first"
     );
     assert_eq!(lines[5]["id"], 4);
+}
+
+#[test]
+fn initialize_declares_the_threads_or_the_concurrency_asked_for() {
+    let answer = |function: Function| {
+        let (out, ended) = script(function, &[INIT.into()]);
+        ended.unwrap();
+        out[0]["result"].clone()
+    };
+    assert_eq!(
+        answer(echo_function().threads(4)),
+        json!({"concurrency": 4})
+    );
+    assert_eq!(
+        answer(echo_function().threads(4).concurrency(32)),
+        json!({"concurrency": 32})
+    );
+    assert_eq!(
+        answer(echo_function().concurrency(0)),
+        json!({"concurrency": 1})
+    );
+    assert_eq!(
+        answer(echo_function().concurrency(usize::MAX)),
+        json!({"concurrency": 65536})
+    );
 }

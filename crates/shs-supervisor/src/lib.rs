@@ -67,12 +67,14 @@ mod watch;
 pub use error::{ErrorKind, InvokeError, SpecError, StartError};
 pub use http::{BodyError, HttpInvoke, HttpRequest};
 pub use logs::LogLine;
-pub use pool::PoolStatus;
+pub use pool::{PoolStatus, Sizing};
 pub use secrets::{SecretsDirError, WebhookKey};
-pub use spec::{FunctionSpec, Mode, WebhookKind, validate_name};
+pub use spec::{FunctionSpec, Mode, Source, WebhookKind, validate_name};
 pub use stats::{Activity, FunctionStats, ProcessInfo};
 pub use stream::{HttpStream, StreamChunk, StreamTx, http_stream};
-pub use supervisor::{FunctionDetail, FunctionInfo, FunctionSummary, Output, Supervisor};
+pub use supervisor::{
+    FunctionDetail, FunctionInfo, FunctionSummary, Output, StoredRequest, Supervisor,
+};
 
 /// How the supervisor runs functions.
 #[derive(Clone, Debug)]

@@ -16,8 +16,8 @@ use serde::Deserialize;
 use crate::defaults;
 use crate::error::SpecError;
 use crate::spec::{
-    DEFAULT_PATH, Defaults, Fingerprint, FunctionSpec, Limits, Mode, RunAs, Webhook, WebhookKind,
-    parse_size,
+    DEFAULT_PATH, Defaults, Fingerprint, FunctionSpec, Limits, Mode, RunAs, Source, Webhook,
+    WebhookKind, parse_size,
 };
 
 /// Longest `timeout` and `start_timeout`, in seconds: a day.
@@ -297,7 +297,17 @@ pub(crate) fn build_spec(
         subscribe,
         env,
         instances,
+        instances_source: if manifest.instances.is_some() {
+            Source::Manifest
+        } else {
+            Source::Default
+        },
         concurrency,
+        concurrency_source: if manifest.concurrency.is_some() {
+            Source::Manifest
+        } else {
+            Source::Default
+        },
         queue,
         min_instances: manifest.min_instances.map(|m| m.min(instances)),
         idle_timeout,
@@ -314,10 +324,11 @@ pub(crate) fn build_spec(
     })
 }
 
-/// The most processes `instances` may ask for.
-const MAX_INSTANCES: usize = 4096;
-/// The most requests `concurrency` may put on one process at once.
-const MAX_CONCURRENCY: usize = 65_536;
+/// The most processes `instances` may ask for (in `function.toml` or declared).
+pub(crate) const MAX_INSTANCES: usize = 4096;
+/// The most requests `concurrency` may put on one process at once (in `function.toml` or
+/// declared).
+pub(crate) const MAX_CONCURRENCY: usize = 65_536;
 /// The most requests `queue` may let wait.
 const MAX_QUEUE: usize = 1 << 20;
 

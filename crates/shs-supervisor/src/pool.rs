@@ -5,13 +5,14 @@
 //! owns starting processes (spawn and `initialize`), counting failed starts and backing off,
 //! taking dead processes out, and the keeper task that scales the pool between requests.
 //!
-//! A process has `concurrency` slots. A request takes a free slot on a ready process; when
+//! A process has `concurrency` slots: `function.toml`'s, else what the process declared in its
+//! answer to `initialize`, else 1; `instances` likewise ([`Sizing`]). A request takes a free slot on a ready process; when
 //! there is none it waits in line, and if the pool is below `instances` a new process is
 //! started for it. A slot is handed from the request that frees it straight to the first in
 //! line, or to a request a little further down that waits on the thread that handles the
 //! process's pipes (no request is passed more than a few times): its line goes down and its
-//! answer comes back without waking another thread. A process that dies leaves the pool; the next request that finds no process starts
-//! one.
+//! answer comes back without waking another thread. A process that dies leaves the pool; the
+//! next request that finds no process starts one.
 //!
 //! Between requests, a keeper task tends the pool: processes unused for `idle_timeout` are
 //! stopped down to `min_instances` (scale to zero when that is 0; subscriptions stay in force,
@@ -35,8 +36,8 @@ use tokio::sync::oneshot;
 use crate::Host;
 use crate::error::{InvokeError, fmt_duration};
 use crate::logs::LogRing;
-use crate::process::{Process, StartFailure};
-use crate::spec::FunctionSpec;
+use crate::process::{Declared, Process, StartFailure};
+use crate::spec::{FunctionSpec, Source};
 
 mod keeper;
 
@@ -64,6 +65,8 @@ impl Drop for Slot {
 struct Entry {
     process: Arc<Process>,
     busy: usize,
+    /// Its slots: the concurrency in force when it joined.
+    concurrency: usize,
     /// When it last became free of requests (or ready).
     idle_since: Instant,
     /// When it answered initialize.
@@ -92,9 +95,10 @@ const LOCAL_WINDOW: usize = 8;
 /// come, first served, give or take this many.
 const MAX_PASSED: usize = 4;
 
-#[derive(Default)]
 struct State {
     procs: Vec<Entry>,
+    /// The concurrency and instances in force.
+    sizing: Sizing,
     starting: usize,
     /// The processes among `starting` that have been spawned and are in `initialize`.
     initializing: Vec<Arc<Process>>,
@@ -109,6 +113,79 @@ struct State {
     cold_starts: u64,
     cold_start_total: Duration,
     last_cold_start: Option<Duration>,
+}
+
+/// The `concurrency` and `instances` of a pool in force, where each comes from, and what
+/// became of the last process's declaration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sizing {
+    /// Requests in flight per process.
+    pub concurrency: usize,
+    /// `function.toml`, `declared` or `default`.
+    pub concurrency_source: Source,
+    /// Processes at most.
+    pub instances: usize,
+    /// `function.toml`, `declared` or `default`.
+    pub instances_source: Source,
+    /// A declaration `function.toml` overrode, one sentence each.
+    pub notes: Vec<String>,
+    /// A declaration refused (out of bounds, not a whole number), one sentence each.
+    pub errors: Vec<String>,
+}
+
+impl Sizing {
+    fn of(spec: &FunctionSpec) -> Sizing {
+        Sizing {
+            concurrency: spec.concurrency,
+            concurrency_source: spec.concurrency_source,
+            instances: spec.instances,
+            instances_source: spec.instances_source,
+            notes: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Applies what a process that just started declared; returns the concurrency that
+    /// process gets. `function.toml` wins; a process that declares nothing (or garbage)
+    /// gets the default.
+    fn apply(&mut self, spec: &FunctionSpec, declared: &Declared) -> usize {
+        let mut notes = Vec::new();
+        let mut pick = |key: &str, set: usize, source: Source, declared: Option<usize>| match (
+            source, declared,
+        ) {
+            (Source::Manifest, Some(n)) => {
+                if n != set {
+                    notes.push(format!(
+                        "the function declared `{key}` {n}; function.toml's {set} is in force"
+                    ));
+                }
+                (set, Source::Manifest)
+            }
+            (_, Some(n)) => (n, Source::Declared),
+            (source, None) => (set, source),
+        };
+        let (concurrency, concurrency_source) = pick(
+            "concurrency",
+            spec.concurrency,
+            spec.concurrency_source,
+            declared.concurrency,
+        );
+        let (instances, instances_source) = pick(
+            "instances",
+            spec.instances,
+            spec.instances_source,
+            declared.instances,
+        );
+        *self = Sizing {
+            concurrency,
+            concurrency_source,
+            instances,
+            instances_source,
+            notes,
+            errors: declared.errors.clone(),
+        };
+        concurrency
+    }
 }
 
 /// What `GET /functions` shows of a pool.
@@ -138,6 +215,8 @@ pub struct PoolStatus {
     pub cold_start_total: Duration,
     /// How long the last one took.
     pub last_cold_start: Option<Duration>,
+    /// Its concurrency and instances in force.
+    pub sizing: Sizing,
 }
 
 /// The processes of one function.
@@ -159,12 +238,25 @@ impl Pool {
         deployment: Deployment,
     ) -> Arc<Pool> {
         let pool = Arc::new_cyclic(|me| Pool {
+            state: Mutex::new(State {
+                procs: Vec::new(),
+                sizing: Sizing::of(&spec),
+                starting: 0,
+                initializing: Vec::new(),
+                waiters: VecDeque::new(),
+                closed: None,
+                failures: 0,
+                last_failure: None,
+                next_try: None,
+                cold_starts: 0,
+                cold_start_total: Duration::ZERO,
+                last_cold_start: None,
+            }),
             spec,
             host,
             logs,
             deployment,
             me: me.clone(),
-            state: Mutex::new(State::default()),
         });
         pool.host.handle.spawn(keeper::keep(Arc::downgrade(&pool)));
         pool
@@ -200,7 +292,7 @@ impl Pool {
                 return Err(error);
             }
             if st.waiters.len() >= self.spec.queue
-                && st.procs.len() + st.starting >= self.spec.instances
+                && st.procs.len() + st.starting >= st.sizing.instances
             {
                 return Err(InvokeError::AtCapacity {
                     function: self.spec.name.clone(),
@@ -208,8 +300,8 @@ impl Pool {
                         "all {} processes are busy and {} requests are waiting (instances = {}, concurrency = {}, queue = {})",
                         st.procs.len() + st.starting,
                         st.waiters.len(),
-                        self.spec.instances,
-                        self.spec.concurrency,
+                        st.sizing.instances,
+                        st.sizing.concurrency,
                         self.spec.queue
                     ),
                     retry_after: Duration::from_secs(1),
@@ -262,13 +354,14 @@ impl Pool {
                 }
             }
         }
+        let sizing = self.state.lock().sizing.clone();
         Err(InvokeError::AtCapacity {
             function: self.spec.name.clone(),
             detail: format!(
                 "no process was free within {} (instances = {}, concurrency = {})",
                 fmt_duration(self.spec.timeout),
-                self.spec.instances,
-                self.spec.concurrency
+                sizing.instances,
+                sizing.concurrency
             ),
             retry_after: Duration::from_secs(1),
         })
@@ -280,8 +373,8 @@ impl Pool {
     fn should_grow(&self, st: &State, waiting: usize, coming: usize) -> bool {
         let backing_off = st.next_try.is_some_and(|t| t > Instant::now());
         !backing_off
-            && st.procs.len() + st.starting < self.spec.instances
-            && waiting > coming.saturating_mul(self.spec.concurrency)
+            && st.procs.len() + st.starting < st.sizing.instances
+            && waiting > coming.saturating_mul(st.sizing.concurrency)
     }
 
     /// The error for a request that comes while the pool waits to try a start again.
@@ -320,12 +413,11 @@ impl Pool {
 
     /// [`Pool::take_free`] for a request waiting on attached thread `here`.
     fn take_free_for(&self, st: &mut State, here: Option<usize>) -> Option<Slot> {
-        let concurrency = self.spec.concurrency;
-        let elsewhere = (concurrency / 2).max(1);
+        let elsewhere = (st.sizing.concurrency / 2).max(1);
         let entry = st
             .procs
             .iter_mut()
-            .filter(|e| e.busy < concurrency && !e.process.is_doomed())
+            .filter(|e| e.busy < e.concurrency && !e.process.is_doomed())
             .min_by_key(|e| {
                 let away = here.is_none() || e.process.io_thread() != here;
                 e.busy + if away { elsewhere } else { 0 }
@@ -428,7 +520,13 @@ impl Pool {
             cold_starts: st.cold_starts,
             cold_start_total: st.cold_start_total,
             last_cold_start: st.last_cold_start,
+            sizing: st.sizing.clone(),
         }
+    }
+
+    /// Its concurrency and instances in force.
+    pub(crate) fn sizing(&self) -> Sizing {
+        self.state.lock().sizing.clone()
     }
 
     /// Its live processes: pid, since when, requests given and in flight.

@@ -40,7 +40,7 @@ mod requests;
 
 use calls::Calls;
 pub(crate) use calls::{CallError, CallMeta, Death};
-pub(crate) use initialize::StartFailure;
+pub(crate) use initialize::{Declared, StartFailure};
 use reader::ReaderGuard;
 
 /// Numbers for processes, for logs and the pool.

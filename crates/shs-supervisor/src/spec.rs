@@ -223,8 +223,14 @@ pub struct FunctionSpec {
     pub env: BTreeMap<String, String>,
     /// Most processes at once.
     pub instances: usize,
+    /// Where `instances` comes from: `function.toml` or the default (a process may then
+    /// declare its own in its answer to `initialize`).
+    pub instances_source: Source,
     /// Requests in flight per process.
     pub concurrency: usize,
+    /// Where `concurrency` comes from: `function.toml` or the default (a process may then
+    /// declare its own in its answer to `initialize`).
+    pub concurrency_source: Source,
     /// Most requests waiting for a free process; past that, requests are refused (503).
     pub queue: usize,
     /// Processes kept running even when idle; `None`: 1 for a function with subscriptions,
@@ -253,6 +259,28 @@ pub struct FunctionSpec {
     pub raw_body: bool,
     /// What a change on disk is detected by.
     pub fingerprint: Fingerprint,
+}
+
+/// Where a setting in force comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The function's `function.toml`: it wins over a declaration.
+    Manifest,
+    /// The function's own answer to `initialize`.
+    Declared,
+    /// The server's default (a flag, or the built-in value).
+    Default,
+}
+
+impl Source {
+    /// `"function.toml"`, `"declared"` or `"default"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Manifest => "function.toml",
+            Source::Declared => "declared",
+            Source::Default => "default",
+        }
+    }
 }
 
 /// A user and group a function runs as.

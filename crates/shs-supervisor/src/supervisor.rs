@@ -37,9 +37,11 @@ use crate::watch::{FolderWatch, follow};
 use crate::{Config, Host};
 
 mod deliver;
+mod invocation;
 mod reconcile;
 
 use deliver::Deliverer;
+pub use invocation::StoredRequest;
 
 /// What a pool closed for a redeploy says it was.
 const REDEPLOYED: &str = "redeployed";
@@ -133,6 +135,7 @@ impl Function {
             trace,
             cause,
             webhook,
+            schedule,
         } = request;
         let (request_id, trace) = (*request_id, *trace);
         match &self.kind {
@@ -158,6 +161,10 @@ impl Function {
                     webhook: webhook.map(|kind| methods::WebhookContext {
                         kind: kind.as_str(),
                         verified: true,
+                    }),
+                    schedule: schedule.as_ref().map(|s| methods::ScheduleContext {
+                        cron: s.cron.as_str(),
+                        time: s.time.as_str(),
                     }),
                 };
                 let mut stream = None;
@@ -250,6 +257,8 @@ struct Request<'a> {
     cause: Causation,
     /// The kind of webhook signature checked before it was made, `context.webhook`.
     webhook: Option<WebhookKind>,
+    /// The occurrence of a schedule it runs for, `context.schedule`.
+    schedule: Option<methods::ScheduleContext>,
 }
 
 /// What a function is asked to do: the two kinds of request.
@@ -497,6 +506,7 @@ impl Supervisor {
             trace,
             cause: Causation::root(),
             webhook,
+            schedule: None,
         };
         self.run(name, request).await
     }
@@ -517,6 +527,7 @@ impl Supervisor {
             trace,
             cause: Causation::root(),
             webhook: None,
+            schedule: None,
         };
         self.run(name, request).await
     }
@@ -540,6 +551,7 @@ impl Supervisor {
             trace,
             cause: Causation::root(),
             webhook,
+            schedule: None,
         };
         self.run(name, request).await
     }

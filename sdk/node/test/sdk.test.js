@@ -137,7 +137,7 @@ test('answers initialize, then invokes', async () => {
   const { lines, status } = await script(echoFunction(), [INIT, invoke(2, { a: 1 }), invoke(7, [1, 'x'])]);
   assert.equal(status, 0);
   assert.deepEqual(lines, [
-    result(1, {}),
+    result(1, { concurrency: 16 }),
     result(2, { input: { a: 1 }, requestId: 'req-2', function: 'f', method: 'invoke' }),
     result(7, { input: [1, 'x'], requestId: 'req-7', function: 'f', method: 'invoke' }),
   ]);
@@ -239,7 +239,7 @@ test('start-up subscriptions come before the initialize answer', async () => {
     sup.send(result(id, { subscribed: true, type: pattern }));
   }
   assert.deepEqual(await sup.read(), { jsonrpc: '2.0', method: 'publish', params: { type: 'f.started', payload: {} } });
-  assert.deepEqual(await sup.read(), result(1, {}));
+  assert.deepEqual(await sup.read(), result(1, { concurrency: 16 }));
   assert.deepEqual(seen, ['f', 'initialize', null]);
   assert.equal(await sup.close(), 0);
 });
@@ -389,6 +389,20 @@ function httpInvoke(id, input, http) {
   return message;
 }
 
+test('initialize declares the concurrency, 16 unless told', async () => {
+  for (const [options, expected] of [[undefined, 16], [{ concurrency: 3 }, 3]]) {
+    const fn = shs.createFunction(options);
+    fn.invoke((input) => input);
+    const sup = new Supervisor(fn);
+    sup.send(INIT);
+    assert.deepEqual((await sup.read()).result, { concurrency: expected });
+    await sup.close();
+  }
+  for (const bad of [0, -1, 1.5, 65537, '4']) {
+    assert.throws(() => shs.createFunction({ concurrency: bad }), /concurrency must be/);
+  }
+});
+
 test('the HTTP request is read with its form, query and bytes', async () => {
   const fn = shs.createFunction();
   fn.invoke((input, ctx) => ({
@@ -397,7 +411,7 @@ test('the HTTP request is read with its form, query and bytes', async () => {
   }));
   const sup = new Supervisor(fn);
   sup.send(INIT);
-  assert.deepEqual((await sup.read()).result, {});
+  assert.deepEqual((await sup.read()).result, { concurrency: 16 });
   sup.send(httpInvoke(2, null, {
     method: 'POST', path: '/a', query: 'x=1&y=two&x=3',
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
@@ -426,7 +440,7 @@ test('a Response becomes an http_response, and rawBody is asked for', async () =
   });
   const sup = new Supervisor(fn);
   sup.send(INIT);
-  assert.deepEqual((await sup.read()).result, { raw_body: true });
+  assert.deepEqual((await sup.read()).result, { concurrency: 16, raw_body: true });
   sup.send(invoke(2, { kind: 'text' }));
   assert.deepEqual((await sup.read()).result, { http_response: {
     status: 201, headers: { 'set-cookie': ['a=1', 'b=2'], 'content-type': 'text/html' }, body: '<p>hi</p>',

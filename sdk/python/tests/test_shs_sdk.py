@@ -173,7 +173,7 @@ class Basics(unittest.TestCase):
         lines, status, _ = script(echo_app(), [INIT, invoke(2, {"a": 1}), invoke(7, [1, "x"])])
         self.assertEqual(status, 0)
         self.assertEqual(lines, [
-            result(1, {}),
+            result(1, {"concurrency": 1}),
             result(2, {"input": {"a": 1}, "request_id": "req-2", "function": "f",
                        "method": "invoke"}),
             result(7, {"input": [1, "x"], "request_id": "req-7", "function": "f",
@@ -316,7 +316,7 @@ class Events(unittest.TestCase):
             sup.send(result(n, {"subscribed": True, "type": pattern}))
         self.assertEqual(sup.read(), {"jsonrpc": "2.0", "method": "publish",
                                       "params": {"type": "f.started", "payload": {}}})
-        self.assertEqual(sup.read(), result(1, {}))
+        self.assertEqual(sup.read(), result(1, {"concurrency": 1}))
         self.assertEqual(seen["ctx"], ("f", "initialize", None))
         self.assertEqual(sup.close(), 0)
 
@@ -531,7 +531,7 @@ class Http(unittest.TestCase):
         blob = {"method": "PUT", "path": "/", "query": "", "headers": {},
                 "body_base64": "AAH/"}
         lines, _, _ = script(app, [INIT, http_invoke(2, None, form), http_invoke(3, None, blob)])
-        self.assertEqual(lines[0]["result"], {})
+        self.assertEqual(lines[0]["result"], {"concurrency": 1})
         got = lines[1]["result"]
         self.assertEqual(got["args"], {"x": "3", "y": "two"})
         self.assertEqual(got["form"], {"a": "1", "b": "two words", "c": "\u00e9"})
@@ -539,6 +539,14 @@ class Http(unittest.TestCase):
         self.assertEqual(got["type"], "application/x-www-form-urlencoded")
         self.assertEqual(lines[2]["result"]["bytes"], [0, 1, 255])
         self.assertEqual(lines[2]["result"]["form"], {})
+
+    def test_initialize_declares_the_concurrency_it_runs(self):
+        for n in (1, 4):
+            app = shs_sdk.Function(concurrency=n)
+            lines, _, _ = script(app, [INIT])
+            self.assertEqual(lines[0]["result"], {"concurrency": n})
+        with self.assertRaises(ValueError):
+            shs_sdk.Function(concurrency=0)
 
     def test_a_response_becomes_an_http_response(self):
         app = shs_sdk.Function(raw_body=True)
@@ -557,7 +565,7 @@ class Http(unittest.TestCase):
 
         lines, _, _ = script(app, [INIT] + [invoke(i, {"kind": k}) for i, k in
                                             enumerate(["text", "bytes", "json", "go"], 2)])
-        self.assertEqual(lines[0]["result"], {"raw_body": True})
+        self.assertEqual(lines[0]["result"], {"concurrency": 1, "raw_body": True})
         self.assertEqual(lines[1]["result"], {"http_response": {
             "status": 201, "headers": {"set-cookie": ["a=1", "b=2"], "content-type": "text/html"},
             "body": "<p>hi</p>"}})

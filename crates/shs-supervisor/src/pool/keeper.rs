@@ -15,7 +15,7 @@ use shs_bus::Causation;
 
 use super::{Entry, Pool, State};
 use crate::error::{InvokeError, fmt_duration};
-use crate::process::{Process, StartFailure};
+use crate::process::{Declared, Process, StartFailure};
 
 /// First wait after a failed start; it doubles with each failure in a row.
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
@@ -39,7 +39,7 @@ impl Pool {
         {
             let mut st = self.state.lock();
             // Closed, or already as many processes as allowed (the keeper got there first).
-            if st.closed.is_some() || st.procs.len() + st.starting >= self.spec.instances {
+            if st.closed.is_some() || st.procs.len() + st.starting >= st.sizing.instances {
                 return Ok(());
             }
             st.starting += 1;
@@ -56,8 +56,8 @@ impl Pool {
     ) -> Result<(), StartFailure> {
         let began = Instant::now();
         let result = self.spawn_and_initialize(cause, thread).await;
-        let process = match result {
-            Ok(process) => process,
+        let (process, declared) = match result {
+            Ok(started) => started,
             Err(failure) => {
                 let mut st = self.state.lock();
                 st.starting -= 1;
@@ -70,9 +70,11 @@ impl Pool {
             st.starting -= 1;
             if st.closed.is_none() {
                 let now = Instant::now();
+                let concurrency = st.sizing.apply(&self.spec, &declared);
                 st.procs.push(Entry {
                     process: process.clone(),
                     busy: 0,
+                    concurrency,
                     idle_since: now,
                     ready_at: now,
                     served: false,
@@ -113,7 +115,7 @@ impl Pool {
         &self,
         cause: Causation,
         thread: Option<usize>,
-    ) -> Result<Arc<Process>, StartFailure> {
+    ) -> Result<(Arc<Process>, Declared), StartFailure> {
         let spec = &self.spec;
         self.host.io.settled().await;
         let home = {
@@ -139,7 +141,7 @@ impl Pool {
             .lock()
             .initializing
             .retain(|p| p.id() != process.id());
-        result.map(|()| process)
+        result.map(|declared| (process, declared))
     }
 
     /// Counts a failed start, schedules the next try, and fails those waiting if no process
@@ -219,9 +221,11 @@ impl Pool {
     /// The processes kept even when idle: `min_instances`, or 1 for a function with
     /// subscriptions and 0 for one without.
     fn min_instances(&self) -> usize {
-        self.spec.min_instances.unwrap_or_else(|| {
+        let min = self.spec.min_instances.unwrap_or_else(|| {
             usize::from(!self.host.bus.subscriptions_of(&self.spec.name).is_empty())
-        })
+        });
+        // A declared `instances` may be below function.toml's `min_instances`.
+        min.min(self.state.lock().sizing.instances)
     }
 
     /// One round of the keeper: stops processes idle for too long (down to `min_instances`)

@@ -6,11 +6,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use futures::future::BoxFuture;
+use serde_json::value::RawValue;
+use shs_bus::store::InvocationWork;
 use shs_bus::{Causation, Deliver, DeliveryError, RetryPolicy, SharedEvent};
 
-use super::{Inner, Job, Request, Supervisor};
+use super::{Inner, Job, Kind, Request, Supervisor};
 use crate::error::InvokeError;
-use crate::spec::Mode;
 
 /// Delivers the bus's events through the supervisor it belongs to (a weak reference: the
 /// supervisor holds the deliverer, the bus only a weak reference to it).
@@ -39,21 +40,46 @@ impl Deliver for Deliverer {
         })
     }
 
+    fn invoke(
+        &self,
+        function: Arc<str>,
+        work: Arc<InvocationWork>,
+        cause: Causation,
+    ) -> BoxFuture<'static, Result<Box<RawValue>, DeliveryError>> {
+        let inner = self.0.upgrade();
+        Box::pin(async move {
+            let Some(inner) = inner.filter(|i| !i.stopping.load(Ordering::Acquire)) else {
+                return Err(DeliveryError::not_attempted(
+                    503,
+                    "the supervisor is shutting down",
+                ));
+            };
+            Supervisor { inner }
+                .run_invocation(&function, &work, cause)
+                .await
+        })
+    }
+
     fn retry_policy(&self, function: &str) -> RetryPolicy {
         let Some(inner) = self.0.upgrade() else {
             return RetryPolicy::default();
         };
         let registry = inner.registry.read();
         let defaults = &inner.defaults;
-        match registry.get(function).and_then(|f| f.spec()) {
+        let function = registry.get(function);
+        match function.and_then(|f| f.spec()) {
             Some(spec) => RetryPolicy {
                 max_attempts: spec.max_attempts,
                 backoff: spec.retry_backoff,
                 ordered: spec.ordered,
                 timeout: spec.timeout,
-                max_in_flight: match spec.mode {
-                    Mode::Rpc => spec.instances * spec.concurrency,
-                    Mode::Exec => spec.instances,
+                max_in_flight: match function.map(|f| &f.kind) {
+                    // What the pool has in force, declared concurrency included.
+                    Some(Kind::Rpc(pool)) => {
+                        let sizing = pool.sizing();
+                        sizing.instances * sizing.concurrency
+                    }
+                    _ => spec.instances,
                 },
                 ..RetryPolicy::default()
             },
@@ -69,7 +95,7 @@ impl Deliver for Deliverer {
 /// How a failed delivery is reported to the bus: the status `/run` would answer, whether
 /// a retry may help, and whether the event was sent at all. A function that answers an error with `"data": {"retry": false}` says it
 /// will not.
-fn delivery_error(error: &InvokeError) -> DeliveryError {
+pub(super) fn delivery_error(error: &InvokeError) -> DeliveryError {
     let status = error.kind().status();
     let retryable = match error {
         InvokeError::NotFound { .. } => false,
@@ -104,6 +130,7 @@ impl Supervisor {
             trace: event.traceparent.as_deref(),
             cause,
             webhook: None,
+            schedule: None,
         };
         self.run(name, request).await.map(drop)
     }

@@ -52,7 +52,13 @@ impl Supervisor {
                 let function = registry.get(&info.name)?;
                 let cold_starts = info.pool.as_ref().map_or(0, |p| p.cold_starts);
                 Some(FunctionSummary {
-                    instances: function.spec().map(|s| (s.instances, s.concurrency)),
+                    instances: match (&function.kind, function.spec()) {
+                        (Kind::Rpc(pool), _) => {
+                            let sizing = pool.sizing();
+                            Some((sizing.instances, sizing.concurrency))
+                        }
+                        (_, spec) => spec.map(|s| (s.instances, s.concurrency)),
+                    },
                     stats: function.stats.summary(cold_starts),
                     activity: function.stats.activity(),
                     info,
