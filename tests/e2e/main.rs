@@ -11,6 +11,7 @@ mod harness;
 
 mod affinity;
 mod bus_semantics;
+mod cgi;
 mod cli;
 mod cli_client;
 mod declared;

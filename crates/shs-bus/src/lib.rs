@@ -65,7 +65,9 @@ pub use event::{Event, Origin, SharedEvent};
 pub use invocation::{InvocationLimits, Invocations};
 pub use rules::LOOP_DETECTED;
 pub use settle::Settled;
-pub use store::{Attempt, DeadLetter, DeadLetterFilter, EventInfo};
+pub use store::{
+    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, EventSummary,
+};
 pub use table::{
     MAX_SUBSCRIPTIONS_PER_FUNCTION, Subscription, SubscriptionTable, validate_pattern,
     validate_type,

@@ -129,11 +129,17 @@ impl Supervisor {
                     headers: http.headers,
                     body: body.into(),
                     remote_addr: http.remote_addr,
+                    ..HttpRequest::default()
                 };
-                let invoke = request
-                    .into_invoke()
-                    .map_err(|e| DeliveryError::permanent(400, e.to_string()))?;
-                Job::Http(invoke, None)
+                // A CGI script takes its body as it came.
+                let invoke = if self.http_front(name).cgi {
+                    request.into_raw_invoke()
+                } else {
+                    request
+                        .into_invoke()
+                        .map_err(|e| DeliveryError::permanent(400, e.to_string()))?
+                };
+                Job::Http(Box::new(invoke), None)
             }
             (None, Some(input)) => Job::Invoke(input),
             (None, None) => Job::Invoke(empty()),
@@ -149,6 +155,13 @@ impl Supervisor {
         match self.run(name, request).await {
             Ok(Output::Json(answer)) => Ok(answer),
             Ok(Output::Raw(bytes)) => Ok(raw_answer(&bytes)),
+            Ok(Output::Cgi(response)) => {
+                let limit = self.inner.host.config.max_line;
+                match response.read_to_end(name, limit).await {
+                    Ok(bytes) => Ok(raw_answer(&bytes)),
+                    Err(e) => Err(delivery_error(&e)),
+                }
+            }
             Err(e) => Err(delivery_error(&e)),
         }
     }
