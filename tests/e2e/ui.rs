@@ -1285,3 +1285,77 @@ async fn the_topology_shows_who_publishes_and_takes_what_with_live_counts() {
     browser.close().await;
     server.stop_and_check();
 }
+
+#[tokio::test]
+async fn a_failed_invocation_is_listed_inspected_and_retried_from_the_dead_letters_page() {
+    if !browser_available() {
+        return;
+    }
+    let builder = ServerBuilder::new()
+        .fixture("job")
+        .toml("job", "max_attempts = 1\nretry_backoff = 0.05\n");
+    let dir = builder.functions_dir().join("job");
+    let mut server = builder.start().await;
+    server.wait_ready().await;
+    std::fs::write(dir.join("broken"), "").expect("break job");
+    let id = crate::invocations::accepted(
+        &crate::invocations::invoke_async(&server, "job", json!({"order": "<b>17</b>"})).await,
+    );
+    crate::invocations::wait_state(&server, &id, "failed").await;
+
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/ui/#/dead-letters?kind=invocation", server.url))
+        .await;
+    browser
+        .until(
+            "the failed invocation",
+            "return document.querySelectorAll('#dead-letters tbody tr [data-kind=invocation]').length === 1;",
+            &server,
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return document.querySelector('#dl-kind').value;")
+            .await,
+        "invocation",
+        "the kind comes from the link"
+    );
+    browser.click("#dead-letters tbody button.inspect").await;
+    let request = browser
+        .until(
+            "the request",
+            "const t = document.querySelector('#dl-inspect-title'); const e = document.querySelector('#dl-event'); \
+             const b = document.querySelector('#dl-body'); \
+             return t && t.textContent.startsWith('Failed invocation') && e && b && b.textContent;",
+            &server,
+        )
+        .await;
+    assert!(
+        request
+            .as_str()
+            .is_some_and(|r| r.contains("\"<b>17</b>\"")),
+        "{request}"
+    );
+    assert_eq!(
+        browser
+            .js("return document.querySelectorAll('#main b').length;")
+            .await,
+        0,
+        "the input is text"
+    );
+    std::fs::remove_file(dir.join("broken")).expect("fix job");
+    browser.click("#dl-all").await;
+    browser.click("#dl-retry").await;
+    browser
+        .until(
+            "nothing left",
+            "return document.querySelector('#dl-status').textContent.startsWith('Retried 1 of 1.') \
+             && document.querySelectorAll('#dead-letters tbody tr').length === 0;",
+            &server,
+        )
+        .await;
+    crate::invocations::wait_state(&server, &id, "succeeded").await;
+    browser.close().await;
+    server.stop_and_check();
+}
