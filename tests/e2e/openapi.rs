@@ -1243,6 +1243,14 @@ async fn every_route_answers_as_the_document_says() {
     .await;
     w.expect(400, "GET", "/invocations?state=asleep", None, &[])
         .await;
+    w.expect(
+        400,
+        "POST",
+        "/run/echo",
+        Some("{}"),
+        &[("prefer", "respond-async"), ("x-callback-url", "ftp://x/")],
+    )
+    .await;
     w.expect(404, "GET", "/invocations/no-such-invocation", None, &[])
         .await;
     w.expect(
