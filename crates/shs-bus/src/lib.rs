@@ -67,7 +67,7 @@ pub use invocation::{InvocationLimits, Invocations};
 pub use rules::LOOP_DETECTED;
 pub use settle::Settled;
 pub use store::{
-    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, EventSummary,
+    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, EventSummary, Traffic,
 };
 pub use table::{
     MAX_SUBSCRIPTIONS_PER_FUNCTION, Subscription, SubscriptionTable, validate_pattern,

@@ -11,7 +11,8 @@
 //!
 //! This module holds the types and the [`Store`]'s writes; `schema` the tables and their
 //! migrations, `writer` the writer thread, `read` the queries, `list` the listing of events,
-//! `invocations` the writes and reads of asynchronous invocations, `keys` the idempotency keys.
+//! `traffic` the counts of the topology, `invocations` the writes and reads of asynchronous
+//! invocations, `keys` the idempotency keys.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,12 +31,14 @@ use schema::SCHEMA_VERSION;
 use writer::Write;
 
 pub use list::{DeliverySummary, EventFilter, EventPage, EventSummary, MAX_PAGE, MAX_SCANNED};
+pub use traffic::{DeliveryCount, MAX_COUNTED, PublishCount, Traffic};
 
 mod invocations;
 mod keys;
 mod list;
 mod read;
 mod schema;
+mod traffic;
 mod writer;
 
 pub use invocations::{
