@@ -1359,3 +1359,50 @@ async fn a_failed_invocation_is_listed_inspected_and_retried_from_the_dead_lette
     browser.close().await;
     server.stop_and_check();
 }
+
+/// A page of the same origin (a function's HTML answer) that puts the dashboard in a frame.
+const FRAMER: &str = r#"import fixture
+
+PAGE = '<!doctype html><title>framer</title><iframe id="f" src="/ui/#/functions"></iframe>'
+
+fixture.serve(invoke=lambda params: {"http_response": {
+    "status": 200, "headers": {"content-type": "text/html; charset=utf-8"}, "body": PAGE}})
+"#;
+
+#[tokio::test]
+async fn the_dashboard_refuses_to_be_framed_even_by_its_own_origin() {
+    if !browser_available() {
+        return;
+    }
+    let mut server = python(ServerBuilder::new().fixture("echo"), "framer", FRAMER)
+        .start()
+        .await;
+    server.wait_ready().await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/run/framer", server.url)).await;
+    assert_eq!(browser.js("return document.title;").await, "framer");
+    // Blocked, the frame holds Chromium's error page, of another origin: no document to read.
+    // Had it loaded, its document (same origin) would hold the dashboard.
+    browser
+        .until(
+            "the frame refused",
+            "const f = document.getElementById('f'); let d; \
+             try { d = f.contentDocument; } catch (e) { d = null; } \
+             return d === null;",
+            &server,
+        )
+        .await;
+    // The dashboard itself loads at the top level.
+    browser
+        .goto(&format!("{}/ui/#/functions", server.url))
+        .await;
+    browser
+        .until(
+            "the functions at the top level",
+            "return !!document.querySelector('tr[data-function=\"echo\"]');",
+            &server,
+        )
+        .await;
+    browser.close().await;
+    server.stop_and_check();
+}
