@@ -1042,6 +1042,25 @@ async fn the_lineage_of_a_three_step_chain_is_drawn_and_walked() {
         "{facts}"
     );
     browser.screenshot("event").await;
+    browser.click("#theme").await;
+    browser
+        .until(
+            "the dark theme",
+            "return document.documentElement.dataset.theme === 'dark';",
+            &server,
+        )
+        .await;
+    browser.screenshot("event-dark").await;
+    browser.click("#theme").await;
+
+    // The graph's events are links the keyboard reaches.
+    let focusable = browser
+        .js(
+            "const a = document.querySelector('#lineage a.node-link'); a.focus(); \
+             return document.activeElement === a;",
+        )
+        .await;
+    assert_eq!(focusable, true, "a node of the graph takes the focus");
 
     // Down the chain by a click on the graph; its attempts are listed, the failed one too.
     browser
@@ -1271,6 +1290,37 @@ async fn the_topology_shows_who_publishes_and_takes_what_with_live_counts() {
         true,
         "nothing ran on the topology page"
     );
+    // From the keyboard: "g e" goes to the events, "g t" back here.
+    for (keys, hash) in [("ge", "#/events"), ("gt", "#/topology")] {
+        browser
+            .js("document.activeElement?.blur(); return 1;")
+            .await;
+        browser
+            .client()
+            .active_element()
+            .await
+            .expect("active")
+            .send_keys(keys)
+            .await
+            .expect("keys");
+        browser
+            .until(
+                hash,
+                &format!(
+                    "return location.hash === '{hash}' && !!document.querySelector('#main h1');"
+                ),
+                &server,
+            )
+            .await;
+    }
+    browser
+        .until(
+            "the topology again",
+            "return !!document.querySelector('#topology [data-node=\"sub:step3\"]');",
+            &server,
+        )
+        .await;
+
     // A subscriber is a link to its function.
     browser
         .click("#topology a.node-link g[data-node=\"sub:step3\"]")
