@@ -71,6 +71,7 @@ class Scenario:
     setup: str = ""  # the function settings, for the report
     prefer: str = ""  # a Prefer header (respond-async: asynchronous publishing)
     delivered_by: str = ""  # a function whose deliveries are counted after the load
+    keyed: bool = False  # each request carries a new Idempotency-Key
 
 
 @dataclass
@@ -164,6 +165,11 @@ SCENARIOS = [
     Scenario("async-32", "shs POST /events async (embedded store), 1 subscriber, 32 conns",
              "shs", "/events", event_body("bench.async"), 32, None,
              describe(ASYNC_SUB_TOML) + "; `Prefer: respond-async`", "respond-async", "async-sub"),
+    Scenario("key-rs-1", "shs warm invoke, Rust echo, a new Idempotency-Key per request, 1 conn",
+             "shs", "/run/echo-rs", BODY, 1, BODY, describe(ECHO_RS_TOML), keyed=True),
+    Scenario("key-rs-32", "shs warm invoke, Rust echo, a new Idempotency-Key per request, "
+             "32 conns", "shs", "/run/echo-rs", BODY, 32, BODY, describe(ECHO_RS_TOML),
+             keyed=True),
     Scenario("nats-async-32", "shs POST /events async (NATS JetStream), 1 subscriber, 32 conns",
              "shs-nats", "/events", event_body("bench.async"), 32, None,
              describe(ASYNC_SUB_TOML) + "; `Prefer: respond-async`; `--bus nats://`",
@@ -202,6 +208,10 @@ RATIOS = [
           "p50", "<= 3x (issue 6)", lambda r: r <= 3.0),
     Ratio("r-ev10-p50-32", "events p50, 10 subscribers / 1 subscriber, 32 conns", "ev10-32",
           "ev1-32", "p50"),
+    Ratio("r-key-p50", "warm invoke Rust with a new Idempotency-Key / without, 1 conn, p50 "
+          "latency", "key-rs-1", "rs-1", "p50"),
+    Ratio("r-key-32", "warm invoke Rust with a new Idempotency-Key / without, 32 conns, req/s",
+          "key-rs-32", "rs-32", "rps"),
     Ratio("r-pub", "invoke that publishes synchronously to 1 subscriber / warm invoke Rust, "
           "32 conns, req/s", "pub-32", "rs-32", "rps", ">= 0.50x (issue 14)",
           lambda r: r >= 0.50),
@@ -545,10 +555,22 @@ wrk.body = os.getenv("BENCH_BODY") or "{}"
 wrk.headers["Content-Type"] = "application/json"
 local prefer = os.getenv("BENCH_PREFER")
 if prefer and prefer ~= "" then wrk.headers["Prefer"] = prefer end
+-- BENCH_KEYED: a new Idempotency-Key on every request, unique to this run and thread.
+local keyed = os.getenv("BENCH_KEYED")
 
 local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) non2xx = 0 end
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("thread_no", #threads)
+end
+function init(args) non2xx = 0; sent = 0 end
+if keyed and keyed ~= "" then
+  request = function()
+    sent = sent + 1
+    wrk.headers["Idempotency-Key"] = keyed .. "-" .. thread_no .. "-" .. sent
+    return wrk.format()
+  end
+end
 function response(status, headers, body)
   if status < 200 or status > 299 then non2xx = non2xx + 1 end
 end
@@ -604,9 +626,12 @@ def wrk_cmd(wrk: str, lua: Path, scenario: Scenario, url: str, seconds: float) -
             "-s", str(lua), url + scenario.path]
 
 
-def run_wrk(cmd: list[str], body: str, log_file, prefer: str = "") -> Sample:
+def run_wrk(cmd: list[str], body: str, log_file, prefer: str = "", keyed: bool = False) -> Sample:
+    # Keys unique to this wrk run: the store keeps them for --idempotency-ttl.
+    key = f"bench-{os.getpid()}-{time.monotonic_ns()}" if keyed else ""
     proc = subprocess.run(cmd, capture_output=True, text=True,
-                          env={**os.environ, "BENCH_BODY": body, "BENCH_PREFER": prefer})
+                          env={**os.environ, "BENCH_BODY": body, "BENCH_PREFER": prefer,
+                               "BENCH_KEYED": key})
     log_file.write("$ " + shlex.join(cmd) + "\n" + proc.stdout + proc.stderr + "\n")
     log_file.flush()
     if proc.returncode != 0:
@@ -950,7 +975,7 @@ def measure(args, wrk: str) -> tuple[Results, dict]:
             check_alive(server)
             if args.warmup > 0:
                 run_wrk(wrk_cmd(wrk, lua, scenario, server.url, args.warmup), scenario.body,
-                        wrk_log, scenario.prefer)
+                        wrk_log, scenario.prefer, scenario.keyed)
             cmd = wrk_cmd(wrk, lua, scenario, server.url, args.duration)
             if r == 0:
                 results.commands.append(("load", scenario.key, f"BENCH_BODY='{scenario.body}' "
@@ -977,7 +1002,7 @@ def measure(args, wrk: str) -> tuple[Results, dict]:
                 log(f"  {scenario.key:9} delivered end to end: {sample.requests / took:10.0f} "
                     "events/s")
             else:
-                sample = run_wrk(cmd, scenario.body, wrk_log, scenario.prefer)
+                sample = run_wrk(cmd, scenario.body, wrk_log, scenario.prefer, scenario.keyed)
             results.samples[scenario.key].append(sample)
             flag = f"  ERRORS: {sample.errors}" if sample.errors else ""
             log(f"  {scenario.key:9} {sample.rps:10.0f} req/s  p50 {sample.p50:7.3f} ms  "
