@@ -85,6 +85,14 @@ CREATE INDEX IF NOT EXISTS invocations_queued ON invocations(function, seq) WHER
 CREATE INDEX IF NOT EXISTS invocations_failed ON invocations(updated_ms) WHERE state = 'failed';
 CREATE INDEX IF NOT EXISTS invocations_callback ON invocations(seq) WHERE callback_state = 'pending';
 CREATE INDEX IF NOT EXISTS invocations_function ON invocations(function, seq);
+-- The last occurrence of each schedule stored as an invocation (`catch_up`, `GET /schedules`).
+CREATE TABLE IF NOT EXISTS schedules (
+    function TEXT NOT NULL,
+    key TEXT NOT NULL,
+    last_ms INTEGER NOT NULL,
+    last_invocation TEXT NOT NULL,
+    PRIMARY KEY (function, key)
+);
 CREATE TABLE IF NOT EXISTS invocation_attempts (
     invocation INTEGER NOT NULL REFERENCES invocations(seq) ON DELETE CASCADE,
     n INTEGER NOT NULL,
@@ -122,8 +130,8 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> 
         // 3 adds why an event's data was not kept.
         tx.execute_batch("ALTER TABLE events ADD COLUMN omitted TEXT")?;
     }
-    // 4 adds the tables `invocations` and `invocation_attempts`: new tables only, which
-    // `SCHEMA` creates.
+    // 4 adds the tables `invocations`, `invocation_attempts` and `schedules`: new tables
+    // only, which `SCHEMA` creates.
     tx.execute_batch(SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -204,6 +212,7 @@ mod tests {
             conn.execute_batch(
                 "DROP TABLE invocation_attempts;
                  DROP TABLE invocations;
+                 DROP TABLE schedules;
                  PRAGMA user_version = 3;
                  INSERT INTO events (id, source, type, hops, origin, mode, object, created_ms)
                  VALUES ('old', '/test', 't.one', 0, '{}', 'async', '{\"id\":\"old\"}', 0);",
@@ -220,6 +229,7 @@ mod tests {
                 request,
                 schedule: None,
                 callback: None,
+                occurrence: None,
             })
             .await
             .expect("an invocation is stored");
