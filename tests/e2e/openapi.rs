@@ -1101,7 +1101,21 @@ async fn every_route_answers_as_the_document_says() {
     if let Some(next) = next {
         w.expect(200, "GET", &next, None, &[]).await;
     }
+    let topology = w.expect(200, "GET", "/topology", None, &[]).await;
+    assert!(
+        topology.json()["traffic"]["events"].as_u64() > Some(0),
+        "{topology:?}"
+    );
+    w.expect(
+        200,
+        "GET",
+        "/topology?since=2026-01-01T00:00:00Z",
+        None,
+        &[],
+    )
+    .await;
     for bad in [
+        "/topology?since=soon",
         "/events?type=a..b",
         "/events?function=../x",
         "/events?since=yesterday",
@@ -1428,6 +1442,7 @@ async fn what_the_nats_bus_cannot_do_is_501_as_the_document_says() {
     w.expect(501, "GET", &format!("/events/{id}"), None, &[])
         .await;
     w.expect(501, "GET", "/events?type=walk.*", None, &[]).await;
+    w.expect(501, "GET", "/topology", None, &[]).await;
     w.expect(200, "GET", "/events/dead-letters", None, &[])
         .await;
     w.expect(404, "POST", "/events/dead-letters/1/retry", None, &[])

@@ -17,7 +17,9 @@ use crate::BusError;
 use crate::causation::Causation;
 use crate::deliver::{Deliver, DeliveryError};
 use crate::event::SharedEvent;
-use crate::store::{Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage};
+use crate::store::{
+    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, Traffic,
+};
 use crate::table::{Subscription, SubscriptionTable};
 
 /// The part of a bus that its backend sees too: the subscription table (the bus changes it
@@ -247,6 +249,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The events kept that match `filter`, newest first, if the backend keeps history.
     fn events(&self, filter: EventFilter) -> BoxFuture<'_, Result<EventPage, BusError>>;
+
+    /// What was published and delivered since `since_ms`, if the backend keeps history.
+    fn traffic(&self, since_ms: i64) -> BoxFuture<'_, Result<Traffic, BusError>>;
 
     /// Starts no more asynchronous deliveries; those in flight finish.
     fn quiesce(&self);

@@ -16,7 +16,7 @@ use crate::local::Embedded;
 use crate::rules;
 use crate::store::{
     Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, KIND_INVOCATION,
-    Store,
+    Store, Traffic,
 };
 use crate::table::Subscription;
 use crate::{BusError, DEFAULT_MAX_HOPS};
@@ -322,6 +322,12 @@ impl Bus {
     /// events.
     pub async fn events(&self, filter: EventFilter) -> Result<EventPage, BusError> {
         self.backend.events(filter).await
+    }
+
+    /// What was published and delivered since `since_ms` (ms since the epoch), by publisher,
+    /// type and subscriber, if the bus remembers events.
+    pub async fn traffic(&self, since_ms: i64) -> Result<Traffic, BusError> {
+        self.backend.traffic(since_ms).await
     }
 
     /// Stops starting asynchronous deliveries (those in flight finish); called first at

@@ -14,7 +14,8 @@ use crate::deliver::DeliveryError;
 use crate::event::now;
 use crate::queue::Lanes;
 use crate::store::{
-    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, Store, now_ms,
+    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, Store, Traffic,
+    now_ms,
 };
 
 /// The backend of one supervisor.
@@ -212,6 +213,10 @@ impl Backend for Embedded {
 
     fn events(&self, filter: EventFilter) -> BoxFuture<'_, Result<EventPage, BusError>> {
         Box::pin(async move { Ok(self.store("event history")?.events(filter).await?) })
+    }
+
+    fn traffic(&self, since_ms: i64) -> BoxFuture<'_, Result<Traffic, BusError>> {
+        Box::pin(async move { Ok(self.store("event history")?.traffic(since_ms).await?) })
     }
 
     fn quiesce(&self) {

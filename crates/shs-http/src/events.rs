@@ -325,6 +325,40 @@ pub(crate) async fn list(
     }
 }
 
+/// Query of `GET /topology`.
+#[derive(Deserialize)]
+pub(crate) struct TopologyQuery {
+    since: Option<String>,
+}
+
+/// `GET /topology`: the subscriptions, and what was published and delivered since `since`
+/// (default the last 15 minutes), by publisher, type and subscriber.
+pub(crate) async fn topology(
+    query: web::Query<TopologyQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let since = match since_ms(query.since.as_deref().unwrap_or("15m")) {
+        Ok(since) => since,
+        Err(message) => return bad_query(message),
+    };
+    let bus = state.supervisor.bus();
+    match bus.traffic(since).await {
+        Ok(traffic) => {
+            let subscriptions: Vec<Value> = bus
+                .subscriptions()
+                .into_iter()
+                .map(|s| json!({"type": s.pattern, "function": s.function}))
+                .collect();
+            HttpResponse::Ok().json(json!({
+                "since": shs_bus::store::rfc3339_ms(since),
+                "subscriptions": subscriptions,
+                "traffic": traffic,
+            }))
+        }
+        Err(e) => bus_error(&e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::since_ms;

@@ -257,6 +257,7 @@ route_table! {
     GET "/functions/{name}" => live::function,
     GET "/functions/{name}/logs" => function_logs,
     GET "/subscriptions" => subscriptions,
+    GET "/topology" => events::topology,
     GET "/metrics" => metrics,
     GET "/metrics/{name}" => function_metrics,
     GET "/openapi.json" => openapi,

@@ -10,7 +10,7 @@
 //! meantime. Reads go through a second connection (WAL lets them run beside the writer).
 //!
 //! This module holds the types and the [`Store`]'s writes; `schema` the tables and their
-//! migrations, `writer` the writer thread, `read` the queries, `list` the listing of events,
+//! migrations, `writer` the writer thread, `read` the queries, `list` the listing of events, `traffic` the counts of the topology,
 //! `invocations` the writes and reads of asynchronous invocations.
 
 use std::path::{Path, PathBuf};
@@ -29,11 +29,13 @@ use schema::SCHEMA_VERSION;
 use writer::Write;
 
 pub use list::{DeliverySummary, EventFilter, EventPage, EventSummary, MAX_PAGE, MAX_SCANNED};
+pub use traffic::{DeliveryCount, MAX_COUNTED, PublishCount, Traffic};
 
 mod invocations;
 mod list;
 mod read;
 mod schema;
+mod traffic;
 mod writer;
 
 pub use invocations::{
