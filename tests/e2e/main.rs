@@ -35,5 +35,6 @@ mod schedules;
 mod sdk;
 mod secrets;
 mod stream;
+mod triggers;
 mod ui;
 mod webhooks;

@@ -1042,6 +1042,25 @@ async fn the_lineage_of_a_three_step_chain_is_drawn_and_walked() {
         "{facts}"
     );
     browser.screenshot("event").await;
+    browser.click("#theme").await;
+    browser
+        .until(
+            "the dark theme",
+            "return document.documentElement.dataset.theme === 'dark';",
+            &server,
+        )
+        .await;
+    browser.screenshot("event-dark").await;
+    browser.click("#theme").await;
+
+    // The graph's events are links the keyboard reaches.
+    let focusable = browser
+        .js(
+            "const a = document.querySelector('#lineage a.node-link'); a.focus(); \
+             return document.activeElement === a;",
+        )
+        .await;
+    assert_eq!(focusable, true, "a node of the graph takes the focus");
 
     // Down the chain by a click on the graph; its attempts are listed, the failed one too.
     browser
@@ -1271,6 +1290,37 @@ async fn the_topology_shows_who_publishes_and_takes_what_with_live_counts() {
         true,
         "nothing ran on the topology page"
     );
+    // From the keyboard: "g e" goes to the events, "g t" back here.
+    for (keys, hash) in [("ge", "#/events"), ("gt", "#/topology")] {
+        browser
+            .js("document.activeElement?.blur(); return 1;")
+            .await;
+        browser
+            .client()
+            .active_element()
+            .await
+            .expect("active")
+            .send_keys(keys)
+            .await
+            .expect("keys");
+        browser
+            .until(
+                hash,
+                &format!(
+                    "return location.hash === '{hash}' && !!document.querySelector('#main h1');"
+                ),
+                &server,
+            )
+            .await;
+    }
+    browser
+        .until(
+            "the topology again",
+            "return !!document.querySelector('#topology [data-node=\"sub:step3\"]');",
+            &server,
+        )
+        .await;
+
     // A subscriber is a link to its function.
     browser
         .click("#topology a.node-link g[data-node=\"sub:step3\"]")
@@ -1356,6 +1406,53 @@ async fn a_failed_invocation_is_listed_inspected_and_retried_from_the_dead_lette
         )
         .await;
     crate::invocations::wait_state(&server, &id, "succeeded").await;
+    browser.close().await;
+    server.stop_and_check();
+}
+
+/// A page of the same origin (a function's HTML answer) that puts the dashboard in a frame.
+const FRAMER: &str = r#"import fixture
+
+PAGE = '<!doctype html><title>framer</title><iframe id="f" src="/ui/#/functions"></iframe>'
+
+fixture.serve(invoke=lambda params: {"http_response": {
+    "status": 200, "headers": {"content-type": "text/html; charset=utf-8"}, "body": PAGE}})
+"#;
+
+#[tokio::test]
+async fn the_dashboard_refuses_to_be_framed_even_by_its_own_origin() {
+    if !browser_available() {
+        return;
+    }
+    let mut server = python(ServerBuilder::new().fixture("echo"), "framer", FRAMER)
+        .start()
+        .await;
+    server.wait_ready().await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/run/framer", server.url)).await;
+    assert_eq!(browser.js("return document.title;").await, "framer");
+    // Blocked, the frame holds Chromium's error page, of another origin: no document to read.
+    // Had it loaded, its document (same origin) would hold the dashboard.
+    browser
+        .until(
+            "the frame refused",
+            "const f = document.getElementById('f'); let d; \
+             try { d = f.contentDocument; } catch (e) { d = null; } \
+             return d === null;",
+            &server,
+        )
+        .await;
+    // The dashboard itself loads at the top level.
+    browser
+        .goto(&format!("{}/ui/#/functions", server.url))
+        .await;
+    browser
+        .until(
+            "the functions at the top level",
+            "return !!document.querySelector('tr[data-function=\"echo\"]');",
+            &server,
+        )
+        .await;
     browser.close().await;
     server.stop_and_check();
 }
