@@ -48,6 +48,7 @@ mod bus;
 mod causation;
 mod deliver;
 pub mod event;
+pub mod idempotency;
 pub mod invocation;
 mod local;
 mod queue;
