@@ -8,18 +8,38 @@
 //! With `--publish TYPE`, each invoke first publishes an event of that type with the input as
 //! its payload and waits for the supervisor's answer. That mode reads the next answer line as
 //! the answer to its publish, which the protocol allows only with `concurrency = 1`.
+//!
+//! With `--http-response`, each invoke is answered with an `http_response`: status 200,
+//! `text/plain`, the body `query: ` and the request's raw query (`http.query`).
+//!
+//! With `--stream`, an invoke whose input is `{"chunks": N, "size": S, "every_ms": M}` streams
+//! its answer: N `stream` notifications of S bytes (`x`), M milliseconds apart, then `{}`.
 
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use shs_protocol::methods::{self, InvokeParams};
-use shs_protocol::{Id, Message, RpcError, write_request, write_response, write_response_raw};
+use shs_protocol::{
+    Id, Message, RpcError, write_notification, write_request, write_response, write_response_raw,
+};
 
 const BUFFER: usize = 1 << 20;
 
+/// What an invoke does besides answering.
+enum Mode {
+    /// Answers its input.
+    Echo,
+    /// Publishes its input as an event of this type, then answers it.
+    Publish(String),
+    /// Answers an `http_response` with the request's query.
+    HttpResponse,
+    /// Streams its answer.
+    Stream,
+}
+
 fn main() -> io::Result<()> {
-    let publish = parse_args()?;
+    let mode = parse_args()?;
     let mut input = BufReader::with_capacity(BUFFER, io::stdin().lock());
     let mut output = BufWriter::with_capacity(BUFFER, io::stdout().lock());
     let mut line = Vec::with_capacity(4096);
@@ -45,8 +65,9 @@ fn main() -> io::Result<()> {
             methods::INVOKE => {
                 let params = request.params.as_deref().map(RawValue::get);
                 match params.map(serde_json::from_str::<InvokeParams<&RawValue, &str>>) {
-                    Some(Ok(params)) => {
-                        if let Some(event_type) = &publish {
+                    Some(Ok(params)) => match &mode {
+                        Mode::Echo => write_response_raw(&mut out, &request.id, params.input)?,
+                        Mode::Publish(event_type) => {
                             next_id += 1;
                             publish_and_wait(
                                 &mut input,
@@ -55,9 +76,35 @@ fn main() -> io::Result<()> {
                                 event_type,
                                 params.input,
                             )?;
+                            write_response_raw(&mut out, &request.id, params.input)?;
                         }
-                        write_response_raw(&mut out, &request.id, params.input)?;
-                    }
+                        Mode::HttpResponse => {
+                            let http: Option<HttpQuery<'_>> = params
+                                .http
+                                .as_deref()
+                                .and_then(|h| serde_json::from_str(h.get()).ok());
+                            let query = http.as_ref().map_or("", |h| &h.query);
+                            write_response(
+                                &mut out,
+                                &request.id,
+                                Ok(&HttpAnswer {
+                                    http_response: HttpResponse {
+                                        status: 200,
+                                        headers: TextPlain {
+                                            content_type: "text/plain; charset=utf-8",
+                                        },
+                                        body: &format!("query: {query}"),
+                                    },
+                                }),
+                            )?;
+                        }
+                        Mode::Stream => {
+                            let ask: StreamAsk =
+                                serde_json::from_str(params.input.get()).unwrap_or_default();
+                            stream(&mut output, &request.id, &ask)?;
+                            write_response_raw(&mut out, &request.id, &empty)?;
+                        }
+                    },
                     _ => error(&mut out, &request.id, methods::error_code::INVALID_PARAMS)?,
                 }
             }
@@ -74,14 +121,88 @@ fn main() -> io::Result<()> {
     output.flush()
 }
 
-/// `--publish TYPE`, or nothing.
-fn parse_args() -> io::Result<Option<String>> {
+/// `--publish TYPE`, `--http-response`, `--stream`, or nothing.
+fn parse_args() -> io::Result<Mode> {
     let mut args = std::env::args().skip(1);
     match (args.next().as_deref(), args.next(), args.next()) {
-        (None, _, _) => Ok(None),
-        (Some("--publish"), Some(event_type), None) => Ok(Some(event_type)),
-        _ => Err(io::Error::other("usage: bench-echo-fn [--publish TYPE]")),
+        (None, _, _) => Ok(Mode::Echo),
+        (Some("--publish"), Some(event_type), None) => Ok(Mode::Publish(event_type)),
+        (Some("--http-response"), None, _) => Ok(Mode::HttpResponse),
+        (Some("--stream"), None, _) => Ok(Mode::Stream),
+        _ => Err(io::Error::other(
+            "usage: bench-echo-fn [--publish TYPE | --http-response | --stream]",
+        )),
     }
+}
+
+/// The part of `http` that `--http-response` reads.
+#[derive(Deserialize)]
+struct HttpQuery<'a> {
+    #[serde(borrow)]
+    query: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct HttpAnswer<'a> {
+    http_response: HttpResponse<'a>,
+}
+
+#[derive(Serialize)]
+struct HttpResponse<'a> {
+    status: u16,
+    headers: TextPlain,
+    body: &'a str,
+}
+
+#[derive(Serialize)]
+struct TextPlain {
+    #[serde(rename = "content-type")]
+    content_type: &'static str,
+}
+
+/// The input of a `--stream` invoke.
+#[derive(Default, Deserialize)]
+struct StreamAsk {
+    chunks: usize,
+    size: usize,
+    #[serde(default)]
+    every_ms: u64,
+}
+
+/// One `stream` notification.
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a Id,
+    chunk: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<TextPlain>,
+}
+
+/// Streams `ask.chunks` chunks of `ask.size` bytes for invoke `id`, each flushed at once.
+fn stream(output: &mut impl Write, id: &Id, ask: &StreamAsk) -> io::Result<()> {
+    let data = "x".repeat(ask.size);
+    let mut line = Vec::with_capacity(ask.size + 128);
+    for n in 0..ask.chunks {
+        if n > 0 && ask.every_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(ask.every_ms));
+        }
+        line.clear();
+        let headers = (n == 0).then_some(TextPlain {
+            content_type: "text/plain; charset=utf-8",
+        });
+        write_notification(
+            &mut line,
+            methods::STREAM,
+            &Chunk {
+                id,
+                chunk: &data,
+                headers,
+            },
+        )?;
+        output.write_all(&line)?;
+        output.flush()?;
+    }
+    Ok(())
 }
 
 fn raw(json: &str) -> io::Result<Box<RawValue>> {
