@@ -4,6 +4,7 @@
 //! `Config::new` and the manifest read them too.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -111,6 +112,11 @@ pub(crate) struct InvokeArgs {
     /// background with retries, and print its id (`shs invocations ID` shows the outcome).
     #[arg(long = "async")]
     pub(crate) asynchronous: bool,
+
+    /// With --async: where the server POSTs the outcome when the invocation ends
+    /// (`X-Callback-Url`).
+    #[arg(long, value_name = "URL", requires = "asynchronous")]
+    pub(crate) callback: Option<String>,
 
     #[command(flatten)]
     pub(crate) server: ServerArgs,
@@ -338,6 +344,18 @@ pub(crate) struct ServeArgs {
     #[arg(long = "trusted-proxy", env = "SHS_TRUSTED_PROXY", value_delimiter = ',', value_name = "ADDR", value_parser = parse_net)]
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// Where the callbacks of asynchronous invocations (`X-Callback-Url`) may go: a host name
+    /// (or address) or a CIDR; repeat or separate with commas. By default anywhere: on a
+    /// server others can reach, set it, or a client can make shs POST to hosts inside your
+    /// network (server-side request forgery).
+    #[arg(
+        long = "callback-allow",
+        env = "SHS_CALLBACK_ALLOW",
+        value_delimiter = ',',
+        value_name = "HOST|CIDR"
+    )]
+    pub(crate) callback_allow: Vec<String>,
+
     /// Origin allowed to call the API from a browser (CORS); `*` for any; repeat or separate
     /// with commas. By default no CORS headers are sent.
     #[arg(
@@ -408,6 +426,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SHS_EVENT_RETENTION", default_value = "86400", value_name = "SECS", value_parser = parse_seconds_long)]
     pub(crate) event_retention: f64,
 
+    /// How long an `Idempotency-Key` is kept after its first use: seconds, or a duration such
+    /// as `90m`, `24h`, `7d`.
+    #[arg(long, env = "SHS_IDEMPOTENCY_TTL", default_value = "24h", value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) idempotency_ttl: Duration,
+
     /// Attempts of an asynchronous delivery before it becomes a dead letter, where
     /// function.toml sets no `max_attempts`.
     #[arg(long, env = "SHS_MAX_ATTEMPTS", default_value_t = defaults::MAX_ATTEMPTS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -465,6 +488,20 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A duration: seconds (`3600`, `0.5s`) or humantime's form (`90m`, `24h`, `7d`, `1h 30m`);
+/// more than 0, at most ten years.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let duration = match parse_seconds_long(s) {
+        Ok(secs) => Duration::from_secs_f64(secs),
+        Err(_) => humantime::parse_duration(s.trim())
+            .map_err(|e| format!("{s:?} is not a duration such as 3600, 90m, 24h or 7d ({e})"))?,
+    };
+    if duration.is_zero() || duration > Duration::from_secs(315_360_000) {
+        return Err(format!("{s:?} must be more than 0 and at most ten years"));
+    }
+    Ok(duration)
+}
+
 /// A size in bytes that fits in memory: `1048576`, `512KiB`, `1MiB`.
 fn parse_size(s: &str) -> Result<usize, String> {
     let size = shs_supervisor::spec::parse_size(s)?;
@@ -494,6 +531,20 @@ mod tests {
         assert!(parse_net("127.0.0.1").is_ok());
         assert!(parse_net("::1").is_ok());
         assert!(parse_net("proxy").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1_500)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("-1h").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("20y").is_err());
     }
 
     #[test]

@@ -34,5 +34,6 @@ mod run;
 mod sdk;
 mod secrets;
 mod stream;
+mod triggers;
 mod ui;
 mod webhooks;

@@ -891,3 +891,568 @@ async fn markup_from_functions_is_shown_as_text_and_never_runs() {
     browser.close().await;
     server.stop_and_check();
 }
+
+/// A step of a chain: on `chain.one` it publishes `chain.two`, on `chain.two` `chain.three`
+/// (asynchronously, so that each is a delivery of its own with its attempts); `chain.three`
+/// fails its first attempt and then succeeds.
+const STEP: &str = r#"import os
+import fixture
+
+NEXT = {"chain.one": "chain.two", "chain.two": "chain.three"}
+
+def event(params):
+    event = params["event"]
+    following = NEXT.get(event["type"])
+    if following:
+        fixture.call("publish", {"type": following, "async": True, "payload": event["payload"]})
+        return {"ok": True}
+    if not os.path.exists("tried"):
+        open("tried", "w").close()
+        raise fixture.RpcError({"code": 1, "message": "the first try fails"})
+    return {"ok": True}
+
+fixture.serve(event=event)
+"#;
+
+/// The id of the newest event of `event_type` the listing shows, once there is one whose
+/// deliveries are all delivered.
+async fn settled_event(server: &Server, event_type: &str) -> String {
+    let settled = || async {
+        let listed = server.get(&format!("/events?type={event_type}")).await;
+        let first = &listed.body["events"][0];
+        let done = first["deliveries"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty() && d.iter().all(|d| d["state"] == "delivered"));
+        first["id"].as_str().filter(|_| done).map(str::to_owned)
+    };
+    let found = poll(|| async { settled().await.is_some() }).await;
+    assert!(found, "no settled {event_type}; log:\n{}", server.logs());
+    settled().await.expect("an id")
+}
+
+#[tokio::test]
+async fn the_lineage_of_a_three_step_chain_is_drawn_and_walked() {
+    if !browser_available() {
+        return;
+    }
+    let mut builder = ServerBuilder::new();
+    for (name, on) in [
+        ("step1", "chain.one"),
+        ("step2", "chain.two"),
+        ("step3", "chain.three"),
+    ] {
+        builder = python(builder, name, STEP).toml(
+            name,
+            &format!("subscribe = [\"{on}\"]\nmax_attempts = 3\nretry_backoff = 0.05\n"),
+        );
+    }
+    let mut server = builder.start().await;
+    server.wait_ready().await;
+    let accepted = server
+        .request(
+            reqwest::Method::POST,
+            "/events",
+            Some(json!({"type": "chain.one", "payload": {"order": 42}}).to_string()),
+            &[("prefer", "respond-async")],
+        )
+        .await;
+    assert_eq!(accepted.status, 202, "{accepted:?}");
+    let one = accepted.body["event_id"].as_str().expect("id").to_owned();
+    let three = settled_event(&server, "chain.three").await;
+    let two = settled_event(&server, "chain.two").await;
+
+    let browser = Browser::start().await;
+    // The listing, filtered from the link.
+    browser
+        .goto(&format!("{}/ui/#/events?type=chain.*", server.url))
+        .await;
+    browser
+        .until(
+            "the three events",
+            "return [...document.querySelectorAll('#events tbody tr')].map(r => r.dataset.event).length === 3;",
+            &server,
+        )
+        .await;
+    let rows = browser
+        .js("return [...document.querySelectorAll('#events tbody tr')].map(r => r.dataset.event);")
+        .await;
+    assert_eq!(rows, json!([three, two, one]), "newest first");
+    assert_eq!(
+        browser
+            .js("return document.querySelector('#ev-type').value;")
+            .await,
+        "chain.*"
+    );
+    browser.screenshot("events").await;
+
+    // The middle event: its cause above, the step after it below, each delivery with its
+    // attempts.
+    browser
+        .click(&format!("#events tr[data-event=\"{two}\"] a.event-link"))
+        .await;
+    browser
+        .until(
+            "the whole chain in the graph",
+            "return document.querySelectorAll('#lineage .node-event').length === 3 \
+             && document.querySelectorAll('#lineage .node-delivery').length === 3;",
+            &server,
+        )
+        .await;
+    assert_eq!(
+        browser.js("return location.hash;").await,
+        format!("#/events/{two}")
+    );
+    let graph = browser
+        .js(
+            "return [...document.querySelectorAll('#lineage .node')].map(n => \
+             [n.dataset.event || n.dataset.delivery, n.textContent]);",
+        )
+        .await;
+    let text = graph.to_string();
+    for needle in [
+        "chain.one",
+        "chain.two",
+        "chain.three",
+        "step1",
+        "step2",
+        "step3",
+        "delivered",
+        "2 attempts",
+    ] {
+        assert!(text.contains(needle), "{needle} not in the graph: {graph}");
+    }
+    let current = browser
+        .js("return document.querySelector('#lineage .node-current').dataset.event;")
+        .await;
+    assert_eq!(current, two.as_str());
+    // The edges: event, delivery, event, delivery, event, delivery.
+    assert_eq!(
+        browser
+            .js("return document.querySelectorAll('#lineage path.edge').length;")
+            .await,
+        5
+    );
+    let facts = browser
+        .js("return document.querySelector('#event-facts').textContent;")
+        .await;
+    assert!(
+        facts
+            .as_str()
+            .is_some_and(|f| f.contains(&one) && f.contains(&three) && f.contains("step1")),
+        "{facts}"
+    );
+    browser.screenshot("event").await;
+    browser.click("#theme").await;
+    browser
+        .until(
+            "the dark theme",
+            "return document.documentElement.dataset.theme === 'dark';",
+            &server,
+        )
+        .await;
+    browser.screenshot("event-dark").await;
+    browser.click("#theme").await;
+
+    // The graph's events are links the keyboard reaches.
+    let focusable = browser
+        .js(
+            "const a = document.querySelector('#lineage a.node-link'); a.focus(); \
+             return document.activeElement === a;",
+        )
+        .await;
+    assert_eq!(focusable, true, "a node of the graph takes the focus");
+
+    // Down the chain by a click on the graph; its attempts are listed, the failed one too.
+    browser
+        .click(&format!("#lineage a.node-link g[data-event=\"{three}\"]"))
+        .await;
+    browser
+        .until(
+            "the last event's page",
+            &format!(
+                "return location.hash === '#/events/{three}' && \
+                 !!document.querySelector('#deliveries') && \
+                 document.querySelector('#lineage .node-current')?.dataset.event === '{three}';"
+            ),
+            &server,
+        )
+        .await;
+    let attempts = browser
+        .js("return [...document.querySelectorAll('#deliveries tbody tr')].map(r => r.textContent);")
+        .await;
+    let attempts = attempts.to_string();
+    assert!(
+        attempts.contains("the first try fails") && attempts.contains("200"),
+        "{attempts}"
+    );
+    // A deep link survives a reload.
+    browser.client().refresh().await.expect("reload");
+    browser
+        .until(
+            "the graph after a reload",
+            "return document.querySelectorAll('#lineage .node-event').length === 3;",
+            &server,
+        )
+        .await;
+    browser.close().await;
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn markup_in_event_types_ids_and_payloads_is_shown_as_text() {
+    if !browser_available() {
+        return;
+    }
+    let builder = python(ServerBuilder::new(), "sink", SINK)
+        .toml("sink", "subscribe = [\"xss.>\"]\nmax_attempts = 1\n");
+    let mut server = builder.start().await;
+    server.wait_ready().await;
+    let event_type = "xss.<img/src=x/onerror=window.__pwned=7//";
+    let id = "<svg onload=window.__pwned=8>";
+    let published = server
+        .request(
+            reqwest::Method::POST,
+            "/events",
+            Some(
+                json!({
+                    "specversion": "1.0", "id": id, "source": "/xss", "type": event_type,
+                    "data": {"html": "<img src=x onerror=\"window.__pwned = 9\">"},
+                })
+                .to_string(),
+            ),
+            &[("content-type", "application/cloudevents+json")],
+        )
+        .await;
+    assert_eq!(published.status, 200, "{published:?}");
+    let listed =
+        poll(|| async { server.get("/events?type=xss.>").await.body["events"][0]["id"] == id })
+            .await;
+    assert!(listed, "the event listed; log:\n{}", server.logs());
+    let browser = Browser::start().await;
+    let pwned = "return window.__pwned === undefined && document.querySelectorAll('#main img, #main script, #main svg[onload], #main b').length === 0;";
+    browser.goto(&format!("{}/ui/#/events", server.url)).await;
+    browser
+        .until(
+            "the type, as text",
+            &format!(
+                "return [...document.querySelectorAll('#events tbody code')].some(c => c.textContent === {});",
+                json!(event_type)
+            ),
+            &server,
+        )
+        .await;
+    assert_eq!(
+        browser.js(pwned).await,
+        true,
+        "nothing ran on the events page"
+    );
+    browser.click("#events tbody a.event-link").await;
+    browser
+        .until(
+            "the graph, with the type as text",
+            &format!(
+                "return [...document.querySelectorAll('#lineage .node-title')].some(t => t.textContent.startsWith({}));",
+                json!(&event_type[..20])
+            ),
+            &server,
+        )
+        .await;
+    browser
+        .until(
+            "the payload and the error, as text",
+            "return document.querySelector('#event-json').textContent.includes('window.__pwned = 9') \
+             && document.querySelector('#deliveries').textContent.includes('onerror=\"window.__pwned = 4\"');",
+            &server,
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return decodeURIComponent(location.hash);")
+            .await,
+        format!("#/events/{id}")
+    );
+    assert_eq!(
+        browser.js(pwned).await,
+        true,
+        "nothing ran on the event page"
+    );
+    browser.close().await;
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn the_topology_shows_who_publishes_and_takes_what_with_live_counts() {
+    if !browser_available() {
+        return;
+    }
+    let mut builder = ServerBuilder::new();
+    for (name, on) in [
+        ("step1", "chain.one"),
+        ("step2", "chain.two"),
+        ("step3", "chain.three"),
+    ] {
+        builder = python(builder, name, STEP).toml(
+            name,
+            &format!(
+                "subscribe = [\"{on}\", \"quiet.*\"]\nmax_attempts = 3\nretry_backoff = 0.05\n"
+            ),
+        );
+    }
+    let mut server = builder.start().await;
+    server.wait_ready().await;
+    let publish = |event_type: &'static str| {
+        let server = &server;
+        async move {
+            let accepted = server
+                .request(
+                    reqwest::Method::POST,
+                    "/events",
+                    Some(json!({"type": event_type, "payload": {}}).to_string()),
+                    &[("prefer", "respond-async")],
+                )
+                .await;
+            assert_eq!(accepted.status, 202, "{accepted:?}");
+        }
+    };
+    publish("chain.one").await;
+    settled_event(&server, "chain.three").await;
+    let hostile = "xss.<img/src=x/onerror=window.__pwned=10//";
+    publish(hostile).await;
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/ui/#/topology", server.url)).await;
+    let edge = |key: &str| {
+        format!("return document.querySelector('#topology [data-edge=\"{key}\"]')?.dataset.count;")
+    };
+    browser
+        .until(
+            "the chain's last delivery",
+            &format!(
+                "return ({})() === '1 ✓';",
+                format_args!("() => {{ {} }}", edge("type:chain.three>sub:step3"))
+            ),
+            &server,
+        )
+        .await;
+    let nodes = browser
+        .js("return [...document.querySelectorAll('#topology [data-node]')].map(n => n.dataset.node).sort();")
+        .await;
+    for key in [
+        "http",
+        "fn:step1",
+        "fn:step2",
+        "type:chain.one",
+        "type:chain.two",
+        "type:chain.three",
+        "type:quiet.*",
+        "sub:step1",
+        "sub:step2",
+        "sub:step3",
+    ] {
+        assert!(
+            nodes.as_array().is_some_and(|n| n.iter().any(|n| n == key)),
+            "{key} not in {nodes}"
+        );
+    }
+    assert_eq!(browser.js(&edge("http>type:chain.one")).await, "1");
+    assert_eq!(browser.js(&edge("fn:step1>type:chain.two")).await, "1");
+    assert_eq!(browser.js(&edge("fn:step2>type:chain.three")).await, "1");
+    // A pattern nothing matched yet: an edge with nothing on it.
+    assert_eq!(browser.js(&edge("type:quiet.*>sub:step2")).await, "");
+    // The hostile type is a node whose label is text.
+    let label = browser
+        .js(&format!(
+            "return document.querySelector('#topology [data-node=\"type:' + {} + '\"] title')?.textContent;",
+            json!(hostile)
+        ))
+        .await;
+    assert_eq!(label, hostile);
+    browser.screenshot("topology").await;
+
+    // Counts follow without a reload.
+    browser.js("window.__same_page = 1; return 1;").await;
+    publish("chain.one").await;
+    browser
+        .until(
+            "two chain.one published",
+            &format!(
+                "return ({})() === '2';",
+                format_args!("() => {{ {} }}", edge("http>type:chain.one"))
+            ),
+            &server,
+        )
+        .await;
+    assert_eq!(browser.js("return window.__same_page;").await, 1);
+    assert_eq!(
+        browser
+            .js("return window.__pwned === undefined && document.querySelectorAll('#main img').length === 0;")
+            .await,
+        true,
+        "nothing ran on the topology page"
+    );
+    // From the keyboard: "g e" goes to the events, "g t" back here.
+    for (keys, hash) in [("ge", "#/events"), ("gt", "#/topology")] {
+        browser
+            .js("document.activeElement?.blur(); return 1;")
+            .await;
+        browser
+            .client()
+            .active_element()
+            .await
+            .expect("active")
+            .send_keys(keys)
+            .await
+            .expect("keys");
+        browser
+            .until(
+                hash,
+                &format!(
+                    "return location.hash === '{hash}' && !!document.querySelector('#main h1');"
+                ),
+                &server,
+            )
+            .await;
+    }
+    browser
+        .until(
+            "the topology again",
+            "return !!document.querySelector('#topology [data-node=\"sub:step3\"]');",
+            &server,
+        )
+        .await;
+
+    // A subscriber is a link to its function.
+    browser
+        .click("#topology a.node-link g[data-node=\"sub:step3\"]")
+        .await;
+    browser
+        .until(
+            "step3's page",
+            "return location.hash === '#/functions/step3';",
+            &server,
+        )
+        .await;
+    browser.close().await;
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn a_failed_invocation_is_listed_inspected_and_retried_from_the_dead_letters_page() {
+    if !browser_available() {
+        return;
+    }
+    let builder = ServerBuilder::new()
+        .fixture("job")
+        .toml("job", "max_attempts = 1\nretry_backoff = 0.05\n");
+    let dir = builder.functions_dir().join("job");
+    let mut server = builder.start().await;
+    server.wait_ready().await;
+    std::fs::write(dir.join("broken"), "").expect("break job");
+    let id = crate::invocations::accepted(
+        &crate::invocations::invoke_async(&server, "job", json!({"order": "<b>17</b>"})).await,
+    );
+    crate::invocations::wait_state(&server, &id, "failed").await;
+
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/ui/#/dead-letters?kind=invocation", server.url))
+        .await;
+    browser
+        .until(
+            "the failed invocation",
+            "return document.querySelectorAll('#dead-letters tbody tr [data-kind=invocation]').length === 1;",
+            &server,
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return document.querySelector('#dl-kind').value;")
+            .await,
+        "invocation",
+        "the kind comes from the link"
+    );
+    browser.click("#dead-letters tbody button.inspect").await;
+    let request = browser
+        .until(
+            "the request",
+            "const t = document.querySelector('#dl-inspect-title'); const e = document.querySelector('#dl-event'); \
+             const b = document.querySelector('#dl-body'); \
+             return t && t.textContent.startsWith('Failed invocation') && e && b && b.textContent;",
+            &server,
+        )
+        .await;
+    assert!(
+        request
+            .as_str()
+            .is_some_and(|r| r.contains("\"<b>17</b>\"")),
+        "{request}"
+    );
+    assert_eq!(
+        browser
+            .js("return document.querySelectorAll('#main b').length;")
+            .await,
+        0,
+        "the input is text"
+    );
+    std::fs::remove_file(dir.join("broken")).expect("fix job");
+    browser.click("#dl-all").await;
+    browser.click("#dl-retry").await;
+    browser
+        .until(
+            "nothing left",
+            "return document.querySelector('#dl-status').textContent.startsWith('Retried 1 of 1.') \
+             && document.querySelectorAll('#dead-letters tbody tr').length === 0;",
+            &server,
+        )
+        .await;
+    crate::invocations::wait_state(&server, &id, "succeeded").await;
+    browser.close().await;
+    server.stop_and_check();
+}
+
+/// A page of the same origin (a function's HTML answer) that puts the dashboard in a frame.
+const FRAMER: &str = r#"import fixture
+
+PAGE = '<!doctype html><title>framer</title><iframe id="f" src="/ui/#/functions"></iframe>'
+
+fixture.serve(invoke=lambda params: {"http_response": {
+    "status": 200, "headers": {"content-type": "text/html; charset=utf-8"}, "body": PAGE}})
+"#;
+
+#[tokio::test]
+async fn the_dashboard_refuses_to_be_framed_even_by_its_own_origin() {
+    if !browser_available() {
+        return;
+    }
+    let mut server = python(ServerBuilder::new().fixture("echo"), "framer", FRAMER)
+        .start()
+        .await;
+    server.wait_ready().await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/run/framer", server.url)).await;
+    assert_eq!(browser.js("return document.title;").await, "framer");
+    // Blocked, the frame holds Chromium's error page, of another origin: no document to read.
+    // Had it loaded, its document (same origin) would hold the dashboard.
+    browser
+        .until(
+            "the frame refused",
+            "const f = document.getElementById('f'); let d; \
+             try { d = f.contentDocument; } catch (e) { d = null; } \
+             return d === null;",
+            &server,
+        )
+        .await;
+    // The dashboard itself loads at the top level.
+    browser
+        .goto(&format!("{}/ui/#/functions", server.url))
+        .await;
+    browser
+        .until(
+            "the functions at the top level",
+            "return !!document.querySelector('tr[data-function=\"echo\"]');",
+            &server,
+        )
+        .await;
+    browser.close().await;
+    server.stop_and_check();
+}

@@ -9,6 +9,9 @@
 //! its payload and waits for the supervisor's answer. That mode reads the next answer line as
 //! the answer to its publish, which the protocol allows only with `concurrency = 1`.
 //!
+//! With `--concurrency N`, its answer to `initialize` declares `{"concurrency": N}` (how many
+//! requests it takes at once when no `function.toml` says otherwise).
+//!
 //! With `--http-response`, each invoke is answered with an `http_response`: status 200,
 //! `text/plain`, the body `query: ` and the request's raw query (`http.query`).
 //!
@@ -26,26 +29,22 @@ use shs_protocol::{
 
 const BUFFER: usize = 1 << 20;
 
-/// What an invoke does besides answering.
-enum Mode {
-    /// Answers its input.
-    Echo,
-    /// Publishes its input as an event of this type, then answers it.
-    Publish(String),
-    /// Answers an `http_response` with the request's query.
-    HttpResponse,
-    /// Streams its answer.
-    Stream,
-}
-
 fn main() -> io::Result<()> {
-    let mode = parse_args()?;
+    let Args {
+        publish,
+        concurrency,
+        answer,
+    } = parse_args()?;
     let mut input = BufReader::with_capacity(BUFFER, io::stdin().lock());
     let mut output = BufWriter::with_capacity(BUFFER, io::stdout().lock());
     let mut line = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(4096);
     let mut next_id = 0u64;
     let empty = raw("{}")?;
+    let ready = match concurrency {
+        Some(n) => raw(&format!("{{\"concurrency\":{n}}}"))?,
+        None => empty.clone(),
+    };
     loop {
         line.clear();
         if input.read_until(b'\n', &mut line)? == 0 {
@@ -65,9 +64,8 @@ fn main() -> io::Result<()> {
             methods::INVOKE => {
                 let params = request.params.as_deref().map(RawValue::get);
                 match params.map(serde_json::from_str::<InvokeParams<&RawValue, &str>>) {
-                    Some(Ok(params)) => match &mode {
-                        Mode::Echo => write_response_raw(&mut out, &request.id, params.input)?,
-                        Mode::Publish(event_type) => {
+                    Some(Ok(params)) => {
+                        if let Some(event_type) = &publish {
                             next_id += 1;
                             publish_and_wait(
                                 &mut input,
@@ -76,41 +74,44 @@ fn main() -> io::Result<()> {
                                 event_type,
                                 params.input,
                             )?;
-                            write_response_raw(&mut out, &request.id, params.input)?;
                         }
-                        Mode::HttpResponse => {
-                            let http: Option<HttpQuery<'_>> = params
-                                .http
-                                .as_deref()
-                                .and_then(|h| serde_json::from_str(h.get()).ok());
-                            let query = http.as_ref().map_or("", |h| &h.query);
-                            write_response(
-                                &mut out,
-                                &request.id,
-                                Ok(&HttpAnswer {
-                                    http_response: HttpResponse {
-                                        status: 200,
-                                        headers: TextPlain {
-                                            content_type: "text/plain; charset=utf-8",
+                        match answer {
+                            Answer::Echo => {
+                                write_response_raw(&mut out, &request.id, params.input)?;
+                            }
+                            Answer::HttpResponse => {
+                                let http: Option<HttpQuery<'_>> = params
+                                    .http
+                                    .as_deref()
+                                    .and_then(|h| serde_json::from_str(h.get()).ok());
+                                let query = http.as_ref().map_or("", |h| &h.query);
+                                write_response(
+                                    &mut out,
+                                    &request.id,
+                                    Ok(&HttpAnswer {
+                                        http_response: HttpResponse {
+                                            status: 200,
+                                            headers: TextPlain {
+                                                content_type: "text/plain; charset=utf-8",
+                                            },
+                                            body: &format!("query: {query}"),
                                         },
-                                        body: &format!("query: {query}"),
-                                    },
-                                }),
-                            )?;
+                                    }),
+                                )?;
+                            }
+                            Answer::Stream => {
+                                let ask: StreamAsk =
+                                    serde_json::from_str(params.input.get()).unwrap_or_default();
+                                stream(&mut output, &request.id, &ask)?;
+                                write_response_raw(&mut out, &request.id, &empty)?;
+                            }
                         }
-                        Mode::Stream => {
-                            let ask: StreamAsk =
-                                serde_json::from_str(params.input.get()).unwrap_or_default();
-                            stream(&mut output, &request.id, &ask)?;
-                            write_response_raw(&mut out, &request.id, &empty)?;
-                        }
-                    },
+                    }
                     _ => error(&mut out, &request.id, methods::error_code::INVALID_PARAMS)?,
                 }
             }
-            methods::INITIALIZE | methods::EVENT => {
-                write_response_raw(&mut out, &request.id, &empty)?;
-            }
+            methods::INITIALIZE => write_response_raw(&mut out, &request.id, &ready)?,
+            methods::EVENT => write_response_raw(&mut out, &request.id, &empty)?,
             _ => error(&mut out, &request.id, methods::error_code::METHOD_NOT_FOUND)?,
         }
         output.write_all(&out)?;
@@ -121,18 +122,49 @@ fn main() -> io::Result<()> {
     output.flush()
 }
 
-/// `--publish TYPE`, `--http-response`, `--stream`, or nothing.
-fn parse_args() -> io::Result<Mode> {
+/// The command line: `[--publish TYPE] [--concurrency N] [--http-response | --stream]`.
+struct Args {
+    publish: Option<String>,
+    concurrency: Option<u32>,
+    answer: Answer,
+}
+
+/// How an invoke is answered.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// With its input.
+    Echo,
+    /// With an `http_response` holding the request's query.
+    HttpResponse,
+    /// With `stream` notifications, then `{}`.
+    Stream,
+}
+
+fn parse_args() -> io::Result<Args> {
+    let usage = || {
+        io::Error::other(
+            "usage: bench-echo-fn [--publish TYPE] [--concurrency N] [--http-response | --stream]",
+        )
+    };
+    let mut parsed = Args {
+        publish: None,
+        concurrency: None,
+        answer: Answer::Echo,
+    };
     let mut args = std::env::args().skip(1);
-    match (args.next().as_deref(), args.next(), args.next()) {
-        (None, _, _) => Ok(Mode::Echo),
-        (Some("--publish"), Some(event_type), None) => Ok(Mode::Publish(event_type)),
-        (Some("--http-response"), None, _) => Ok(Mode::HttpResponse),
-        (Some("--stream"), None, _) => Ok(Mode::Stream),
-        _ => Err(io::Error::other(
-            "usage: bench-echo-fn [--publish TYPE | --http-response | --stream]",
-        )),
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--http-response" => parsed.answer = Answer::HttpResponse,
+            "--stream" => parsed.answer = Answer::Stream,
+            "--publish" => parsed.publish = Some(args.next().ok_or_else(usage)?),
+            "--concurrency" => {
+                let value = args.next().ok_or_else(usage)?;
+                parsed.concurrency = Some(value.parse().map_err(|_| usage())?);
+            }
+            _ => return Err(usage()),
+        }
     }
+    Ok(parsed)
 }
 
 /// The part of `http` that `--http-response` reads.
