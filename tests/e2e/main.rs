@@ -31,6 +31,7 @@ mod openapi;
 mod ops;
 mod protocol;
 mod run;
+mod schedules;
 mod sdk;
 mod secrets;
 mod stream;

@@ -460,6 +460,14 @@ async fn a_functions_page_shows_its_log_live_and_survives_a_reload() {
         .await;
     assert_eq!(shown, json!(["ui-live-2"]), "only that request's lines");
 
+    // No schedules: no such section.
+    assert_eq!(
+        browser
+            .js("return document.getElementById('schedules').hidden;")
+            .await,
+        true
+    );
+
     // A deep link survives a reload.
     browser.client().refresh().await.expect("reload");
     browser

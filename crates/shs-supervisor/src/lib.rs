@@ -57,6 +57,7 @@ mod manifest;
 mod pipes;
 mod pool;
 mod process;
+pub mod schedule;
 pub mod secrets;
 pub mod spec;
 pub mod stats;
