@@ -29,6 +29,7 @@ mod openapi;
 mod ops;
 mod protocol;
 mod run;
+mod scale;
 mod sdk;
 mod secrets;
 mod stream;

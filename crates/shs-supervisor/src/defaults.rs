@@ -56,3 +56,7 @@ pub const LISTEN: &str = "127.0.0.1:8080";
 pub fn server_url() -> String {
     format!("http://{LISTEN}")
 }
+
+/// Processes a deployment starts at once (spread: a large functions folder does not start a
+/// storm of processes).
+pub const STARTS_AT_ONCE: usize = 8;

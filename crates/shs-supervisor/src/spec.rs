@@ -324,6 +324,22 @@ impl Fingerprint {
     pub fn manifest(&self) -> Option<&str> {
         self.manifest.as_deref()
     }
+
+    /// A short digest of the deployment: what the store keeps to know that a function has
+    /// run as it is now (its start-up subscriptions are learned) across restarts.
+    pub fn digest(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        // `DefaultHasher::new` has fixed keys: the same files give the same digest from run to
+        // run (a different Rust version may differ, which only costs one start to learn again).
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.manifest.hash(&mut hasher);
+        for (path, size, modified) in &self.files {
+            path.hash(&mut hasher);
+            size.hash(&mut hasher);
+            modified.hash(&mut hasher);
+        }
+        format!("{:016x}", hasher.finish())
+    }
 }
 
 impl Found {

@@ -344,7 +344,19 @@ impl Supervisor {
         let supervisor = Supervisor { inner };
         let found = spec::scan(&dir, &supervisor.inner.defaults)?;
         let names: Vec<String> = found.keys().cloned().collect();
-        supervisor.reconcile(found, true).await;
+        // What earlier runs learned says which functions need not start now.
+        let learned = match bus.learned().await {
+            Ok(learned) => learned,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read what earlier runs learned (every function starts): {e}"
+                );
+                None
+            }
+        };
+        supervisor
+            .reconcile(found, reconcile::Deploy::Initial(learned))
+            .await;
         // Saved subscriptions and pending deliveries come back once the functions are known.
         bus.start(names).await?;
         if watch_folder {

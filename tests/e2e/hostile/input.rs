@@ -26,7 +26,11 @@ fn subscriber(builder: ServerBuilder, name: &str, types: &str) -> ServerBuilder 
 
 #[tokio::test]
 async fn a_deeply_nested_body_is_refused_before_it_reaches_a_function() {
-    let mut server = ServerBuilder::new().fixture("echo").start().await;
+    let mut server = ServerBuilder::new()
+        .fixture("echo")
+        .toml("echo", "min_instances = 1\n")
+        .start()
+        .await;
     server.wait_ready().await;
     let pids = server.pids_of("echo");
     assert_eq!(pids.len(), 1, "echo runs");

@@ -218,6 +218,40 @@ impl Pool {
         }
     }
 
+    /// Stops the processes started at deploy only to learn the function's start-up
+    /// subscriptions, when it needs none (`min_instances` 0 and no subscriptions) and nothing
+    /// has been asked of them.
+    pub(crate) fn stop_unneeded(&self) {
+        if self.min_instances() > 0 {
+            return;
+        }
+        let mut unneeded = Vec::new();
+        {
+            let mut st = self.state.lock();
+            if st.closed.is_some() || !st.waiters.is_empty() {
+                return;
+            }
+            st.procs.retain(|e| {
+                let stop = e.busy == 0 && !e.took && !e.process.is_doomed();
+                if stop {
+                    unneeded.push(e.process.clone());
+                }
+                !stop
+            });
+        }
+        let grace = self.host.config.kill_grace;
+        for process in unneeded {
+            self.host.handle.spawn(async move {
+                process
+                    .stop(
+                        grace,
+                        "its subscriptions are learned and it has nothing to do",
+                    )
+                    .await;
+            });
+        }
+    }
+
     /// The processes kept even when idle: `min_instances`, or 1 for a function with
     /// subscriptions and 0 for one without.
     fn min_instances(&self) -> usize {
