@@ -27,6 +27,9 @@ pub(crate) enum Command {
     New(NewArgs),
     /// Invoke a function on a running server (`POST /run/NAME`) and print its result.
     Invoke(InvokeArgs),
+    /// List the asynchronous invocations of a running server (`GET /invocations`), or show
+    /// one (`GET /invocations/ID`).
+    Invocations(InvocationsArgs),
     /// Publish an event on a running server (`POST /events`).
     Publish(PublishArgs),
     /// List the functions a running server has deployed (`GET /functions`).
@@ -103,6 +106,38 @@ pub(crate) struct InvokeArgs {
     /// [default: {}].
     #[arg(value_name = "JSON | @FILE | -")]
     pub(crate) input: Option<String>,
+
+    /// Answer as soon as the invocation is stored (`Prefer: respond-async`), run it in the
+    /// background with retries, and print its id (`shs invocations ID` shows the outcome).
+    #[arg(long = "async")]
+    pub(crate) asynchronous: bool,
+
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+}
+
+/// `shs invocations`.
+#[derive(Debug, Args)]
+pub(crate) struct InvocationsArgs {
+    /// An invocation's id: print it whole (state, attempts, result or error).
+    #[arg(value_name = "ID")]
+    pub(crate) id: Option<String>,
+
+    /// Only the invocations of this function.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) function: Option<String>,
+
+    /// Only the invocations in this state: queued, running, succeeded or failed.
+    #[arg(long, value_name = "STATE")]
+    pub(crate) state: Option<String>,
+
+    /// At most this many (newest first).
+    #[arg(long, default_value = "20", value_name = "N")]
+    pub(crate) limit: u32,
+
+    /// Print the server's answer as JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
 
     #[command(flatten)]
     pub(crate) server: ServerArgs,
@@ -359,7 +394,17 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SHS_STORE_DURABILITY", value_enum, default_value = "full")]
     pub(crate) store_durability: Durability,
 
-    /// Seconds settled events are kept for `GET /events/{id}`.
+    /// Asynchronous invocations one function may have queued (`Prefer: respond-async` on
+    /// `/run`); more are refused with 429.
+    #[arg(long, env = "SHS_MAX_QUEUED_INVOCATIONS", default_value = "10000", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_queued_invocations: u64,
+
+    /// Asynchronous invocations queued in all, across functions; more are refused with 503.
+    #[arg(long, env = "SHS_MAX_QUEUED_INVOCATIONS_TOTAL", default_value = "100000", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_queued_invocations_total: u64,
+
+    /// Seconds settled events (and finished invocations) are kept for `GET /events/{id}`
+    /// (`GET /invocations/{id}`).
     #[arg(long, env = "SHS_EVENT_RETENTION", default_value = "86400", value_name = "SECS", value_parser = parse_seconds_long)]
     pub(crate) event_retention: f64,
 

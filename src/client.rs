@@ -1,5 +1,5 @@
-//! The commands that talk to a running server over its HTTP API: `invoke`, `publish`, `list`,
-//! `subscriptions` and `logs`.
+//! The commands that talk to a running server over its HTTP API: `invoke`, `invocations`,
+//! `publish`, `list`, `subscriptions` and `logs`.
 //!
 //! Each one prints what the server answered and returns `Ok`, or returns an error worded for
 //! the person at the terminal: what went wrong and what to do about it (the server is not
@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Map, Value};
 
-use crate::cli::{InvokeArgs, ListArgs, LogsArgs, PublishArgs, ServerArgs};
+use crate::cli::{InvocationsArgs, InvokeArgs, ListArgs, LogsArgs, PublishArgs, ServerArgs};
 
 /// How often `shs logs -f` asks for new lines from a server without `/stream`.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
@@ -336,11 +336,91 @@ pub(crate) fn invoke(args: &InvokeArgs) -> anyhow::Result<()> {
         None => "{}".to_owned(),
     };
     let client = Client::new(&args.server)?;
-    let reply = client.post(&format!("/run/{}", args.name), &input, &[])?;
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if args.asynchronous {
+        headers.push(("prefer", "respond-async"));
+    }
+    let reply = client.post(&format!("/run/{}", args.name), &input, &headers)?;
     if !reply.ok() {
         return Err(client.error(&reply, Hint::Function));
     }
+    if args.asynchronous && reply.status == 202 {
+        let answer = reply.json()?;
+        let id = answer["invocation_id"].as_str().unwrap_or("?");
+        return out(format!(
+            "invocation {id} accepted: it is stored and runs in the background \
+             (`shs invocations {id}` shows how it went)\n"
+        )
+        .as_bytes());
+    }
     print_json(&reply)
+}
+
+/// `shs invocations [ID]`.
+pub(crate) fn invocations(args: &InvocationsArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.server)?;
+    if let Some(id) = &args.id {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            bail!("{id:?} is not an invocation id (ids look like 0193a1b2-...)");
+        }
+        let reply = client.get(&format!("/invocations/{id}"))?;
+        if !reply.ok() {
+            return Err(client.error(&reply, Hint::None));
+        }
+        return print_json(&reply);
+    }
+    let mut query = vec![format!("limit={}", args.limit.max(1))];
+    for (key, value) in [("function", &args.function), ("state", &args.state)] {
+        if let Some(value) = value {
+            let encoded: String = value
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            query.push(format!("{key}={encoded}"));
+        }
+    }
+    let reply = client.get(&format!("/invocations?{}", query.join("&")))?;
+    if !reply.ok() {
+        return Err(client.error(&reply, Hint::None));
+    }
+    if args.json {
+        return print_json(&reply);
+    }
+    let answer = reply.json()?;
+    let list = answer["invocations"]
+        .as_array()
+        .cloned()
+        .ok_or_else(|| anyhow!("the server's answer has no \"invocations\" list: {answer}"))?;
+    if list.is_empty() {
+        return out(b"no invocations\n");
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|i| {
+            vec![
+                cell(&i["id"]),
+                cell(&i["function"]),
+                cell(&i["state"]),
+                cell(&i["attempts"]),
+                cell(&i["accepted_at"]),
+                i["finished_at"]
+                    .as_str()
+                    .map_or_else(|| "-".to_owned(), str::to_owned),
+            ]
+        })
+        .collect();
+    out(table(
+        &[
+            "ID", "FUNCTION", "STATE", "ATTEMPTS", "ACCEPTED", "FINISHED",
+        ],
+        &rows,
+    )
+    .as_bytes())
 }
 
 /// `shs publish TYPE [JSON | @FILE | -] [--async]`.

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         cli::Command::Serve(args) => return serve_command(*args),
         cli::Command::New(args) => new::run(&args),
         cli::Command::Invoke(args) => client::invoke(&args),
+        cli::Command::Invocations(args) => client::invocations(&args),
         cli::Command::Publish(args) => client::publish(&args),
         cli::Command::List(args) => client::list(&args),
         cli::Command::Subscriptions(args) => client::subscriptions(&args),

@@ -33,10 +33,15 @@ async fn open_bus(args: &ServeArgs) -> anyhow::Result<Arc<Bus>> {
         })?;
         tracing::info!(path = %store.path().display(), "event store open");
         let retention = Duration::from_secs_f64(args.event_retention);
-        return Ok(Arc::new(Bus::with_store(
+        let limits = shs_bus::InvocationLimits {
+            per_function: args.max_queued_invocations,
+            total: args.max_queued_invocations_total,
+        };
+        return Ok(Arc::new(Bus::with_store_limits(
             args.max_hops,
             Arc::new(store),
             retention,
+            limits,
         )));
     }
     if args.bus.starts_with("nats://") {

@@ -497,3 +497,80 @@ async fn the_sse_counter_example_streams_and_stops_when_the_client_leaves() {
     server.wait_for_log("the client left at").await;
     server.stop_and_check();
 }
+
+/// `examples/http/cgi` as its README walks it: deployed as `functions/notes`
+/// (`cp examples/http/cgi/* functions/notes/`), then the README's curl commands.
+#[tokio::test]
+async fn the_cgi_example_runs_as_its_readme_says() {
+    let builder = ServerBuilder::new();
+    copy_dir(
+        &examples_dir().join("http/cgi"),
+        &builder.functions_dir().join("notes"),
+    );
+    let mut server = builder.start().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client");
+    // curl -si localhost:8080/run/notes -d 'text=Hello+from+curl%21'
+    let posted = client
+        .post(format!("{}/run/notes", server.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("text=Hello+from+curl%21")
+        .send()
+        .await
+        .expect("the post");
+    assert_eq!(posted.status().as_u16(), 303);
+    assert_eq!(posted.headers()["location"], "/run/notes");
+    assert_eq!(posted.headers()["set-cookie"], "posted=1; Path=/; HttpOnly");
+    // curl -s localhost:8080/run/notes
+    let page = server.get("/run/notes").await;
+    assert_eq!(
+        page.body,
+        json!(
+            "<!doctype html>\n<title>Notes</title>\n<ul><li>Hello from curl!</li></ul>\n\
+             <form method=\"post\" action=\"/run/notes\"><input name=\"text\"><button>Add</button></form>\n"
+        )
+    );
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    // curl -s -o /dev/null -w '%{http_code}\n' localhost:8080/run/notes -d 'text='
+    let empty = server
+        .request(
+            reqwest::Method::POST,
+            "/run/notes",
+            Some("text=".into()),
+            &[("content-type", "application/x-www-form-urlencoded")],
+        )
+        .await;
+    assert_eq!(empty.status, 422);
+    // curl -si -X DELETE localhost:8080/run/notes
+    let delete = server
+        .request(reqwest::Method::DELETE, "/run/notes", None, &[])
+        .await;
+    assert_eq!(delete.status, 405);
+    assert_eq!(delete.header("allow"), Some("GET, POST"));
+    assert_eq!(delete.body, json!("GET or POST\n"));
+    // curl -sN 'localhost:8080/run/notes/count?to=3': a line at a time.
+    let mut response = client
+        .get(format!("{}/run/notes/count?to=3", server.url))
+        .send()
+        .await
+        .expect("the count");
+    assert_eq!(response.headers()["cache-control"], "no-cache");
+    let first = response.chunk().await.expect("readable").expect("a chunk");
+    assert_eq!(&first[..], b"1\n", "the first line comes alone");
+    let rest = response.bytes().await.expect("the rest");
+    assert_eq!(&rest[..], b"2\n3\n");
+    // shs logs notes
+    let logs = server.get("/functions/notes/logs").await;
+    assert!(
+        logs.body
+            .to_string()
+            .contains("note from 127.0.0.1: Hello from curl!"),
+        "{logs:?}"
+    );
+    server.stop_and_check();
+}

@@ -11,6 +11,7 @@ mod harness;
 
 mod affinity;
 mod bus_semantics;
+mod cgi;
 mod cli;
 mod cli_client;
 mod declared;
@@ -23,6 +24,7 @@ mod faults;
 mod hostile;
 mod http;
 mod interop;
+mod invocations;
 mod load;
 mod nats;
 mod openapi;

@@ -643,6 +643,7 @@ fn walk_server() -> ServerBuilder {
     crate::secrets::with_secrets(builder, &[("gh", "walk-secret")])
         .fixture("echo")
         .fixture("fail")
+        .toml("fail", "max_attempts = 1\n")
         .fixture("crash")
         .fixture("exec-cat")
         .fixture("exec-fail")
@@ -1148,6 +1149,86 @@ async fn every_route_answers_as_the_document_says() {
     )
     .await;
 
+    // Asynchronous invocations: accepted, listed, read back; one that fails is a dead letter
+    // of kind `invocation`.
+    let async_run = w
+        .expect(
+            202,
+            "POST",
+            "/run/echo/sub/path",
+            Some("{\"later\": true}"),
+            &[("prefer", "respond-async")],
+        )
+        .await;
+    let invocation = async_run.json()["invocation_id"]
+        .as_str()
+        .expect("invocation id")
+        .to_owned();
+    let done = w
+        .get_until(&format!("/invocations/{invocation}"), |r| {
+            r.json()["state"] == "succeeded"
+        })
+        .await;
+    assert_eq!(done.status, 200, "{done:?}");
+    let failing = w
+        .expect(
+            202,
+            "PUT",
+            "/run/fail",
+            Some("{}"),
+            &[("prefer", "respond-async")],
+        )
+        .await;
+    let failing = failing.json()["invocation_id"]
+        .as_str()
+        .expect("invocation id")
+        .to_owned();
+    w.get_until(&format!("/invocations/{failing}"), |r| {
+        r.json()["state"] == "failed"
+    })
+    .await;
+    w.expect(200, "GET", "/invocations", None, &[]).await;
+    w.expect(
+        200,
+        "GET",
+        "/invocations?function=echo&state=succeeded&limit=5",
+        None,
+        &[],
+    )
+    .await;
+    w.expect(400, "GET", "/invocations?state=asleep", None, &[])
+        .await;
+    w.expect(404, "GET", "/invocations/no-such-invocation", None, &[])
+        .await;
+    w.expect(
+        404,
+        "POST",
+        "/run/nobody",
+        Some("{}"),
+        &[("prefer", "respond-async")],
+    )
+    .await;
+    let letters = w
+        .expect(
+            200,
+            "GET",
+            "/events/dead-letters?kind=invocation",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(letters.json()["dead_letters"][0]["id"], failing.as_str());
+    w.expect(400, "GET", "/events/dead-letters?kind=other", None, &[])
+        .await;
+    w.expect(
+        200,
+        "DELETE",
+        &format!("/events/dead-letters/{failing}"),
+        None,
+        &[],
+    )
+    .await;
+
     // Wrong methods and unknown paths.
     w.expect(405, "TRACE", "/run/echo", None, &[]).await;
     w.expect(405, "TRACE", "/run/echo/a/b", None, &[]).await;
@@ -1305,6 +1386,15 @@ async fn what_the_nats_bus_cannot_do_is_501_as_the_document_says() {
         .await;
     w.expect(404, "DELETE", "/events/dead-letters/1", None, &[])
         .await;
+    w.expect(
+        501,
+        "POST",
+        "/run/echo",
+        Some("{}"),
+        &[("prefer", "respond-async")],
+    )
+    .await;
+    w.expect(501, "GET", "/invocations", None, &[]).await;
     w.spec.assert_clean();
     drop(w);
     server.stop_and_check();

@@ -11,9 +11,10 @@ use crate::backend::{Backend, Core, Deployment, Fanout, Learned, Publication};
 use crate::causation::Causation;
 use crate::deliver::{Deliver, DeliveryError};
 use crate::event::{Event, now};
+use crate::invocation::{InvocationLimits, Invocations, is_invocation_id};
 use crate::local::Embedded;
 use crate::rules;
-use crate::store::{Attempt, DeadLetter, DeadLetterFilter, EventInfo, Store};
+use crate::store::{Attempt, DeadLetter, DeadLetterFilter, EventInfo, KIND_INVOCATION, Store};
 use crate::table::Subscription;
 use crate::{BusError, DEFAULT_MAX_HOPS};
 
@@ -21,6 +22,8 @@ use crate::{BusError, DEFAULT_MAX_HOPS};
 pub struct Bus {
     core: Arc<Core>,
     backend: Box<dyn Backend>,
+    /// Asynchronous invocations, when the bus has an embedded store for them.
+    invocations: Option<Invocations>,
 }
 
 impl Bus {
@@ -34,8 +37,21 @@ impl Bus {
     /// dead letters, and subscriptions that survive a restart. Settled events older than
     /// `retention` are deleted.
     pub fn with_store(max_hops: u32, store: Arc<Store>, retention: Duration) -> Bus {
+        Bus::with_store_limits(max_hops, store, retention, InvocationLimits::default())
+    }
+
+    /// [`Bus::with_store`], and asynchronous invocations kept in the store within `limits`.
+    pub fn with_store_limits(
+        max_hops: u32,
+        store: Arc<Store>,
+        retention: Duration,
+        limits: InvocationLimits,
+    ) -> Bus {
         let core = Core::new(max_hops);
-        Bus::with_backend(core.clone(), Embedded::with_store(core, store, retention))
+        let invocations = Invocations::new(store.clone(), core.clone(), limits);
+        let mut bus = Bus::with_backend(core.clone(), Embedded::with_store(core, store, retention));
+        bus.invocations = Some(invocations);
+        bus
     }
 
     /// A bus over `backend`, which was made with `core`.
@@ -43,7 +59,21 @@ impl Bus {
         Bus {
             core,
             backend: Box::new(backend),
+            invocations: None,
         }
+    }
+
+    /// Keeps asynchronous invocations in `store` (for a backend without an embedded store of
+    /// its own, such as NATS: they are then kept and run by this node), within `limits`.
+    pub fn keep_invocations(&mut self, store: Arc<Store>, limits: InvocationLimits) {
+        self.invocations = Some(Invocations::new(store, self.core.clone(), limits));
+    }
+
+    /// The asynchronous invocations, or why there are none (the bus has no store for them).
+    pub fn invocations(&self) -> Result<&Invocations, BusError> {
+        self.invocations
+            .as_ref()
+            .ok_or(BusError::Unsupported("asynchronous invocation"))
     }
 
     /// Deliveries a chain of events may take before a publish in it is cut.
@@ -60,7 +90,11 @@ impl Bus {
     /// saved then (for the functions in `known`, the ones deployed now). Called once the
     /// deliverer knows its functions.
     pub async fn start(&self, known: Vec<String>) -> Result<(), BusError> {
-        self.backend.start(known).await
+        self.backend.start(known).await?;
+        if let Some(invocations) = &self.invocations {
+            invocations.start().await?;
+        }
+        Ok(())
     }
 
     /// Subscribes `function` to `pattern`; `Ok(false)` when it was subscribed already.
@@ -238,22 +272,56 @@ impl Bus {
         Ok(event.id.clone())
     }
 
-    /// The dead letters that match `filter`, newest first.
+    /// The dead letters that match `filter`, newest first: events' deliveries and failed
+    /// invocations (`kind`).
     pub async fn dead_letters(
         &self,
         filter: DeadLetterFilter,
     ) -> Result<Vec<DeadLetter>, BusError> {
-        self.backend.dead_letters(filter).await
+        let kind = filter.kind.as_deref();
+        let invocations = match &self.invocations {
+            Some(invocations)
+                if filter.event_type.is_none() && kind.is_none_or(|k| k == KIND_INVOCATION) =>
+            {
+                invocations
+                    .dead_letters(filter.function.clone(), filter.limit)
+                    .await?
+            }
+            _ => Vec::new(),
+        };
+        if kind == Some(KIND_INVOCATION) {
+            return Ok(invocations);
+        }
+        let limit = filter.limit.max(1);
+        let mut letters = self.backend.dead_letters(filter).await?;
+        if !invocations.is_empty() {
+            letters.extend(invocations);
+            // RFC 3339 times of one format sort as text.
+            letters.sort_by(|a, b| b.dead_at.cmp(&a.dead_at));
+            letters.truncate(limit);
+        }
+        Ok(letters)
     }
 
-    /// Delivers a dead letter again, with a fresh count of attempts (its earlier attempts stay
-    /// in its record). False when there is no such dead letter.
+    /// Delivers a dead letter again (runs a failed invocation again), with a fresh count of
+    /// attempts (its earlier attempts stay in its record). False when there is no such dead
+    /// letter.
     pub async fn retry_dead_letter(&self, id: &str) -> Result<bool, BusError> {
+        if let Some(invocations) = &self.invocations
+            && is_invocation_id(id)
+        {
+            return invocations.retry(id).await;
+        }
         self.backend.retry_dead_letter(id).await
     }
 
     /// Deletes a dead letter. False when there is no such dead letter.
     pub async fn delete_dead_letter(&self, id: &str) -> Result<bool, BusError> {
+        if let Some(invocations) = &self.invocations
+            && is_invocation_id(id)
+        {
+            return invocations.delete(id).await;
+        }
         self.backend.delete_dead_letter(id).await
     }
 
@@ -267,6 +335,9 @@ impl Bus {
     /// delivered stays pending, for after the restart (or for another supervisor).
     pub fn quiesce(&self) {
         self.backend.quiesce();
+        if let Some(invocations) = &self.invocations {
+            invocations.quiesce();
+        }
     }
 
     /// Makes sure everything accepted is stored; called last at shutdown.

@@ -6,7 +6,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::causation::Causation;
+use serde_json::value::RawValue;
+
 use crate::event::SharedEvent;
+use crate::store::InvocationWork;
 
 /// Why a delivery failed, and whether trying again may help.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +114,23 @@ pub trait Deliver: Send + Sync + 'static {
         event: Arc<SharedEvent>,
         cause: Causation,
     ) -> BoxFuture<'static, Result<(), DeliveryError>>;
+
+    /// Runs `function` on an asynchronous invocation, and resolves with its answer (any JSON:
+    /// the function's whole HTTP answer when it gave one).
+    fn invoke(
+        &self,
+        function: Arc<str>,
+        work: Arc<InvocationWork>,
+        cause: Causation,
+    ) -> BoxFuture<'static, Result<Box<RawValue>, DeliveryError>> {
+        let _ = (function, work, cause);
+        Box::pin(async {
+            Err(DeliveryError::permanent(
+                501,
+                "this deliverer does not run invocations",
+            ))
+        })
+    }
 
     /// How asynchronous deliveries to `function` are retried and ordered.
     fn retry_policy(&self, function: &str) -> RetryPolicy {

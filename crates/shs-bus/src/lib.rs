@@ -48,6 +48,7 @@ mod bus;
 mod causation;
 mod deliver;
 pub mod event;
+pub mod invocation;
 mod local;
 mod queue;
 mod rfc3339;
@@ -61,6 +62,7 @@ pub use bus::Bus;
 pub use causation::{Causation, Failures};
 pub use deliver::{Deliver, DeliveryError, RetryPolicy};
 pub use event::{Event, Origin, SharedEvent};
+pub use invocation::{InvocationLimits, Invocations};
 pub use rules::LOOP_DETECTED;
 pub use settle::Settled;
 pub use store::{Attempt, DeadLetter, DeadLetterFilter, EventInfo};
@@ -77,6 +79,13 @@ fn count_published(mode: &'static str) {
 /// Counts a delivery outcome (`delivered`, `failed` or `dead_lettered`) for `GET /metrics`.
 fn count_delivery(function: &str, outcome: &'static str) {
     metrics::counter!("shs_event_deliveries_total", "function" => function.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// Counts an asynchronous invocation's step (`accepted`, `succeeded`, `failed`) for
+/// `GET /metrics`.
+fn count_invocation(function: &str, outcome: &'static str) {
+    metrics::counter!("shs_invocations_total", "function" => function.to_owned(), "outcome" => outcome)
         .increment(1);
 }
 
@@ -117,6 +126,25 @@ pub enum BusError {
     /// The durable store failed.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// A function has as many queued invocations as it may have.
+    #[error(
+        "function {function:?} has {queued} invocations queued, the most it may have: try again \
+         once some have run"
+    )]
+    TooManyInvocations {
+        /// The function.
+        function: String,
+        /// How many are queued.
+        queued: u64,
+    },
+    /// The store holds as many queued invocations as it may.
+    #[error(
+        "{queued} invocations are queued, the most this server keeps: try again once some have run"
+    )]
+    InvocationsFull {
+        /// How many are queued.
+        queued: u64,
+    },
     /// The backend (e.g. NATS) failed.
     #[error("the event bus failed: {0}")]
     Backend(String),

@@ -12,6 +12,10 @@
 //! crash is made again: at least once).
 //!
 //! Lanes are independent tasks: a slow or failing subscriber does not slow the others.
+//!
+//! Asynchronous invocations go through lanes of their own ([`Kind::Invocation`], one per
+//! function), the same code: the same window, the same retry table, the same settling; they
+//! are not ordered by type, and each one is marked running in the [`Tracker`] while it runs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -21,8 +25,35 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
 use crate::backend::Core;
-use crate::settle::{Settled, attempt};
-use crate::store::{Outcome, PendingDelivery, Store, now_ms};
+use crate::event::SharedEvent;
+use crate::invocation::Tracker;
+use crate::settle::{Settled, attempt, attempt_invocation};
+use crate::store::{InvocationWork, Outcome, Store, now_ms};
+
+/// What a set of lanes delivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Events, from the table `deliveries`.
+    Event,
+    /// Asynchronous invocations, from the table `invocations`.
+    Invocation,
+}
+
+/// One piece of work in a lane's window.
+struct Item {
+    /// The delivery's id (for an invocation, its `seq`).
+    id: i64,
+    /// Its place in the store.
+    seq: i64,
+    work: Work,
+    attempts: u32,
+    next_ms: i64,
+}
+
+enum Work {
+    Event(Arc<SharedEvent>),
+    Invocation(Arc<InvocationWork>),
+}
 
 /// Pending deliveries a lane keeps in memory.
 const WINDOW: usize = 256;
@@ -40,6 +71,9 @@ struct Lane {
 
 /// The lanes of every function with asynchronous deliveries.
 pub(crate) struct Lanes {
+    kind: Kind,
+    /// For invocations: what runs, and who hears of an end.
+    tracker: Option<Arc<Tracker>>,
     store: Arc<Store>,
     /// The bus's core, for the deliverer.
     core: Arc<Core>,
@@ -51,7 +85,27 @@ pub(crate) struct Lanes {
 
 impl Lanes {
     pub(crate) fn new(store: Arc<Store>, core: Arc<Core>) -> Arc<Lanes> {
+        Lanes::of(Kind::Event, None, store, core)
+    }
+
+    /// The lanes of asynchronous invocations, reporting to `tracker`.
+    pub(crate) fn invocations(
+        tracker: Arc<Tracker>,
+        store: Arc<Store>,
+        core: Arc<Core>,
+    ) -> Arc<Lanes> {
+        Lanes::of(Kind::Invocation, Some(tracker), store, core)
+    }
+
+    fn of(
+        kind: Kind,
+        tracker: Option<Arc<Tracker>>,
+        store: Arc<Store>,
+        core: Arc<Core>,
+    ) -> Arc<Lanes> {
         Arc::new_cyclic(|me| Lanes {
+            kind,
+            tracker,
             store,
             core,
             quiet: std::sync::atomic::AtomicBool::new(false),
@@ -114,7 +168,7 @@ enum Ended {
 
 /// One lane: schedules the window, delivers, records, and sleeps until there is work.
 async fn run(lanes: Weak<Lanes>, lane: Arc<Lane>) {
-    let mut window: BTreeMap<i64, PendingDelivery> = BTreeMap::new();
+    let mut window: BTreeMap<i64, Item> = BTreeMap::new();
     // Whether everything pending on disk is in the window.
     let mut complete = false;
     let mut in_flight: HashMap<i64, i64> = HashMap::new(); // delivery id -> seq
@@ -152,7 +206,7 @@ async fn run(lanes: Weak<Lanes>, lane: Arc<Lane>) {
             } else {
                 window.keys().next_back().copied().unwrap_or(0)
             };
-            match this.store.pending(&lane.function, after, WINDOW).await {
+            match read_window(&this, &lane.function, after).await {
                 Ok(rows) => {
                     complete = rows.len() < WINDOW;
                     for row in rows {
@@ -175,11 +229,11 @@ async fn run(lanes: Weak<Lanes>, lane: Arc<Lane>) {
         let mut to_start = Vec::new();
         for delivery in window.values() {
             let busy = in_flight.contains_key(&delivery.id);
-            if policy.ordered {
-                if blocked.contains(delivery.event.event_type.as_str()) {
+            if let (true, Work::Event(event)) = (policy.ordered, &delivery.work) {
+                if blocked.contains(event.event_type.as_str()) {
                     continue;
                 }
-                blocked.insert(&delivery.event.event_type);
+                blocked.insert(&event.event_type);
             }
             if busy {
                 continue;
@@ -198,7 +252,6 @@ async fn run(lanes: Weak<Lanes>, lane: Arc<Lane>) {
                 continue;
             };
             in_flight.insert(delivery.id, seq);
-            let event = delivery.event.clone();
             let number = delivery.attempts + 1;
             let (id, function, store, done) = (
                 delivery.id,
@@ -207,20 +260,57 @@ async fn run(lanes: Weak<Lanes>, lane: Arc<Lane>) {
                 done_tx.clone(),
             );
             let deliverer = deliverer.clone();
-            tokio::spawn(async move {
-                let settled = attempt(&deliverer, &function, event, number, &policy).await;
-                let ended = match outcome_of(settled) {
-                    Ok(outcome) => match store.finish(id, outcome.clone()).await {
-                        Ok(()) => Ended::Recorded(outcome),
-                        Err(e) => {
-                            tracing::error!(%function, delivery = id, "cannot record a delivery: {e}");
-                            Ended::NotRecorded
+            match &delivery.work {
+                Work::Event(event) => {
+                    let event = event.clone();
+                    tokio::spawn(async move {
+                        let settled = attempt(&deliverer, &function, event, number, &policy).await;
+                        let ended = match outcome_of(settled) {
+                            Ok(outcome) => match store.finish(id, outcome.clone()).await {
+                                Ok(()) => Ended::Recorded(outcome),
+                                Err(e) => {
+                                    tracing::error!(%function, delivery = id, "cannot record a delivery: {e}");
+                                    Ended::NotRecorded
+                                }
+                            },
+                            Err(at) => Ended::Postponed(at),
+                        };
+                        let _ = done.send(Done { id, ended });
+                    });
+                }
+                Work::Invocation(work) => {
+                    let work = work.clone();
+                    let tracker = this.tracker.clone();
+                    tokio::spawn(async move {
+                        let running = tracker.as_ref().map(|t| t.running(&work.id));
+                        let (settled, answer) = attempt_invocation(
+                            &deliverer,
+                            &function,
+                            work.clone(),
+                            number,
+                            &policy,
+                        )
+                        .await;
+                        let ended = match outcome_of(settled) {
+                            Ok(outcome) => {
+                                match store.finish_invocation(id, outcome.clone(), answer).await {
+                                    Ok(()) => Ended::Recorded(outcome),
+                                    Err(e) => {
+                                        tracing::error!(%function, invocation = work.id, "cannot record an invocation: {e}");
+                                        Ended::NotRecorded
+                                    }
+                                }
+                            }
+                            Err(at) => Ended::Postponed(at),
+                        };
+                        drop(running);
+                        if let (Some(tracker), Ended::Recorded(outcome)) = (&tracker, &ended) {
+                            tracker.ended(&function, &work, outcome);
                         }
-                    },
-                    Err(at) => Ended::Postponed(at),
-                };
-                let _ = done.send(Done { id, ended });
-            });
+                        let _ = done.send(Done { id, ended });
+                    });
+                }
+            }
         }
         drop(this);
         drop(deliverer);
@@ -258,12 +348,44 @@ async fn run(lanes: Weak<Lanes>, lane: Arc<Lane>) {
     }
 }
 
+/// Up to [`WINDOW`] pending items of `function` stored after `after`, in order.
+async fn read_window(
+    lanes: &Lanes,
+    function: &str,
+    after: i64,
+) -> Result<Vec<Item>, crate::store::StoreError> {
+    Ok(match lanes.kind {
+        Kind::Event => lanes
+            .store
+            .pending(function, after, WINDOW)
+            .await?
+            .into_iter()
+            .map(|d| Item {
+                id: d.id,
+                seq: d.seq,
+                work: Work::Event(d.event),
+                attempts: d.attempts,
+                next_ms: d.next_ms,
+            })
+            .collect(),
+        Kind::Invocation => lanes
+            .store
+            .pending_invocations(function, after, WINDOW)
+            .await?
+            .into_iter()
+            .map(|i| Item {
+                id: i.seq,
+                seq: i.seq,
+                work: Work::Invocation(i.work),
+                attempts: i.attempts,
+                next_ms: i.next_ms,
+            })
+            .collect(),
+    })
+}
+
 /// Updates the window with how a delivery ended.
-fn apply(
-    window: &mut BTreeMap<i64, PendingDelivery>,
-    in_flight: &mut HashMap<i64, i64>,
-    done: Done,
-) {
+fn apply(window: &mut BTreeMap<i64, Item>, in_flight: &mut HashMap<i64, i64>, done: Done) {
     let Some(seq) = in_flight.remove(&done.id) else {
         return;
     };

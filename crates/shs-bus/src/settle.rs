@@ -9,7 +9,8 @@ use std::time::Duration;
 use crate::causation::Causation;
 use crate::deliver::{Deliver, DeliveryError, RetryPolicy};
 use crate::event::{SharedEvent, now};
-use crate::store::Attempt;
+use crate::store::{Attempt, InvocationWork};
+use serde_json::value::RawValue;
 
 /// How an attempt of an asynchronous delivery ended, and what comes next.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +56,25 @@ pub async fn attempt(
     let cause = Causation::async_delivery(event.hops, &event.id);
     let result = deliverer.deliver(function.clone(), event, cause).await;
     settle(function, result, attempt, policy)
+}
+
+/// Makes attempt number `attempt` (1-based) of the asynchronous invocation `work` of
+/// `function`, and settles it under `policy` exactly as an event's delivery; with the
+/// function's answer when it succeeded.
+pub async fn attempt_invocation(
+    deliverer: &Arc<dyn Deliver>,
+    function: &Arc<str>,
+    work: Arc<InvocationWork>,
+    attempt: u32,
+    policy: &RetryPolicy,
+) -> (Settled, Option<Box<RawValue>>) {
+    match deliverer
+        .invoke(function.clone(), work, Causation::root())
+        .await
+    {
+        Ok(answer) => (settle(function, Ok(()), attempt, policy), Some(answer)),
+        Err(e) => (settle(function, Err(e), attempt, policy), None),
+    }
 }
 
 /// What becomes of attempt number `attempt` that ended with `result`: a failure that no retry

@@ -19,17 +19,20 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use shs_bus::event::TRACEPARENT;
+use shs_bus::store::{KIND_EVENT, KIND_INVOCATION};
 use shs_bus::{BusError, Causation, DeadLetterFilter};
 
 use crate::cloudevents::*;
 use crate::{AppState, error_response, read_body};
 
 /// The status and answer for a failure of the bus.
-fn bus_error(error: &BusError) -> HttpResponse {
+pub(crate) fn bus_error(error: &BusError) -> HttpResponse {
     let status = match error {
         e if e.is_invalid_input() => StatusCode::BAD_REQUEST,
         BusError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
         BusError::Unconfirmed { .. } => StatusCode::GATEWAY_TIMEOUT,
+        BusError::TooManyInvocations { .. } => StatusCode::TOO_MANY_REQUESTS,
+        BusError::InvocationsFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut extra = Map::new();
@@ -46,11 +49,28 @@ fn bus_error(error: &BusError) -> HttpResponse {
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!("event bus failure: {error}");
     }
-    error_response(status, error.to_string(), extra)
+    if let BusError::TooManyInvocations { function, queued } = error {
+        extra.insert("function".into(), Value::String(function.clone()));
+        extra.insert("queued".into(), Value::from(*queued));
+    }
+    if let BusError::InvocationsFull { queued } = error {
+        extra.insert("queued".into(), Value::from(*queued));
+    }
+    let mut response = error_response(status, error.to_string(), extra);
+    if matches!(
+        error,
+        BusError::TooManyInvocations { .. } | BusError::InvocationsFull { .. }
+    ) {
+        response.headers_mut().insert(
+            actix_web::http::header::RETRY_AFTER,
+            actix_web::http::header::HeaderValue::from_static("1"),
+        );
+    }
+    response
 }
 
 /// Whether the client asked for an answer as soon as the event is stored.
-fn wants_async(req: &HttpRequest) -> bool {
+pub(crate) fn wants_async(req: &HttpRequest) -> bool {
     req.headers().get_all("prefer").any(|v| {
         v.to_str().is_ok_and(|v| {
             v.split(',')
@@ -118,6 +138,7 @@ pub(crate) struct DeadLetterQuery {
     function: Option<String>,
     #[serde(rename = "type")]
     event_type: Option<String>,
+    kind: Option<String>,
     #[serde(default, deserialize_with = "crate::query::whole_number")]
     limit: Option<u64>,
 }
@@ -127,9 +148,23 @@ pub(crate) async fn dead_letters(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let query = query.into_inner();
+    if let Some(kind) = &query.kind
+        && kind != KIND_EVENT
+        && kind != KIND_INVOCATION
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "invalid kind {:?}: use event or invocation",
+                kind.chars().take(40).collect::<String>()
+            ),
+            Map::new(),
+        );
+    }
     let filter = DeadLetterFilter {
         function: query.function,
         event_type: query.event_type,
+        kind: query.kind,
         limit: query.limit.unwrap_or(100).clamp(1, 10_000) as usize,
     };
     match state.supervisor.bus().dead_letters(filter).await {

@@ -31,6 +31,7 @@ mod body;
 mod cloudevents;
 pub mod events;
 mod functions;
+mod invocations;
 mod lifecycle;
 mod live;
 mod query;
@@ -234,6 +235,8 @@ route_table! {
     POST "/events/dead-letters/{id}/retry" => events::retry_dead_letter,
     DELETE "/events/dead-letters/{id}" => events::delete_dead_letter,
     GET "/events/{id}" => events::event,
+    GET "/invocations" => invocations::list,
+    GET "/invocations/{id}" => invocations::get,
     GET "/functions" => functions,
     GET "/functions/{name}" => live::function,
     GET "/functions/{name}/logs" => function_logs,

@@ -1,7 +1,7 @@
 //! A function's answer as an HTTP response: a result whose only member is `http_response`
 //! (`status`, `headers`, `body` or `body_base64`), checked member by member; anything
 //! malformed is a 502 that says what was wrong. Also the `status` and `headers` a stream's
-//! first chunk may carry ([`Head`]).
+//! first chunk may carry, and the head of a CGI response ([`Head`]).
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
@@ -135,22 +135,47 @@ pub(crate) fn head_of(status: Option<&Value>, headers: Option<&Value>) -> Result
                         .map_err(|()| not_string_or_array(name))?,
                     _ => return Err(not_string_or_array(name)),
                 };
-                let header = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| format!("{name:?} is not a valid header name"))?;
-                if HOP_BY_HOP.contains(&header.as_str()) {
-                    continue;
-                }
                 for value in values {
-                    let value = HeaderValue::from_str(value).map_err(|_| {
-                        format!(
-                            "the value of header {name:?} is not valid (no control characters such as line breaks)"
-                        )
-                    })?;
-                    list.push((header.clone(), value));
+                    push_header(&mut list, name, value.as_bytes())?;
                 }
             }
         }
         Some(_) => return Err("\"headers\" must be an object".into()),
+    }
+    Ok(Head {
+        status,
+        headers: list,
+    })
+}
+
+/// Adds header `name: value` to `list` unless it is hop-by-hop; `Err` when either is not
+/// valid in HTTP.
+fn push_header(
+    list: &mut Vec<(HeaderName, HeaderValue)>,
+    name: &str,
+    value: &[u8],
+) -> Result<(), String> {
+    let header = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{name:?} is not a valid header name"))?;
+    if HOP_BY_HOP.contains(&header.as_str()) {
+        return Ok(());
+    }
+    let value = HeaderValue::from_bytes(value).map_err(|_| {
+        format!(
+            "the value of header {name:?} is not valid (no control characters such as line breaks)"
+        )
+    })?;
+    list.push((header, value));
+    Ok(())
+}
+
+/// The head of a CGI response: its status and header lines, hop-by-hop headers dropped.
+pub(crate) fn head_of_lines(status: u16, lines: &[(String, Vec<u8>)]) -> Result<Head, String> {
+    let status =
+        StatusCode::from_u16(status).map_err(|_| format!("{status} is not an HTTP status"))?;
+    let mut list = Vec::with_capacity(lines.len());
+    for (name, value) in lines {
+        push_header(&mut list, name, value)?;
     }
     Ok(Head {
         status,

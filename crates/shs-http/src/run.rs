@@ -1,7 +1,8 @@
 //! `/run/{name}` and `/run/{name}/{tail...}`, every method: invokes a function on the HTTP
 //! request ([`shs_supervisor::HttpRequest`]: method, the path after the name, the raw query,
 //! the headers less shs's API key, the raw body, the client's address) and answers its result:
-//! JSON, or the HTTP response of an `http_response` result ([`response`]).
+//! JSON, the HTTP response of an `http_response` result ([`response`]), or a cgi function's
+//! CGI response, streamed.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
@@ -25,8 +26,9 @@ pub(crate) async fn run(
         Ok(body) => body.freeze(),
         Err(response) => return response,
     };
+    let front = state.supervisor.http_front(&name);
     // A webhook's signature is checked over the raw body before anything else reads it.
-    let webhook = match state.supervisor.webhook(&name) {
+    let webhook = match front.webhook {
         None => None,
         Some(key) => {
             let now = std::time::SystemTime::now()
@@ -44,11 +46,27 @@ pub(crate) async fn run(
         }
     };
     let request = function_request(&req, &name, body);
-    let invoke = match request.into_invoke() {
-        Ok(invoke) => invoke,
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new()),
-    };
     let (request_id, trace) = request_meta(&req);
+    if crate::events::wants_async(&req) {
+        // The body is checked now (a 400 now, not a failed invocation later); a CGI script
+        // takes any body.
+        if !front.cgi
+            && let Err(e) = request.clone().into_invoke()
+        {
+            return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new());
+        }
+        return crate::invocations::accept(&state, &name, &request, req.headers(), trace, webhook)
+            .await;
+    }
+    // A CGI script gets the body as it came, whatever it is.
+    let invoke = if front.cgi {
+        request.into_raw_invoke()
+    } else {
+        match request.into_invoke() {
+            Ok(invoke) => invoke,
+            Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new()),
+        }
+    };
     let (tx, mut stream) = shs_supervisor::http_stream();
     let supervisor = state.supervisor.clone();
     let function = name.clone();
@@ -166,11 +184,43 @@ fn answer(name: &str, result: Result<Output, shs_supervisor::InvokeError>) -> Ht
             };
             HttpResponse::Ok().content_type(content_type).body(bytes)
         }
+        Ok(Output::Cgi(response)) => cgi_answer(name, response),
         Err(error) => {
             tracing::debug!(function = name, status = %status_of(&error), "invoke failed: {error}");
             invoke_error_response(&error)
         }
     }
+}
+
+/// A CGI response as the answer: its head, and its body streamed as the script writes it
+/// (cut short, so the client sees it is incomplete, when the script fails or runs past its
+/// timeout). Dropped (the client went away), the body kills the script.
+fn cgi_answer(name: &str, response: shs_supervisor::CgiResponse) -> HttpResponse {
+    let shs_supervisor::CgiResponse {
+        status,
+        headers,
+        body,
+    } = response;
+    let head = match response::head_of_lines(status, &headers) {
+        Ok(head) => head,
+        Err(detail) => return response::malformed(name, "CGI response", &detail),
+    };
+    let function = name.to_owned();
+    let chunks = futures::stream::unfold(Some(body), move |body| {
+        let function = function.clone();
+        async move {
+            let mut body = body?;
+            match body.next().await? {
+                Ok(bytes) => Some((Ok(bytes), Some(body))),
+                Err(error) => {
+                    tracing::debug!(function, "a CGI answer broke off: {error}");
+                    let error = std::io::Error::other(format!("the CGI answer broke off: {error}"));
+                    Some((Err(actix_web::Error::from(error)), None))
+                }
+            }
+        }
+    });
+    head.builder().streaming(chunks)
 }
 
 /// The request as function `name` sees it. A HEAD request is passed as GET (actix drops the
@@ -190,6 +240,14 @@ fn function_request(req: &HttpRequest, name: &str, body: web::Bytes) -> Function
         query: req.uri().query().unwrap_or_default().to_owned(),
         body,
         remote_addr: req.peer_addr().map(|a| a.ip().to_string()),
+        local_addr: Some(req.app_config().local_addr()),
+        version: match req.version() {
+            actix_web::http::Version::HTTP_09 => "HTTP/0.9",
+            actix_web::http::Version::HTTP_10 => "HTTP/1.0",
+            actix_web::http::Version::HTTP_2 => "HTTP/2",
+            actix_web::http::Version::HTTP_3 => "HTTP/3",
+            _ => "HTTP/1.1",
+        },
         ..FunctionRequest::default()
     };
     let drop_authorization = authorization_holds_key(req);

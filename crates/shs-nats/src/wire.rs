@@ -216,10 +216,13 @@ impl DeadRecord {
     pub(crate) fn into_letter(self, id: String) -> DeadLetter {
         DeadLetter {
             id,
+            kind: shs_bus::store::KIND_EVENT,
             function: self.function,
-            event_id: self.event_id,
-            event_type: self.event_type,
-            event: self.event,
+            event_id: Some(self.event_id),
+            event_type: Some(self.event_type),
+            event: Some(self.event),
+            invocation_id: None,
+            request: None,
             attempts: self.attempts,
             dead_at: self.dead_at,
         }

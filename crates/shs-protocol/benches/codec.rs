@@ -101,6 +101,7 @@ fn write(c: &mut Criterion) {
                         function: "echo",
                         traceparent: None,
                         webhook: None,
+                        schedule: None,
                     },
                     http: None,
                 };
@@ -123,6 +124,7 @@ fn write(c: &mut Criterion) {
                             function: "echo",
                             traceparent: None,
                             webhook: None,
+                            schedule: None,
                         },
                         http: None,
                     };
@@ -230,6 +232,7 @@ fn write_events(c: &mut Criterion) {
                 function: "event-subscriber",
                 traceparent: None,
                 webhook: None,
+                schedule: None,
             },
         };
         group.throughput(Throughput::Bytes(payload.get().len() as u64));

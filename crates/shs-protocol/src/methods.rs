@@ -82,6 +82,19 @@ pub struct Context<S = String> {
     /// supervisor before the function ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookContext<S>>,
+    /// For an occurrence of a schedule (`[[schedule]]` in `function.toml`): the schedule's
+    /// cron expression and the occurrence's time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleContext<S>>,
+}
+
+/// `context.schedule`: `{"cron": "0 */5 * * * *", "time": "2026-12-06T03:00:00Z"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleContext<S = String> {
+    /// The schedule's cron expression, as written in `function.toml`.
+    pub cron: S,
+    /// The occurrence, RFC 3339 (in UTC).
+    pub time: S,
 }
 
 /// `context.webhook`: `{"kind": "github", "verified": true}`.
@@ -239,6 +252,7 @@ mod tests {
                 function: "hello",
                 traceparent: None,
                 webhook: None,
+                schedule: None,
             },
             http: None,
         };

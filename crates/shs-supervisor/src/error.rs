@@ -122,6 +122,15 @@ pub enum InvokeError {
         /// The last lines of its stderr.
         stderr: Vec<String>,
     },
+    /// A cgi-mode script answered an event (or an invoke without an HTTP request) with an
+    /// error status.
+    #[error("function {function:?} answered with status {status}")]
+    Refused {
+        /// The function.
+        function: String,
+        /// The status of its CGI response, 400 or more.
+        status: u16,
+    },
     /// The process died, or closed its stdout, before it answered.
     #[error("function {function:?} {detail}{}", tail_suffix(stderr))]
     Crashed {
@@ -221,9 +230,9 @@ impl InvokeError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             InvokeError::NotFound { .. } => ErrorKind::NotFound,
-            InvokeError::Function { .. } | InvokeError::ExecFailed { .. } => {
-                ErrorKind::FunctionFailed
-            }
+            InvokeError::Function { .. }
+            | InvokeError::ExecFailed { .. }
+            | InvokeError::Refused { .. } => ErrorKind::FunctionFailed,
             InvokeError::Crashed { .. } | InvokeError::Protocol { .. } => ErrorKind::BadGateway,
             InvokeError::StartFailed { .. }
             | InvokeError::BackingOff { .. }
@@ -241,6 +250,7 @@ impl InvokeError {
             InvokeError::NotFound { function }
             | InvokeError::Function { function, .. }
             | InvokeError::ExecFailed { function, .. }
+            | InvokeError::Refused { function, .. }
             | InvokeError::Crashed { function, .. }
             | InvokeError::Protocol { function, .. }
             | InvokeError::StartFailed { function, .. }

@@ -1,11 +1,14 @@
-//! Mode exec: one process per request.
+//! Mode exec (and the process handling mode cgi shares): one process per request.
 //!
 //! The input is written to the process's stdin, which is then closed; what it writes to stdout
 //! is the output. It runs in its own process group, which is killed when the process exits (so
 //! helpers it left behind go too) or when it runs past its timeout (gracefully, with
-//! [`unix::kill_group`]).
+//! [`unix::kill_group`]). [`ExecRunner::start`] (a permit of `instances`, or a place in the
+//! `queue`, then the spawn) and [`timed_out`] are the same for mode cgi
+//! ([`crate::cgi`]), which reads stdout as a CGI response instead.
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,7 +16,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
+use tokio::process::Child;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::Host;
 use crate::error::{InvokeError, fmt_duration};
@@ -22,16 +26,27 @@ use crate::pipes::{StderrTail, drain_stderr};
 use crate::spec::FunctionSpec;
 use crate::unix::{self, Spawned, describe_exit, signal_group};
 
-/// Runs one exec-mode function.
+/// Runs one exec-mode or cgi-mode function.
 pub(crate) struct ExecRunner {
-    spec: Arc<FunctionSpec>,
-    host: Arc<Host>,
-    logs: Arc<LogRing>,
+    pub(crate) spec: Arc<FunctionSpec>,
+    pub(crate) host: Arc<Host>,
+    pub(crate) logs: Arc<LogRing>,
     permits: Arc<Semaphore>,
     /// Requests waiting for a permit.
     waiting: AtomicUsize,
     /// Process groups running now, for shutdown.
-    running: Mutex<HashSet<u32>>,
+    running: Arc<Mutex<HashSet<u32>>>,
+}
+
+/// A process of the function, just started: it holds one of the `instances` permits and its
+/// place in the running set until it is dropped.
+pub(crate) struct Started {
+    /// The process and its pipes.
+    pub(crate) spawned: Spawned,
+    /// Its group in the running set; kills the group if dropped before it was reaped.
+    pub(crate) running: RunningGuard,
+    /// Its permit.
+    pub(crate) permit: OwnedSemaphorePermit,
 }
 
 impl ExecRunner {
@@ -43,7 +58,7 @@ impl ExecRunner {
             logs,
             permits,
             waiting: AtomicUsize::new(0),
-            running: Mutex::new(HashSet::new()),
+            running: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
@@ -52,13 +67,16 @@ impl ExecRunner {
         self.running.lock().len()
     }
 
-    /// Runs the function once on `input`; returns its stdout.
-    pub(crate) async fn run(
+    /// Takes one of the `instances` permits, waiting in line (at most `queue` requests) for up
+    /// to `timeout`; then starts a process with `extra_env` added to its environment.
+    pub(crate) async fn start<K, V>(
         &self,
-        input: &[u8],
-        request_id: &str,
-        trace: Option<&str>,
-    ) -> Result<Vec<u8>, InvokeError> {
+        extra_env: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Started, InvokeError>
+    where
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
         let spec = &self.spec;
         let name = || spec.name.clone();
         let at_capacity = |detail: String| InvokeError::AtCapacity {
@@ -76,7 +94,7 @@ impl ExecRunner {
             }
             Err(tokio::sync::TryAcquireError::NoPermits) => None,
         };
-        let _permit = match permit {
+        let permit = match permit {
             Some(permit) => permit,
             None => {
                 let Some(in_line) = Waiting::join(&self.waiting, spec.queue) else {
@@ -107,24 +125,44 @@ impl ExecRunner {
                 }
             }
         };
-        let env = [("SHS_REQUEST_ID", Some(request_id)), ("TRACEPARENT", trace)];
-        let Spawned {
-            mut child,
-            pid,
-            mut stdin,
-            stdout,
-            stderr,
-        } = unix::spawn(
-            spec,
-            &self.host,
-            env.into_iter().filter_map(|(k, v)| Some((k, v?))),
-        )
-        .map_err(|reason| InvokeError::StartFailed {
-            function: name(),
-            reason,
-            stderr: Vec::new(),
+        let spawned = unix::spawn(spec, &self.host, extra_env).map_err(|reason| {
+            InvokeError::StartFailed {
+                function: name(),
+                reason,
+                stderr: Vec::new(),
+            }
         })?;
-        let mut running = RunningGuard::new(&self.running, pid);
+        Ok(Started {
+            running: RunningGuard::new(self.running.clone(), spawned.pid),
+            spawned,
+            permit,
+        })
+    }
+
+    /// Runs the function once on `input`; returns its stdout.
+    pub(crate) async fn run(
+        &self,
+        input: &[u8],
+        request_id: &str,
+        trace: Option<&str>,
+    ) -> Result<Vec<u8>, InvokeError> {
+        let spec = &self.spec;
+        let name = || spec.name.clone();
+        let env = [("SHS_REQUEST_ID", Some(request_id)), ("TRACEPARENT", trace)];
+        let Started {
+            spawned:
+                Spawned {
+                    mut child,
+                    pid,
+                    mut stdin,
+                    stdout,
+                    stderr,
+                },
+            mut running,
+            permit: _permit,
+        } = self
+            .start(env.into_iter().filter_map(|(k, v)| Some((k, v?))))
+            .await?;
         let limit = self.host.config.max_line;
         let write_input = async move {
             // A function that does not read its input may close stdin early: not an error.
@@ -162,16 +200,14 @@ impl ExecRunner {
         let (_, output, (), status) = match tokio::time::timeout(spec.timeout, all).await {
             Ok(done) => done,
             Err(_) => {
-                // SIGTERM, then SIGKILL if it has not exited after the grace period.
-                unix::kill_group(pid, self.host.config.kill_grace, child.wait()).await;
-                let _ = unix::reap(pid, &mut child).await;
-                running.finished = true;
-                tracing::warn!(function = %spec.name, pid, "exec process killed after {}", fmt_duration(spec.timeout));
-                return Err(InvokeError::Timeout {
-                    function: name(),
-                    after: spec.timeout,
-                    action: "its process was killed",
-                });
+                return Err(timed_out(
+                    spec,
+                    self.host.config.kill_grace,
+                    pid,
+                    &mut child,
+                    &mut running,
+                )
+                .await);
             }
         };
         running.finished = true;
@@ -210,6 +246,26 @@ impl ExecRunner {
     }
 }
 
+/// A process that ran past its timeout: SIGTERM to its group, SIGKILL after the `grace`
+/// period, reaped; the error to report (504).
+pub(crate) async fn timed_out(
+    spec: &FunctionSpec,
+    grace: Duration,
+    pid: u32,
+    child: &mut Child,
+    running: &mut RunningGuard,
+) -> InvokeError {
+    unix::kill_group(pid, grace, child.wait()).await;
+    let _ = unix::reap(pid, child).await;
+    running.finished = true;
+    tracing::warn!(function = %spec.name, pid, "{} process killed after {}", spec.mode.as_str(), fmt_duration(spec.timeout));
+    InvokeError::Timeout {
+        function: spec.name.clone(),
+        after: spec.timeout,
+        action: "its process was killed",
+    }
+}
+
 /// Counts one request waiting for a process, until dropped (also when the request is).
 struct Waiting<'a>(&'a AtomicUsize);
 
@@ -233,14 +289,15 @@ impl Drop for Waiting<'_> {
 
 /// Keeps a process group in the running set while it runs, and kills it if the request is
 /// dropped before the process was reaped (the client went away).
-struct RunningGuard<'a> {
-    set: &'a Mutex<HashSet<u32>>,
+pub(crate) struct RunningGuard {
+    set: Arc<Mutex<HashSet<u32>>>,
     pid: u32,
-    finished: bool,
+    /// Set once the process was reaped: nothing left to kill.
+    pub(crate) finished: bool,
 }
 
-impl<'a> RunningGuard<'a> {
-    fn new(set: &'a Mutex<HashSet<u32>>, pid: u32) -> Self {
+impl RunningGuard {
+    fn new(set: Arc<Mutex<HashSet<u32>>>, pid: u32) -> Self {
         set.lock().insert(pid);
         RunningGuard {
             set,
@@ -250,7 +307,7 @@ impl<'a> RunningGuard<'a> {
     }
 }
 
-impl Drop for RunningGuard<'_> {
+impl Drop for RunningGuard {
     fn drop(&mut self) {
         if !self.finished {
             // tokio reaps the dropped child in the background once it has exited.

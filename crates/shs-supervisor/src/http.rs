@@ -8,7 +8,8 @@
 //! `Content-Type` says JSON and that does not parse is a [`BodyError`] (answered 400), anything
 //! else is an [`HttpInvoke`] for [`crate::Supervisor::invoke_http`]. An rpc function gets it
 //! as the `http` member of `invoke`'s params ([`HttpInvoke::wire`]); an exec function gets the
-//! body on stdin.
+//! body on stdin; a cgi function the request as CGI meta-variables and the body on stdin
+//! ([`crate::cgi`]).
 
 use std::collections::BTreeMap;
 
@@ -36,6 +37,10 @@ pub struct HttpRequest {
     pub body: Bytes,
     /// The client's IP address, when known.
     pub remote_addr: Option<String>,
+    /// The server's side of the connection, when known (`SERVER_PORT` of a CGI script).
+    pub local_addr: Option<std::net::SocketAddr>,
+    /// The HTTP version, e.g. `HTTP/1.1` (`SERVER_PROTOCOL`); empty when unknown.
+    pub version: &'static str,
 }
 
 /// Why a request's body cannot be an invoke's input (answered 400).
@@ -139,6 +144,18 @@ impl HttpRequest {
             body_is_json,
             request: self,
         })
+    }
+}
+
+impl HttpRequest {
+    /// The request as it is, for a cgi function: its body is never parsed (`input` is
+    /// `null`, the raw body goes to the script).
+    pub fn into_raw_invoke(self) -> HttpInvoke {
+        HttpInvoke {
+            input: literal("null"),
+            body_is_json: false,
+            request: self,
+        }
     }
 }
 

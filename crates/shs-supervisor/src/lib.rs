@@ -3,7 +3,8 @@
 //! This crate owns the function processes: finding functions on disk ([`spec`]), following the
 //! functions folder as it changes, spawning each process in its own session and process group with a clean
 //! environment, the `initialize` handshake, the pool of processes of each function and the
-//! slots requests take on them, timeouts and kills, and mode exec (a process per request). It
+//! slots requests take on them, timeouts and kills, and modes exec and cgi (a process per
+//! request). It
 //! serves the requests functions make (`publish`, `subscribe`, `unsubscribe`) through the
 //! [`shs_bus::Bus`] it is given, and delivers the bus's events to functions by implementing
 //! [`shs_bus::Deliver`]. Of HTTP it knows only the request a function is invoked with
@@ -45,6 +46,7 @@ use std::time::Duration;
 
 use shs_bus::Bus;
 
+pub mod cgi;
 pub mod defaults;
 pub mod error;
 mod exec;
@@ -64,6 +66,7 @@ mod supervisor;
 mod unix;
 mod watch;
 
+pub use cgi::{CgiBody, CgiResponse};
 pub use error::{ErrorKind, InvokeError, SpecError, StartError};
 pub use http::{BodyError, HttpInvoke, HttpRequest};
 pub use logs::LogLine;
@@ -72,7 +75,9 @@ pub use secrets::{SecretsDirError, WebhookKey};
 pub use spec::{FunctionSpec, Mode, Source, WebhookKind, validate_name};
 pub use stats::{Activity, FunctionStats, ProcessInfo};
 pub use stream::{HttpStream, StreamChunk, StreamTx, http_stream};
-pub use supervisor::{FunctionDetail, FunctionInfo, FunctionSummary, Output, Supervisor};
+pub use supervisor::{
+    FunctionDetail, FunctionInfo, FunctionSummary, HttpFront, Output, StoredRequest, Supervisor,
+};
 
 /// How the supervisor runs functions.
 #[derive(Clone, Debug)]

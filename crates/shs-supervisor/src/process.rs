@@ -114,7 +114,7 @@ impl Process {
             stdin,
             stdout,
             stderr,
-        } = unix::spawn(spec, host, [])?;
+        } = unix::spawn(spec, host, std::iter::empty::<(&str, &str)>())?;
         // The child's reaper and stderr stay with the supervisor's runtime; stdin and stdout
         // move to the runtime of the process's home.
         let pipes = (|| {

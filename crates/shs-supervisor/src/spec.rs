@@ -47,14 +47,19 @@ pub enum Mode {
     Rpc,
     /// One process per request: the body on stdin, the response on stdout.
     Exec,
+    /// One process per request as a CGI/1.1 script (RFC 3875): the request in meta-variables
+    /// and the raw body on stdin, a CGI response (header lines, a blank line, the body) on
+    /// stdout, streamed to the client.
+    Cgi,
 }
 
 impl Mode {
-    /// `"rpc"` or `"exec"`.
+    /// `"rpc"`, `"exec"` or `"cgi"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Rpc => "rpc",
             Mode::Exec => "exec",
+            Mode::Cgi => "cgi",
         }
     }
 }

@@ -37,9 +37,11 @@ use crate::watch::{FolderWatch, follow};
 use crate::{Config, Host};
 
 mod deliver;
+mod invocation;
 mod reconcile;
 
 use deliver::Deliverer;
+pub use invocation::StoredRequest;
 
 /// What a pool closed for a redeploy says it was.
 const REDEPLOYED: &str = "redeployed";
@@ -63,6 +65,17 @@ pub enum Output {
     Json(Box<RawValue>),
     /// What an exec function wrote to stdout.
     Raw(Vec<u8>),
+    /// A cgi function's response: its status and headers, the body still coming.
+    Cgi(crate::cgi::CgiResponse),
+}
+
+/// What [`Supervisor::http_front`] says of a function.
+#[derive(Clone, Debug, Default)]
+pub struct HttpFront {
+    /// What its requests must be signed with, when it has a `[webhook]`.
+    pub webhook: Option<Arc<crate::secrets::WebhookKey>>,
+    /// Whether it runs in mode cgi (its body is passed as it is, never parsed).
+    pub cgi: bool,
 }
 
 /// What `GET /functions` shows of one function.
@@ -133,6 +146,7 @@ impl Function {
             trace,
             cause,
             webhook,
+            schedule,
         } = request;
         let (request_id, trace) = (*request_id, *trace);
         match &self.kind {
@@ -158,6 +172,10 @@ impl Function {
                     webhook: webhook.map(|kind| methods::WebhookContext {
                         kind: kind.as_str(),
                         verified: true,
+                    }),
+                    schedule: schedule.as_ref().map(|s| methods::ScheduleContext {
+                        cron: s.cron.as_str(),
+                        time: s.time.as_str(),
                     }),
                 };
                 let mut stream = None;
@@ -205,6 +223,37 @@ impl Function {
                     }
                 }
             }
+            Kind::Exec(runner) if runner.spec.mode == Mode::Cgi => {
+                let synthetic;
+                let request = match job {
+                    Job::Http(invoke, _) => invoke.request(),
+                    Job::Invoke(input) => {
+                        synthetic = cgi_post("application/json", input.get().as_bytes());
+                        &synthetic
+                    }
+                    Job::Event(event) => {
+                        synthetic = cgi_post(
+                            "application/cloudevents+json",
+                            event.json().get().as_bytes(),
+                        );
+                        &synthetic
+                    }
+                };
+                let response = runner
+                    .run_cgi(request, request_id, trace)
+                    .await
+                    .map_err(|e| (e, false))?;
+                if !matches!(job, Job::Event(_)) {
+                    return Ok(Output::Cgi(response));
+                }
+                // An event is handled once the script has exited with status 0 and an answer
+                // below 400; its body is read to the end, not kept.
+                response
+                    .read_to_end(name, usize::MAX)
+                    .await
+                    .map_err(|e| (e, false))?;
+                Ok(Output::Raw(Vec::new()))
+            }
             Kind::Exec(runner) => {
                 let input = match &job {
                     Job::Invoke(input) => Cow::Borrowed(input.get().as_bytes()),
@@ -239,6 +288,19 @@ impl Function {
     }
 }
 
+/// The request a cgi function gets for an invoke without an HTTP request or an event: a
+/// `POST /` of `body`.
+fn cgi_post(content_type: &str, body: &[u8]) -> crate::http::HttpRequest {
+    let mut request = crate::http::HttpRequest {
+        method: "POST".to_owned(),
+        path: "/".to_owned(),
+        body: bytes::Bytes::copy_from_slice(body),
+        ..crate::http::HttpRequest::default()
+    };
+    request.add_header("content-type", content_type);
+    request
+}
+
 /// One request the supervisor makes of a function.
 struct Request<'a> {
     job: Job<'a>,
@@ -250,6 +312,8 @@ struct Request<'a> {
     cause: Causation,
     /// The kind of webhook signature checked before it was made, `context.webhook`.
     webhook: Option<WebhookKind>,
+    /// The occurrence of a schedule it runs for, `context.schedule`.
+    schedule: Option<methods::ScheduleContext>,
 }
 
 /// What a function is asked to do: the two kinds of request.
@@ -258,7 +322,7 @@ enum Job<'a> {
     Invoke(Box<RawValue>),
     /// `/run/NAME...`: the input and the HTTP request, and where `stream` notifications go
     /// (if the caller takes them); the result is the answer.
-    Http(HttpInvoke, Option<StreamTx>),
+    Http(Box<HttpInvoke>, Option<StreamTx>),
     /// An event delivery; a result is not used.
     Event(&'a SharedEvent),
 }
@@ -443,6 +507,20 @@ impl Supervisor {
         self.inner.registry.read().get(name)?.webhook.clone()
     }
 
+    /// What the HTTP server needs to know of function `name` before it reads a request for
+    /// it: its `[webhook]` and whether it runs in mode cgi (one look at the registry). A
+    /// function that is not deployed has neither.
+    pub fn http_front(&self, name: &str) -> HttpFront {
+        let registry = self.inner.registry.read();
+        let Some(function) = registry.get(name) else {
+            return HttpFront::default();
+        };
+        HttpFront {
+            webhook: function.webhook.clone(),
+            cgi: function.spec().is_some_and(|s| s.mode == Mode::Cgi),
+        }
+    }
+
     /// Whether a function of that name is deployed.
     pub fn contains(&self, name: &str) -> bool {
         self.inner.registry.read().contains_key(name)
@@ -509,6 +587,7 @@ impl Supervisor {
             trace,
             cause: Causation::root(),
             webhook,
+            schedule: None,
         };
         self.run(name, request).await
     }
@@ -524,11 +603,12 @@ impl Supervisor {
         trace: Option<&str>,
     ) -> Result<Output, InvokeError> {
         let request = Request {
-            job: Job::Http(invoke, None),
+            job: Job::Http(Box::new(invoke), None),
             request_id,
             trace,
             cause: Causation::root(),
             webhook: None,
+            schedule: None,
         };
         self.run(name, request).await
     }
@@ -547,11 +627,12 @@ impl Supervisor {
         stream: StreamTx,
     ) -> Result<Output, InvokeError> {
         let request = Request {
-            job: Job::Http(invoke, Some(stream)),
+            job: Job::Http(Box::new(invoke), Some(stream)),
             request_id,
             trace,
             cause: Causation::root(),
             webhook,
+            schedule: None,
         };
         self.run(name, request).await
     }

@@ -36,11 +36,15 @@ pub(crate) struct Spawned {
 /// Starts a process of `spec`, with `extra_env` added to its environment. Must be called in a
 /// Tokio runtime, which then owns the pipes and reaps the child. The error says what could not
 /// be run, and why.
-pub(crate) fn spawn<'a>(
+pub(crate) fn spawn<K, V>(
     spec: &FunctionSpec,
     host: &Host,
-    extra_env: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Result<Spawned, String> {
+    extra_env: impl IntoIterator<Item = (K, V)>,
+) -> Result<Spawned, String>
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
     let mut cmd = command(spec, host);
     cmd.envs(extra_env);
     // While orphans are reaped, a child is known as ours before it can exit.

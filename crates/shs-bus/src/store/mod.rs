@@ -10,7 +10,8 @@
 //! meantime. Reads go through a second connection (WAL lets them run beside the writer).
 //!
 //! This module holds the types and the [`Store`]'s writes; `schema` the tables and their
-//! migrations, `writer` the writer thread, `read` the queries.
+//! migrations, `writer` the writer thread, `read` the queries, `invocations` the writes and
+//! reads of asynchronous invocations.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,9 +28,15 @@ use crate::event::SharedEvent;
 use schema::SCHEMA_VERSION;
 use writer::Write;
 
+mod invocations;
 mod read;
 mod schema;
 mod writer;
+
+pub use invocations::{
+    DeadInvocation, FAILED, InvocationError, InvocationFilter, InvocationInfo, InvocationWork,
+    NewInvocation, PendingInvocation, QUEUED, SUCCEEDED,
+};
 
 /// How many writes the queue holds before writers wait.
 const WRITE_QUEUE: usize = 16_384;
@@ -131,30 +138,49 @@ pub enum Outcome {
     Dead(Attempt),
 }
 
+/// The kind of a dead letter that is an event's delivery.
+pub const KIND_EVENT: &str = "event";
+/// The kind of a dead letter that is a failed asynchronous invocation.
+pub const KIND_INVOCATION: &str = "invocation";
+
 /// Which dead letters to list.
 #[derive(Clone, Debug, Default)]
 pub struct DeadLetterFilter {
     /// Only those of this function.
     pub function: Option<String>,
-    /// Only those of this event type.
+    /// Only those of this event type (no invocation has one).
     pub event_type: Option<String>,
+    /// Only those of this kind ([`KIND_EVENT`], [`KIND_INVOCATION`]).
+    pub kind: Option<String>,
     /// At most this many (newest first).
     pub limit: usize,
 }
 
-/// A delivery that failed for good, with everything needed to act on it.
+/// A delivery (or an asynchronous invocation) that failed for good, with everything needed
+/// to act on it.
 #[derive(Debug, Serialize)]
 pub struct DeadLetter {
     /// The dead letter's id (use it to retry or delete).
     pub id: String,
-    /// The subscribing function.
+    /// [`KIND_EVENT`] or [`KIND_INVOCATION`].
+    pub kind: &'static str,
+    /// The subscribing (or invoked) function.
     pub function: String,
-    /// The event's id.
-    pub event_id: String,
-    /// The event's type.
-    pub event_type: String,
-    /// The event object.
-    pub event: Box<RawValue>,
+    /// The event's id (kind `event`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// The event's type (kind `event`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// The event object (kind `event`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<Box<RawValue>>,
+    /// The invocation's id (kind `invocation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<String>,
+    /// The invocation's request as stored (kind `invocation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<Box<RawValue>>,
     /// Every attempt, with its status and error.
     pub attempts: Vec<Attempt>,
     /// When it became a dead letter.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::event::{Origin, SharedEvent};
 
 impl Store {
-    async fn read<T: Send + 'static>(
+    pub(super) async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -135,11 +135,16 @@ impl Store {
                 let (id, function, event_id, event_type, object, dead_ms) = row?;
                 letters.push(DeadLetter {
                     id: id.to_string(),
+                    kind: super::KIND_EVENT,
                     attempts: attempts_of(c, id)?,
                     function,
-                    event_id,
-                    event_type,
-                    event: RawValue::from_string(object).unwrap_or_else(|_| crate::event::null()),
+                    event_id: Some(event_id),
+                    event_type: Some(event_type),
+                    event: Some(
+                        RawValue::from_string(object).unwrap_or_else(|_| crate::event::null()),
+                    ),
+                    invocation_id: None,
+                    request: None,
                     dead_at: rfc3339_ms(dead_ms),
                 });
             }

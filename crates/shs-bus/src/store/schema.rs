@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use super::{Durability, StoreError};
 
 /// The version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -60,6 +60,39 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     pattern TEXT NOT NULL,
     PRIMARY KEY (function, pattern)
 );
+-- Asynchronous invocations (schema 4): the request as the function will get it, its state
+-- (`queued`, `succeeded`, `failed`; `running` is only known in memory), the function's answer
+-- or the error, and where the outcome is to be POSTed.
+CREATE TABLE IF NOT EXISTS invocations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    function TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_ms INTEGER NOT NULL DEFAULT 0,
+    request TEXT NOT NULL,
+    schedule TEXT,
+    callback TEXT,
+    -- `pending` until the outcome was POSTed to `callback`, then `sent` (or `failed`).
+    callback_state TEXT,
+    result TEXT,
+    error TEXT,
+    accepted_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    updated_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invocations_queued ON invocations(function, seq) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS invocations_failed ON invocations(updated_ms) WHERE state = 'failed';
+CREATE INDEX IF NOT EXISTS invocations_callback ON invocations(seq) WHERE callback_state = 'pending';
+CREATE INDEX IF NOT EXISTS invocations_function ON invocations(function, seq);
+CREATE TABLE IF NOT EXISTS invocation_attempts (
+    invocation INTEGER NOT NULL REFERENCES invocations(seq) ON DELETE CASCADE,
+    n INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    PRIMARY KEY (invocation, n)
+);
 -- What the supervisor learned of each function by running it (no schema version of its own:
 -- created if missing, ignored by older versions). `digest` names the deployment (its files)
 -- whose start-up subscriptions are those saved above; a function whose digest matches need
@@ -78,7 +111,8 @@ CREATE TABLE IF NOT EXISTS publishes (
 );
 ";
 
-/// Creates the schema in a new database, migrates one of schema 1 or 2, and refuses any other.
+/// Creates the schema in a new database, migrates one of schema 1, 2 or 3, and refuses any
+/// other.
 pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let tables: i64 = conn.query_row(
@@ -87,7 +121,7 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> 
         |r| r.get(0),
     )?;
     let new = found == 0 && tables == 0;
-    if !(new || found == 1 || found == 2 || found == SCHEMA_VERSION) {
+    if !(new || (1..=SCHEMA_VERSION).contains(&found)) {
         return Err(StoreError::Schema {
             path: path.to_owned(),
             found,
@@ -104,6 +138,8 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> 
         // 3 adds why an event's data was not kept.
         tx.execute_batch("ALTER TABLE events ADD COLUMN omitted TEXT")?;
     }
+    // 4 adds the tables `invocations` and `invocation_attempts`: new tables only, which
+    // `SCHEMA` creates.
     tx.execute_batch(SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -165,6 +201,49 @@ mod tests {
         );
         let new = store.event("new").await.expect("read").expect("new event");
         assert_eq!(new.deliveries[0].function, "alpha");
+        drop(store);
+        let conn = Connection::open(&path).expect("open");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[tokio::test]
+    async fn a_schema_3_store_is_migrated_and_takes_invocations() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("shs.db");
+        {
+            // A store as schema 3 wrote it: no invocation tables.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(SCHEMA).expect("schema");
+            conn.execute_batch(
+                "DROP TABLE invocation_attempts;
+                 DROP TABLE invocations;
+                 PRAGMA user_version = 3;
+                 INSERT INTO events (id, source, type, hops, origin, mode, object, created_ms)
+                 VALUES ('old', '/test', 't.one', 0, '{}', 'async', '{\"id\":\"old\"}', 0);",
+            )
+            .expect("a schema 3 store");
+        }
+        let store = Store::open(dir.path(), Durability::Normal).expect("schema 3 is migrated");
+        assert!(store.event("old").await.expect("read").is_some());
+        let request = serde_json::value::RawValue::from_string("{}".into()).expect("json");
+        store
+            .accept_invocation(crate::store::NewInvocation {
+                id: "inv1".into(),
+                function: "alpha".into(),
+                request,
+                schedule: None,
+                callback: None,
+            })
+            .await
+            .expect("an invocation is stored");
+        let info = store.invocation("inv1").await.expect("read").expect("kept");
+        assert_eq!(
+            (info.function.as_str(), info.state.as_str()),
+            ("alpha", "queued")
+        );
         drop(store);
         let conn = Connection::open(&path).expect("open");
         let version: i64 = conn

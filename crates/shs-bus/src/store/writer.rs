@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::invocations::{self, InvocationWrite};
 use super::{Attempt, DeliveryInfo, Outcome, StoreError, now_ms};
 use crate::event::SharedEvent;
 
@@ -76,6 +77,11 @@ pub(super) enum Write {
     Flush {
         done: oneshot::Sender<()>,
     },
+    /// A write of an asynchronous invocation; answers the function it concerned, if found.
+    Invocation {
+        write: InvocationWrite,
+        done: oneshot::Sender<Result<Option<String>, StoreError>>,
+    },
 }
 
 impl Write {
@@ -92,6 +98,7 @@ impl Write {
             | Write::Finish { .. }
             | Write::Revive { .. }
             | Write::Delete { .. }
+            | Write::Invocation { .. }
             | Write::Flush { .. } => true,
         }
     }
@@ -206,6 +213,9 @@ fn answer(write: Write, result: Result<Found, String>) {
         }
         Write::Flush { done } => {
             let _ = done.send(());
+        }
+        Write::Invocation { done, .. } => {
+            let _ = done.send(result.map(|found| found.function));
         }
         _ => {}
     }
@@ -378,9 +388,13 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
                      SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq AND d.state IN ('pending', 'dead'))",
                 params![before_ms],
             )?;
+            invocations::prune(tx, *before_ms)?;
             Ok(Found::default())
         }
         Write::Flush { .. } => Ok(Found::default()),
+        Write::Invocation { write, .. } => Ok(Found {
+            function: invocations::apply(tx, write, now)?,
+        }),
     }
 }
 

@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use futures::future::BoxFuture;
+use serde_json::value::RawValue;
+use shs_bus::store::InvocationWork;
 use shs_bus::{Causation, Deliver, DeliveryError, RetryPolicy, SharedEvent};
 
 use super::{Inner, Job, Kind, Request, Supervisor};
@@ -35,6 +37,26 @@ impl Deliver for Deliverer {
                 .deliver(&function, &event, cause)
                 .await
                 .map_err(|e| delivery_error(&e))
+        })
+    }
+
+    fn invoke(
+        &self,
+        function: Arc<str>,
+        work: Arc<InvocationWork>,
+        cause: Causation,
+    ) -> BoxFuture<'static, Result<Box<RawValue>, DeliveryError>> {
+        let inner = self.0.upgrade();
+        Box::pin(async move {
+            let Some(inner) = inner.filter(|i| !i.stopping.load(Ordering::Acquire)) else {
+                return Err(DeliveryError::not_attempted(
+                    503,
+                    "the supervisor is shutting down",
+                ));
+            };
+            Supervisor { inner }
+                .run_invocation(&function, &work, cause)
+                .await
         })
     }
 
@@ -73,7 +95,7 @@ impl Deliver for Deliverer {
 /// How a failed delivery is reported to the bus: the status `/run` would answer, whether
 /// a retry may help, and whether the event was sent at all. A function that answers an error with `"data": {"retry": false}` says it
 /// will not.
-fn delivery_error(error: &InvokeError) -> DeliveryError {
+pub(super) fn delivery_error(error: &InvokeError) -> DeliveryError {
     let status = error.kind().status();
     let retryable = match error {
         InvokeError::NotFound { .. } => false,
@@ -108,6 +130,7 @@ impl Supervisor {
             trace: event.traceparent.as_deref(),
             cause,
             webhook: None,
+            schedule: None,
         };
         self.run(name, request).await.map(drop)
     }

@@ -234,7 +234,7 @@ impl Supervisor {
                             Mode::Rpc => {
                                 Kind::Rpc(Pool::new(spec, host.clone(), logs.clone(), deployment))
                             }
-                            Mode::Exec => {
+                            Mode::Exec | Mode::Cgi => {
                                 Kind::Exec(ExecRunner::new(spec, host.clone(), logs.clone()))
                             }
                         }

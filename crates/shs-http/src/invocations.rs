@@ -1,0 +1,104 @@
+//! Asynchronous invocations: `POST /run/NAME...` with `Prefer: respond-async` ([`accept`],
+//! called by `run`), `GET /invocations` and `GET /invocations/{id}`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::HeaderMap;
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Map, json};
+use shs_bus::invocation::valid_state;
+use shs_bus::store::InvocationFilter;
+use shs_supervisor::{HttpRequest as FunctionRequest, InvokeError, StoredRequest, WebhookKind};
+
+use crate::events::bus_error;
+use crate::functions::invoke_error_response;
+use crate::{AppState, error_response};
+
+/// Stores an invocation of `name` on `request` and answers 202 with its id and `Location`.
+pub(crate) async fn accept(
+    state: &AppState,
+    name: &str,
+    request: &FunctionRequest,
+    headers: &HeaderMap,
+    trace: Option<String>,
+    webhook: Option<WebhookKind>,
+) -> HttpResponse {
+    let _ = headers;
+    if !state.supervisor.contains(name) {
+        return invoke_error_response(&InvokeError::NotFound {
+            function: name.to_owned(),
+        });
+    }
+    let stored = StoredRequest::http(request, trace, webhook).to_raw();
+    let invocations = match state.supervisor.bus().invocations() {
+        Ok(invocations) => invocations,
+        Err(e) => return bus_error(&e),
+    };
+    match invocations.accept(name, stored, None, None).await {
+        Ok(id) => HttpResponse::Accepted()
+            .insert_header(("preference-applied", "respond-async"))
+            .insert_header(("location", format!("/invocations/{id}")))
+            .json(json!({"status": "accepted", "invocation_id": id})),
+        Err(e) => bus_error(&e),
+    }
+}
+
+/// Query of `GET /invocations`.
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    function: Option<String>,
+    state: Option<String>,
+    #[serde(default, deserialize_with = "crate::query::whole_number")]
+    limit: Option<u64>,
+}
+
+/// `GET /invocations?function=&state=&limit=`: newest first.
+pub(crate) async fn list(query: web::Query<ListQuery>, state: web::Data<AppState>) -> HttpResponse {
+    let query = query.into_inner();
+    if let Some(wanted) = &query.state
+        && !valid_state(wanted)
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "invalid state {:?}: use queued, running, succeeded or failed",
+                wanted.chars().take(40).collect::<String>()
+            ),
+            Map::new(),
+        );
+    }
+    let invocations = match state.supervisor.bus().invocations() {
+        Ok(invocations) => invocations,
+        Err(e) => return bus_error(&e),
+    };
+    let filter = InvocationFilter {
+        function: query.function,
+        state: query.state,
+        limit: query.limit.unwrap_or(100).clamp(1, 10_000) as usize,
+    };
+    match invocations.list(filter).await {
+        Ok(list) => HttpResponse::Ok().json(json!({ "invocations": list })),
+        Err(e) => bus_error(&e),
+    }
+}
+
+/// `GET /invocations/{id}`.
+pub(crate) async fn get(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    let id = path.into_inner();
+    let invocations = match state.supervisor.bus().invocations() {
+        Ok(invocations) => invocations,
+        Err(e) => return bus_error(&e),
+    };
+    match invocations.get(&id).await {
+        Ok(Some(info)) => HttpResponse::Ok().json(info),
+        Ok(None) => error_response(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no invocation {:?} (a finished invocation is kept for --event-retention)",
+                id.chars().take(80).collect::<String>()
+            ),
+            Map::new(),
+        ),
+        Err(e) => bus_error(&e),
+    }
+}
