@@ -29,6 +29,7 @@ mod load;
 mod nats;
 mod openapi;
 mod ops;
+mod prewarm;
 mod protocol;
 mod run;
 mod scale;

@@ -189,6 +189,11 @@ impl Bus {
         self.core.subscriptions()
     }
 
+    /// The functions an event of type `event_type` goes to, each once.
+    pub fn matching(&self, event_type: &str) -> Vec<Arc<str>> {
+        self.core.matching(event_type)
+    }
+
     /// The patterns `function` is subscribed to, sorted.
     pub fn subscriptions_of(&self, function: &str) -> Vec<String> {
         self.core.patterns_of(function)

@@ -60,3 +60,6 @@ pub fn server_url() -> String {
 /// Processes a deployment starts at once (spread: a large functions folder does not start a
 /// storm of processes).
 pub const STARTS_AT_ONCE: usize = 8;
+
+/// Processes a second that chain-aware prewarming may start (`--prewarm-budget`).
+pub const PREWARM_BUDGET: u32 = 8;

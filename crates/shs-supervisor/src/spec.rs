@@ -254,6 +254,9 @@ pub struct FunctionSpec {
     pub retry_backoff: Duration,
     /// Whether asynchronous deliveries of one event type are made one at a time, in order.
     pub ordered: bool,
+    /// The event types it declares it publishes (`publishes`): the chains prewarmed before it
+    /// has run.
+    pub publishes: Vec<String>,
     /// The secrets its processes may read, in the folder `SHS_SECRETS`.
     pub secrets: Vec<String>,
     /// The signature its requests are checked for.

@@ -334,8 +334,11 @@ for line in sys.stdin:
 
 #[tokio::test]
 async fn a_function_writing_into_its_own_folder_does_not_hold_up_deploys() {
+    // min_instances: its process runs all along (one with no subscriptions is otherwise
+    // stopped once it has answered initialize).
     let mut server = ServerBuilder::new()
         .file("ticker", "main.py", TICKER)
+        .toml("ticker", "min_instances = 1\n")
         .start()
         .await;
     server.wait_ready().await;

@@ -95,6 +95,7 @@ impl Supervisor {
             for name in removed {
                 if let Some(old) = registry.remove(&name) {
                     bus.remove_function(&name);
+                    self.inner.host.prewarm.forget(&name);
                     tracing::info!(function = %name, "function removed");
                     retired.push((old, "removed"));
                 }
@@ -122,6 +123,10 @@ impl Supervisor {
                     Found::Function(spec) => spec.subscribe.clone(),
                     Found::Broken { .. } => old_subscriptions.clone(),
                 };
+                // The types it declares it publishes (what it was seen publishing stays).
+                if let Found::Function(spec) = &now {
+                    self.inner.host.prewarm.declare(&name, &spec.publishes);
+                }
                 for pattern in &old_subscriptions {
                     if !manifest_subscriptions.contains(pattern) {
                         bus.unsubscribe(&name, pattern);
