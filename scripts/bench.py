@@ -97,8 +97,20 @@ SUB_TOML = {"instances": 2, "concurrency": 16, "queue": 256}
 ASYNC_SUB_TOML = {"instances": 2, "concurrency": 16, "queue": 256, "ordered": False}
 PUBLISHER_TOML = {"instances": 8, "concurrency": 1, "queue": 256}
 COLD_TOML = {"instances": 1, "min_instances": 0, "idle_timeout": 0.2}
-IDLE_PY_TOML = {"min_instances": 0, "idle_timeout": 0.2}
-IDLE_FUNCTIONS = 100
+# The idle functions: the Rust echo, scaled to zero (what is measured is the supervisor).
+IDLE_TOML = {"min_instances": 0, "idle_timeout": 0.2}
+IDLE_FUNCTIONS = 1000
+# Steps 2 and 3 of the cold chain, and the Python cold start it is measured in.
+CHAIN_COLD_TOML = {"min_instances": 0, "idle_timeout": 0.2}
+CHAIN_STEPS = ["process-step1", "process-step2", "process-step3"]
+# The functions with no function.toml, what a user gets first (see `write_functions`).
+BARE = {
+    "bare-rs": "`main`: a copy of `bench-echo-fn`, declaring nothing",
+    "decl-rs": "`main`: `exec bench-echo-fn --concurrency 16` (declares `{\"concurrency\": 16}` "
+               "in `initialize`)",
+    "sdk-rs": "`main`: a copy of the Rust SDK's `examples/echo.rs`",
+    "sdk-py": "`main.py`: the Python SDK echo (`SDK_PY_ECHO`) and `shs_sdk.py`",
+}
 
 
 def toml_text(settings: dict) -> str:
@@ -125,6 +137,14 @@ SCENARIOS = [
              BODY, describe(ECHO_RS_TOML)),
     Scenario("py-32", "shs warm invoke, Python echo, 32 conns", "shs", "/run/echo-py", BODY, 32,
              BODY, describe(ECHO_PY_TOML)),
+    Scenario("bare-32", "shs warm invoke, Rust echo, no function.toml, 32 conns", "shs",
+             "/run/bare-rs", BODY, 32, BODY, "none (" + BARE["bare-rs"] + ")"),
+    Scenario("decl-32", "shs warm invoke, Rust echo declaring concurrency 16, no function.toml, "
+             "32 conns", "shs", "/run/decl-rs", BODY, 32, BODY, "none (" + BARE["decl-rs"] + ")"),
+    Scenario("sdk-rs-32", "shs warm invoke, Rust SDK echo, no function.toml, 32 conns", "shs",
+             "/run/sdk-rs", BODY, 32, BODY, "none (" + BARE["sdk-rs"] + ")"),
+    Scenario("sdk-py-32", "shs warm invoke, Python SDK echo, no function.toml, 32 conns", "shs",
+             "/run/sdk-py", BODY, 32, BODY, "none (" + BARE["sdk-py"] + ")"),
     Scenario("spawn-32", "one-shot `cat` per request (baseline), 32 conns", "spawn", "/run/cat",
              BODY, 32, BODY),
     Scenario("exec-32", "shs mode exec `cat`, 32 conns", "shs", "/run/cat", BODY, 32, BODY,
@@ -151,29 +171,40 @@ SCENARIOS = [
 ]
 SCENARIO = {s.key: s for s in SCENARIOS}
 # What `--compare` runs unless `--only` says otherwise: the warm-invoke and event paths.
-COMPARE_DEFAULT = ["rs-1", "rs-32", "py-32", "ev1-32", "pub-32"]
+COMPARE_DEFAULT = ["rs-1", "rs-32", "bare-32", "decl-32", "py-32", "ev1-32", "pub-32"]
 
 RATIOS = [
-    Ratio("r-rs-32", "warm invoke Rust / raw echo, 32 conns, req/s", "rs-32", "echo-32", "rps",
-          ">= 0.75x", lambda r: r >= 0.75),
+    Ratio("r-bare-32", "warm invoke Rust, no function.toml, no declaration / raw echo, 32 conns, "
+          "req/s", "bare-32", "echo-32", "rps", ">= 0.45x (issue 14)", lambda r: r >= 0.45),
+    Ratio("r-decl-32", "warm invoke Rust declaring concurrency 16 in `initialize`, no "
+          "function.toml / raw echo, 32 conns, req/s", "decl-32", "echo-32", "rps",
+          ">= 0.70x (issue 14)", lambda r: r >= 0.70),
+    Ratio("r-rs-32", "warm invoke Rust, function.toml `instances = 2`, `concurrency = 16` / raw "
+          "echo, 32 conns, req/s", "rs-32", "echo-32", "rps", ">= 0.80x (issue 14)",
+          lambda r: r >= 0.80),
     Ratio("r-rs-1", "warm invoke Rust / raw echo, 1 conn, req/s", "rs-1", "echo-1", "rps",
-          ">= 0.8x", lambda r: r >= 0.8),
+          ">= 0.85x (issue 14)", lambda r: r >= 0.85),
+    Ratio("r-sdk-rs-32", "warm invoke Rust SDK echo, no function.toml / raw echo, 32 conns, req/s",
+          "sdk-rs-32", "echo-32", "rps", ">= 0.70x (issue 14)", lambda r: r >= 0.70),
+    Ratio("r-sdk-py-32", "warm invoke Python SDK echo, no function.toml / raw echo, 32 conns, "
+          "req/s", "sdk-py-32", "echo-32", "rps", ">= 0.45x (issue 14)", lambda r: r >= 0.45),
     Ratio("r-py-32", "warm invoke Python / raw echo, 32 conns, req/s", "py-32", "echo-32", "rps",
-          ">= 0.35x", lambda r: r >= 0.35),
+          ">= 0.35x (issue 6)", lambda r: r >= 0.35),
     Ratio("r-exec", "mode exec `cat` / one-shot spawn loop, 32 conns, req/s", "exec-32",
-          "spawn-32", "rps", ">= 0.9x", lambda r: r >= 0.9),
+          "spawn-32", "rps", ">= 0.9x (issue 6)", lambda r: r >= 0.9),
     Ratio("r-exec-path", "mode exec `cat` by full path / one-shot spawn loop, 32 conns, req/s",
           "exec-path-32", "spawn-32", "rps"),
     Ratio("r-ev1-32", "events, 1 subscriber / warm invoke Rust, 32 conns, req/s", "ev1-32",
-          "rs-32", "rps", ">= 0.7x", lambda r: r >= 0.7),
+          "rs-32", "rps", ">= 0.85x (issue 14)", lambda r: r >= 0.85),
     Ratio("r-ev1-1", "events, 1 subscriber / warm invoke Rust, 1 conn, req/s", "ev1-1", "rs-1",
           "rps"),
     Ratio("r-ev10-p50", "events p50, 10 subscribers / 1 subscriber, 1 conn", "ev10-1", "ev1-1",
-          "p50", "<= 3x", lambda r: r <= 3.0),
+          "p50", "<= 3x (issue 6)", lambda r: r <= 3.0),
     Ratio("r-ev10-p50-32", "events p50, 10 subscribers / 1 subscriber, 32 conns", "ev10-32",
           "ev1-32", "p50"),
-    Ratio("r-pub", "invoke that publishes / warm invoke Rust, 32 conns, req/s", "pub-32", "rs-32",
-          "rps"),
+    Ratio("r-pub", "invoke that publishes synchronously to 1 subscriber / warm invoke Rust, "
+          "32 conns, req/s", "pub-32", "rs-32", "rps", ">= 0.50x (issue 14)",
+          lambda r: r >= 0.50),
 ]
 
 # What follows this line in BENCHMARKS.md is written by hand, and kept when the script runs again.
@@ -399,6 +430,53 @@ for line in sys.stdin:
 '''
 
 
+# The Python SDK echo: what a user writes first (no function.toml; the SDK declares what it
+# handles).
+SDK_PY_ECHO = '''\
+import shs_sdk
+
+app = shs_sdk.Function()
+
+
+@app.invoke
+def echo(input, ctx):
+    return input
+
+
+app.run()
+'''
+
+SDK_PY = ROOT / "sdk" / "python" / "shs_sdk.py"
+EVENT_EXAMPLES = ROOT / "examples" / "events" / "python"
+
+
+def write_bare(folder: Path, main: Path | None = None, script: str | None = None,
+               files: dict | None = None) -> None:
+    """A function folder with no function.toml: an executable `main` (a copy of `main`, or a
+    shell script) or the given files."""
+    folder.mkdir(parents=True)
+    if main is not None:
+        shutil.copy(main, folder / "main")
+    if script is not None:
+        (folder / "main").write_text(script)
+        (folder / "main").chmod(0o755)
+    for name, text in (files or {}).items():
+        (folder / name).write_text(text)
+
+
+def write_chain(root: Path) -> None:
+    """The seed's three-step chain (Python SDK): steps 2 and 3 scale to zero."""
+    sdk = SDK_PY.read_text()
+    for step in CHAIN_STEPS:
+        files = {"main.py": (EVENT_EXAMPLES / step / "main.py").read_text(), "shs_sdk.py": sdk}
+        if step != CHAIN_STEPS[0]:
+            files["function.toml"] = toml_text(CHAIN_COLD_TOML)
+        write_bare(root / step, files=files)
+    # The unit the chain is measured in: the cold start of a Python SDK function.
+    write_bare(root / "cold-py", files={"main.py": SDK_PY_ECHO, "shs_sdk.py": sdk,
+                                        "function.toml": toml_text(CHAIN_COLD_TOML)})
+
+
 def write_function(folder: Path, settings: dict, main_py: str | None = None) -> None:
     folder.mkdir(parents=True)
     (folder / "function.toml").write_text(toml_text(settings))
@@ -423,12 +501,17 @@ def write_functions(root: Path) -> None:
     write_function(root / "cold", {"command": [echo_fn], **COLD_TOML})
     write_function(root / "async-sub", {"command": [echo_fn], "subscribe": ["bench.async"],
                                         **ASYNC_SUB_TOML})
+    write_bare(root / "bare-rs", main=Path(echo_fn))
+    write_bare(root / "decl-rs", script=f"#!/bin/sh\nexec {shlex.quote(echo_fn)} --concurrency 16\n")
+    write_bare(root / "sdk-rs", main=RELEASE / "examples" / "echo")
+    write_bare(root / "sdk-py", files={"main.py": SDK_PY_ECHO, "shs_sdk.py": SDK_PY.read_text()})
+    write_chain(root)
 
 
 def write_idle_functions(root: Path) -> None:
+    echo_fn = str(RELEASE / "bench-echo-fn")
     for i in range(IDLE_FUNCTIONS):
-        write_function(root / f"echo-{i:03}", {"command": [sys.executable, "main.py"],
-                                               **IDLE_PY_TOML}, PY_ECHO)
+        write_function(root / f"echo-{i:04}", {"command": [echo_fn], **IDLE_TOML})
 
 
 def describe_machine() -> dict:
@@ -502,7 +585,11 @@ class Results:
     warm_all: list = field(default_factory=list)
     cold_internal: list = field(default_factory=list)  # shs's own last_cold_start_ms
     rss_load: list = field(default_factory=list)  # peak VmRSS KiB per round, during rs-32
-    rss_idle100: list = field(default_factory=list)  # VmRSS KiB samples
+    rss_idle: list = field(default_factory=list)  # VmRSS KiB samples, IDLE_FUNCTIONS at zero
+    ready_idle: list = field(default_factory=list)  # s from start to /ready, IDLE_FUNCTIONS
+    # per round: (median cold chain ms, median warm chain ms, median cold Python SDK request ms,
+    # median warm one)
+    chain: list = field(default_factory=list)
     commands: list = field(default_factory=list)  # (kind: "server" or "load", name, command)
     # scenario key -> {"accepted": [events/s per round], "delivered": [events/s per round]}
     throughput: dict = field(default_factory=dict)
@@ -587,13 +674,19 @@ class TimedClient:
         host, port = url.removeprefix("http://").split(":")
         self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
 
-    def post(self, path: str, body: str) -> float:
+    def post(self, path: str, body: str, check=None) -> float:
+        """Times one POST; the answer must be 200 and, unless `check` (a function of the
+        decoded answer) says otherwise, the body itself."""
         start = time.perf_counter()
         self.conn.request("POST", path, body, {"Content-Type": "application/json"})
         resp = self.conn.getresponse()
         data = resp.read()
         elapsed = (time.perf_counter() - start) * 1e3
-        if resp.status != 200 or json.loads(data) != json.loads(body):
+        ok = resp.status == 200
+        if ok:
+            answer = json.loads(data)
+            ok = check(answer) if check else answer == json.loads(body)
+        if not ok:
             raise SystemExit(f"[bench] POST {path}: {resp.status} {data[:300]!r}")
         return elapsed
 
@@ -616,26 +709,68 @@ def cold_round(shs: Server, reps: int, results: Results) -> None:
     results.warm_all += warm
 
 
+def chain_done(answer) -> bool:
+    """process-step1's answer once the whole chain ran: its publish reached step 2."""
+    publish = answer.get("publish") if isinstance(answer, dict) else None
+    return answer.get("step") == 1 and isinstance(publish, dict) and publish.get("delivered") == 1
+
+
+def chain_round(shs: Server, reps: int, results: Results) -> None:
+    """The seed's chain with steps 2 and 3 at zero processes, then warm; and the cold start
+    of a Python SDK function, the unit the chain's extra latency is given in."""
+    client = TimedClient(shs.url)
+    order = json.dumps({"order": {"id": 42}})
+    cold, warm, py_cold, py_warm = [], [], [], []
+
+    def at_zero(*names):
+        rows = functions(shs)
+        return all(rows[n]["processes"] == 0 and rows[n]["starting"] == 0 for n in names)
+
+    for _ in range(reps):
+        wait_until("the chain's steps 2 and 3 to scale to zero",
+                   lambda: at_zero(*CHAIN_STEPS[1:]), timeout=30, every=0.02)
+        time.sleep(0.05)
+        cold.append(client.post("/run/process-step1", order, chain_done))
+        for _ in range(3):
+            warm.append(client.post("/run/process-step1", order, chain_done))
+        wait_until("cold-py to scale to zero", lambda: at_zero("cold-py"), timeout=30,
+                   every=0.02)
+        time.sleep(0.05)
+        py_cold.append(client.post("/run/cold-py", BODY))
+        for _ in range(3):
+            py_warm.append(client.post("/run/cold-py", BODY))
+    results.chain.append((statistics.median(cold), statistics.median(warm),
+                          statistics.median(py_cold), statistics.median(py_warm)))
+
+
+def chain_units(row) -> float:
+    """The cold chain's extra latency over the warm chain, in Python SDK cold starts."""
+    cold, warm, py_cold, py_warm = row
+    return (cold - warm) / (py_cold - py_warm) if py_cold > py_warm else float("nan")
+
+
 def idle_rss(args, work: Path, results: Results) -> None:
     folder = work / "idle-functions"
     write_idle_functions(folder)
     cmd = [str(RELEASE / "shs"), "serve", "--functions-dir", str(folder),
            "--listen", "127.0.0.1:{port}", "--workers", str(args.workers), "--no-watch"]
-    results.commands.append(("server", "shs with 100 idle functions",
+    results.commands.append(("server", f"shs with {IDLE_FUNCTIONS} idle functions",
                              shlex.join(cmd).replace(str(work), "$WORK")))
-    shs = start("shs-idle100", cmd, work)
-    wait_until("shs (100 functions) to be ready",
-               lambda: request("GET", shs.url + "/ready")[0] == 200, timeout=120)
+    started = time.perf_counter()
+    shs = start(f"shs-idle{IDLE_FUNCTIONS}", cmd, work)
+    wait_until(f"shs ({IDLE_FUNCTIONS} functions) to be ready",
+               lambda: request("GET", shs.url + "/ready")[0] == 200, timeout=300, every=0.02)
+    results.ready_idle.append(time.perf_counter() - started)
     check_alive(shs)
 
     def all_idle():
         rows = functions(shs)
         return len(rows) == IDLE_FUNCTIONS and all(r["processes"] == 0 for r in rows.values())
 
-    wait_until("100 functions to scale to zero", all_idle, timeout=120, every=0.2)
+    wait_until(f"{IDLE_FUNCTIONS} functions to scale to zero", all_idle, timeout=300, every=0.2)
     time.sleep(1.0)
     for _ in range(3):
-        results.rss_idle100.append(rss_kib(shs.proc.pid))
+        results.rss_idle.append(rss_kib(shs.proc.pid))
         time.sleep(0.3)
     failed = [n for n, r in functions(shs).items() if r["state"] == "failed"]
     if failed:
@@ -852,11 +987,16 @@ def measure(args, wrk: str) -> tuple[Results, dict]:
         cold_round(shs, args.cold_reps, results)
         cold, warm = results.cold[-1]
         log(f"  cold start: {cold:.2f} ms, warm {warm:.2f} ms: extra {cold - warm:.2f} ms")
+        chain_round(shs, args.chain_reps, results)
+        cold, warm, py_cold, py_warm = results.chain[-1]
+        log(f"  cold chain: {cold:.1f} ms, warm {warm:.1f} ms; Python cold start "
+            f"{py_cold:.1f} ms, warm {py_warm:.1f} ms: {chain_units(results.chain[-1]):.2f} "
+            "cold starts")
     wrk_log.close()
     shutil.copy(work / "wrk.log", ROOT / "target" / "bench-wrk.log")
     for server in servers.values():
         check_alive(server)
-    log("supervisor RSS with 100 idle functions")
+    log(f"supervisor RSS with {IDLE_FUNCTIONS} idle functions")
     idle_rss(args, work, results)
     stop_all()
     for server in servers.values():
@@ -993,7 +1133,7 @@ def write_report(args, machine: dict, results: Results, plot_ok: bool) -> str:
       f"of shs and of both baselines: {args.workers}\n")
 
     w("## Targets\n")
-    w("| target (issue 6) | measured: median (min–max) | result |")
+    w("| target (issue) | measured: median (min–max) | result |")
     w("|---|---|---|")
     for ratio in RATIOS:
         if ratio.check is None:
@@ -1007,17 +1147,23 @@ def write_report(args, machine: dict, results: Results, plot_ok: bool) -> str:
             p99_ok = statistics.median(p99) < 2.0
             extra = f"; p99 {med_range(p99, '.2f')} ms (target < 2 ms)"
             ok = ok and p99_ok
-        w(f"| {ratio.title}: {ratio.target}{' and p99 < 2 ms' if extra else ''} | "
+        w(f"| {ratio.title}: {ratio.target}{'; p99 < 2 ms' if extra else ''} | "
           f"{med_range(values, '.2f')}x{extra} | {verdict(ok)} |")
+    units = [chain_units(row) for row in results.chain]
+    w(f"| cold 3-step chain (Python SDK, steps 2 and 3 at zero processes): extra latency over "
+      f"the warm chain <= 1.2 Python cold starts (issue 14) | {med_range(units, '.2f')} cold "
+      f"starts | {verdict(bool(units) and statistics.median(units) <= 1.2)} |")
     extras = [c - wm for c, wm in results.cold]
-    w(f"| cold start of a Rust function at zero processes: < 2 ms more than a warm request | "
-      f"{med_range(extras, '.2f')} ms extra | {verdict(bool(extras) and statistics.median(extras) < 2.0)} |")
-    idle = [k / 1024 for k in results.rss_idle100]
-    w(f"| supervisor RSS idle, {IDLE_FUNCTIONS} functions at zero processes: < 30 MiB | "
-      f"{med_range(idle, '.1f')} MiB | {verdict(bool(idle) and statistics.median(idle) < 30)} |")
+    w(f"| cold start of a Rust function at zero processes: <= 1.5 ms more than a warm request "
+      f"(issue 14) | {med_range(extras, '.2f')} ms extra | "
+      f"{verdict(bool(extras) and statistics.median(extras) <= 1.5)} |")
+    idle = [k / 1024 for k in results.rss_idle]
+    w(f"| supervisor RSS idle, {IDLE_FUNCTIONS:,} functions at zero processes: < 40 MiB "
+      f"(issue 14) | {med_range(idle, '.1f')} MiB | "
+      f"{verdict(bool(idle) and statistics.median(idle) < 40)} |")
     load = [k / 1024 for k in results.rss_load]
-    w(f"| supervisor RSS under load (peak during Rust echo, 32 conns): < 64 MiB | "
-      f"{med_range(load, '.1f')} MiB | {verdict(bool(load) and max(load) < 64)} |")
+    w(f"| supervisor RSS under load (peak during Rust echo, 32 conns): < 48 MiB (issue 14) | "
+      f"{med_range(load, '.1f')} MiB | {verdict(bool(load) and max(load) < 48)} |")
     for key, kind, title, target, check in THROUGHPUTS:
         if check is None:
             continue
@@ -1105,10 +1251,27 @@ def write_report(args, machine: dict, results: Results, plot_ok: bool) -> str:
     if results.cold_internal:
         w(f"| shs's own `last_cold_start_ms` (spawn to `initialize` answered), all "
           f"repetitions | {med_range(results.cold_internal, '.2f')} |")
-    w(f"| supervisor VmRSS, {IDLE_FUNCTIONS} Python echo functions at 0 processes "
-      f"({describe(IDLE_PY_TOML)}), MiB | {med_range(idle, '.1f')} |")
+    w(f"| supervisor VmRSS, {IDLE_FUNCTIONS:,} Rust echo functions at 0 processes "
+      f"({describe(IDLE_TOML)}), MiB | {med_range(idle, '.1f')} |")
+    w(f"| time from the start of `shs serve` to `/ready` with those {IDLE_FUNCTIONS:,} "
+      f"functions, s | {med_range(results.ready_idle, '.2f')} |")
     w(f"| supervisor peak VmRSS during the Rust echo at 32 conns (all functions of the table "
       f"deployed), MiB | {med_range(load, '.1f')} |")
+    w("")
+    w("## Cold chain\n")
+    w("The seed's chain (`examples/events/python/process-step{1,2,3}`, Python SDK, synchronous "
+      "publishes): `POST /run/process-step1` answers once step 2 and step 3 have run. Steps 2 "
+      f"and 3 have {describe(CHAIN_COLD_TOML)}; each repetition waits until both are at 0 "
+      "processes, times one chain (cold), then 3 more (warm). The unit: the cold start of a "
+      f"Python SDK echo (`cold-py`, {describe(CHAIN_COLD_TOML)}), cold request − warm request. "
+      f"{args.chain_reps} repetitions per round; per round, medians.\n")
+    w("| figure | median (min–max) over rounds |")
+    w("|---|---|")
+    w(f"| cold chain, ms | {med_range([r[0] for r in results.chain], '.1f')} |")
+    w(f"| warm chain, ms | {med_range([r[1] for r in results.chain], '.1f')} |")
+    w(f"| Python SDK cold start extra, ms | "
+      f"{med_range([r[2] - r[3] for r in results.chain], '.1f')} |")
+    w(f"| cold chain extra / Python cold start extra | {med_range(units, '.2f')} |")
     w("")
     if plot_ok:
         w("## Latency percentiles\n")
@@ -1142,6 +1305,11 @@ def write_report(args, machine: dict, results: Results, plot_ok: bool) -> str:
     w(f"| `publisher` | `bench-echo-fn --publish bench.pub` (publishes the input, waits for the "
       f"answer, then answers) | {describe(PUBLISHER_TOML)} |")
     w(f"| `cold` | `bench-echo-fn` | {describe(COLD_TOML)} |")
+    for name, what in BARE.items():
+        w(f"| `{name}` | {what} | none |")
+    w(f"| `process-step1` … `process-step3` | the seed's chain, Python SDK | none; steps 2 and "
+      f"3: {describe(CHAIN_COLD_TOML)} |")
+    w(f"| `cold-py` | the Python SDK echo | {describe(CHAIN_COLD_TOML)} |")
     w("")
     return "\n".join(out) + "\n"
 
@@ -1196,6 +1364,8 @@ def main() -> None:
     parser.add_argument("--duration", type=int, help="seconds per wrk run (default 5)")
     parser.add_argument("--warmup", type=int, help="seconds of warm-up before each run (1)")
     parser.add_argument("--cold-reps", type=int, help="cold starts per round (default 15)")
+    parser.add_argument("--chain-reps", type=int,
+                        help="cold chains (and Python cold starts) per round (default 5)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="HTTP workers of shs and of the baselines (default: nproc)")
     parser.add_argument("--no-build", action="store_true", help="use the binaries as they are")
@@ -1210,8 +1380,8 @@ def main() -> None:
                         help="with --compare: the scenario keys to run, comma-separated "
                         f"(default {','.join(COMPARE_DEFAULT)})")
     args = parser.parse_args()
-    quick = {"rounds": 2, "duration": 2, "warmup": 1, "cold_reps": 5}
-    full = {"rounds": 3, "duration": 5, "warmup": 1, "cold_reps": 15}
+    quick = {"rounds": 2, "duration": 2, "warmup": 1, "cold_reps": 5, "chain_reps": 2}
+    full = {"rounds": 3, "duration": 5, "warmup": 1, "cold_reps": 15, "chain_reps": 5}
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)

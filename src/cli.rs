@@ -112,6 +112,11 @@ pub(crate) struct InvokeArgs {
     #[arg(long = "async")]
     pub(crate) asynchronous: bool,
 
+    /// With --async: where the server POSTs the outcome when the invocation ends
+    /// (`X-Callback-Url`).
+    #[arg(long, value_name = "URL", requires = "asynchronous")]
+    pub(crate) callback: Option<String>,
+
     #[command(flatten)]
     pub(crate) server: ServerArgs,
 }
@@ -343,6 +348,18 @@ pub(crate) struct ServeArgs {
     /// repeat or separate with commas. By default it is never believed.
     #[arg(long = "trusted-proxy", env = "SHS_TRUSTED_PROXY", value_delimiter = ',', value_name = "ADDR", value_parser = parse_net)]
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Where the callbacks of asynchronous invocations (`X-Callback-Url`) may go: a host name
+    /// (or address) or a CIDR; repeat or separate with commas. By default anywhere: on a
+    /// server others can reach, set it, or a client can make shs POST to hosts inside your
+    /// network (server-side request forgery).
+    #[arg(
+        long = "callback-allow",
+        env = "SHS_CALLBACK_ALLOW",
+        value_delimiter = ',',
+        value_name = "HOST|CIDR"
+    )]
+    pub(crate) callback_allow: Vec<String>,
 
     /// Origin allowed to call the API from a browser (CORS); `*` for any; repeat or separate
     /// with commas. By default no CORS headers are sent.

@@ -340,6 +340,9 @@ pub(crate) fn invoke(args: &InvokeArgs) -> anyhow::Result<()> {
     if args.asynchronous {
         headers.push(("prefer", "respond-async"));
     }
+    if let Some(url) = &args.callback {
+        headers.push(("x-callback-url", url));
+    }
     let reply = client.post(&format!("/run/{}", args.name), &input, &headers)?;
     if !reply.ok() {
         return Err(client.error(&reply, Hint::Function));

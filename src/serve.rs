@@ -191,7 +191,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !access.api_keys.is_empty() {
         tracing::info!(keys = access.api_keys.len(), "API keys required");
     }
+    let callbacks =
+        shs_http::CallbackPolicy::new(&args.callback_allow).map_err(|e| anyhow::anyhow!("{e}"))?;
     let http_config = HttpConfig {
+        callbacks,
         metrics: Some(metrics),
         access,
         cors_origins: args.cors_origins.clone(),

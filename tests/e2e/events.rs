@@ -530,3 +530,79 @@ async fn publishing_to_itself_during_start_up_is_reported_not_waited_out() {
         server.stop_and_check();
     }
 }
+
+#[tokio::test]
+async fn the_listing_filters_pages_and_refuses_bad_queries() {
+    let builder = subscriber(ServerBuilder::new(), "sub-a", "list.a");
+    let mut server = subscriber(builder, "sub-b", "list.b").start().await;
+    server.wait_ready().await;
+    for n in 0..5 {
+        let event_type = if n % 2 == 0 { "list.a" } else { "list.b" };
+        let answer = server.publish(event_type, json!({"n": n})).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    let all = server.get("/events?type=list.*").await;
+    assert_eq!(all.status, 200, "{all:?}");
+    let payloads: Vec<&str> = all.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(payloads, ["list.a", "list.b", "list.a", "list.b", "list.a"]);
+    assert_eq!(all.body["next"], Value::Null);
+    let mine = server.get("/events?function=sub-b").await;
+    assert_eq!(mine.body["events"].as_array().map(Vec::len), Some(2));
+    assert_eq!(mine.body["events"][0]["deliveries"][0]["function"], "sub-b");
+
+    // Two at a time, following `next`: every event once, newest first.
+    let mut seen = Vec::new();
+    let mut path = "/events?type=list.>&limit=2".to_owned();
+    loop {
+        let page = server.get(&path).await;
+        assert_eq!(page.status, 200, "{page:?}");
+        seen.extend(
+            page.body["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .map(|e| e["id"].clone()),
+        );
+        match page.body["next"].as_str() {
+            Some(next) => path = next.to_owned(),
+            None => break,
+        }
+    }
+    let ids: Vec<Value> = all.body["events"].as_array().expect("events").clone();
+    let ids: Vec<Value> = ids.iter().map(|e| e["id"].clone()).collect();
+    assert_eq!(seen, ids);
+
+    // Bounds: a forged cursor, a limit past the most, a time in the future.
+    let forged = server
+        .get("/events?before=99999999999999999999999999")
+        .await;
+    assert_eq!(forged.body["events"].as_array().map(Vec::len), Some(5));
+    let most = server.get("/events?limit=1000000").await;
+    assert_eq!(most.status, 200, "{most:?}");
+    let later = server.get("/events?since=2999-01-01T00:00:00Z").await;
+    assert_eq!(later.body["events"], json!([]));
+
+    // Malformed parameters are 400s that say which.
+    for (query, says) in [
+        ("type=a..b", "type: invalid event type"),
+        ("type=%00", "control characters"),
+        (&format!("type={}", "a".repeat(300)), "longer than 255"),
+        ("type=a.b*", "whole tokens"),
+        ("function=%3Cscript%3E", "function: invalid function name"),
+        ("since=yesterday", "since=\"yesterday\" is neither"),
+        ("since=15", "is neither"),
+        ("before=-1", "not a whole number"),
+        ("limit=1e3", "not a whole number"),
+    ] {
+        let answer = server.get(&format!("/events?{query}")).await;
+        assert_eq!(answer.status, 400, "{query}: {answer:?}");
+        let message = answer.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{query}: {message}");
+    }
+    server.stop_and_check();
+}

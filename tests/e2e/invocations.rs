@@ -385,3 +385,211 @@ async fn the_cli_invokes_asynchronously_and_shows_invocations() {
     assert!(stderr.contains("invalid state"), "{stderr}");
     server.stop_and_check();
 }
+
+/// One request a [`Receiver`] got: its headers (names lower-case) and its body as JSON.
+#[derive(Debug)]
+pub struct Received {
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: Value,
+}
+
+/// A callback receiver on a free port: answers 500 to its first `fails` requests, then 200,
+/// and hands over each request it got.
+pub struct Receiver {
+    pub url: String,
+    got: tokio::sync::mpsc::UnboundedReceiver<Received>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    pub async fn start(fails: usize) -> Receiver {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let (tx, got) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut served = 0;
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then the body Content-Length says.
+                let (head, length) = loop {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break (String::new(), 0),
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                    }
+                    if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&data[..end]).into_owned();
+                        data.drain(..end + 4);
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        break (head, length);
+                    }
+                };
+                while data.len() < length {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let headers = head
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        Some((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                    })
+                    .collect();
+                let status = if served < fails {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                served += 1;
+                let _ = socket
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+                let body = serde_json::from_slice(&data).unwrap_or(Value::Null);
+                let _ = tx.send(Received { headers, body });
+            }
+        });
+        Receiver { url, got, task }
+    }
+
+    /// The next request, within the patience of the harness.
+    pub async fn next(&mut self) -> Received {
+        tokio::time::timeout(crate::harness::PATIENCE, self.got.recv())
+            .await
+            .expect("a callback in time")
+            .expect("the receiver runs")
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn the_outcome_is_posted_to_the_callback_until_the_receiver_takes_it() {
+    let builder = ServerBuilder::new()
+        .fixture("job")
+        .fixture_as("job", "broken-job")
+        .toml("broken-job", "max_attempts = 1\n");
+    std::fs::write(builder.functions_dir().join("broken-job/broken"), "").expect("break");
+    let mut server = builder.start().await;
+    server.wait_ready().await;
+    // Fails twice, then takes it.
+    let mut receiver = Receiver::start(2).await;
+    let id = accepted(
+        &invoke_async_with(
+            &server,
+            "job",
+            json!({"n": 5}),
+            &[("x-callback-url", &receiver.url)],
+        )
+        .await,
+    );
+    for _ in 0..3 {
+        let got = receiver.next().await;
+        assert_eq!(got.headers.get("x-shs-invocation-id"), Some(&id), "{got:?}");
+        assert_eq!(
+            got.headers.get("content-type").map(String::as_str),
+            Some("application/json")
+        );
+        assert_eq!(
+            got.body,
+            json!({
+                "invocation_id": id,
+                "function": "job",
+                "state": "succeeded",
+                "result": {"ok": true, "input": {"n": 5}, "attempt": 1}
+            })
+        );
+    }
+    let path = format!("/invocations/{id}");
+    assert!(
+        poll(|| async { server.get(&path).await.body["callback_state"] == "sent" }).await,
+        "{}",
+        server.get(&path).await.body
+    );
+    assert_eq!(
+        server.get(&path).await.body["callback_url"],
+        receiver.url.as_str()
+    );
+
+    // A failed invocation's callback carries the error.
+    let mut receiver = Receiver::start(0).await;
+    let failed = accepted(
+        &invoke_async_with(
+            &server,
+            "broken-job",
+            json!({}),
+            &[("x-callback-url", &receiver.url)],
+        )
+        .await,
+    );
+    let got = receiver.next().await;
+    assert_eq!(got.body["invocation_id"], failed.as_str());
+    assert_eq!(got.body["state"], "failed");
+    assert_eq!(got.body["error"]["status"], 500);
+    assert!(got.body.get("result").is_none(), "{:?}", got.body);
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn a_callback_url_that_is_not_http_or_not_allowed_is_refused() {
+    let mut server = ServerBuilder::new()
+        .fixture("job")
+        .args(&["--callback-allow", "hooks.example.com,10.0.0.0/8"])
+        .start()
+        .await;
+    server.wait_ready().await;
+    for (url, why) in [
+        ("ftp://hooks.example.com/x", "http or https"),
+        ("file:///etc/passwd", "http or https"),
+        ("javascript:alert(1)", "http or https"),
+        ("/relative/path", "absolute"),
+        ("http://user:secret@hooks.example.com/", "credentials"),
+        ("http://127.0.0.1:9/hook", "not allowed"),
+        ("http://169.254.169.254/latest/meta-data/", "not allowed"),
+        ("http://hooks.example.com.evil.net/", "not allowed"),
+    ] {
+        let refused =
+            invoke_async_with(&server, "job", json!({}), &[("x-callback-url", url)]).await;
+        assert_eq!(refused.status, 400, "{url}: {refused:?}");
+        assert!(refused.message().contains(why), "{url}: {refused:?}");
+    }
+    let long = format!("http://hooks.example.com/{}", "a".repeat(3000));
+    let refused = invoke_async_with(&server, "job", json!({}), &[("x-callback-url", &long)]).await;
+    assert_eq!(refused.status, 400, "{refused:?}");
+    // Nothing was queued; an allowed URL is taken.
+    assert_eq!(
+        server.get("/invocations").await.body["invocations"],
+        json!([])
+    );
+    accepted(
+        &invoke_async_with(
+            &server,
+            "job",
+            json!({}),
+            &[("x-callback-url", "http://10.255.255.1:9/hook")],
+        )
+        .await,
+    );
+    server.stop_and_check();
+}

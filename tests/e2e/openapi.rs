@@ -1078,6 +1078,37 @@ async fn every_route_answers_as_the_document_says() {
     w.expect(404, "GET", "/events/no-such-event", None, &[])
         .await;
 
+    // The listing: every filter, a page and its next, and each malformed parameter.
+    let listed = w.expect(200, "GET", "/events", None, &[]).await;
+    assert!(
+        listed.json()["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["id"] == inner.json()["event"]["id"])),
+        "{listed:?}"
+    );
+    let page = w
+        .expect(
+            200,
+            "GET",
+            "/events?type=walk.*&function=publisher&since=1h&limit=1",
+            None,
+            &[],
+        )
+        .await;
+    let next = page.json()["next"].as_str().map(str::to_owned);
+    if let Some(next) = next {
+        w.expect(200, "GET", &next, None, &[]).await;
+    }
+    for bad in [
+        "/events?type=a..b",
+        "/events?function=../x",
+        "/events?since=yesterday",
+        "/events?before=-1",
+        "/events?limit=many",
+    ] {
+        w.expect(400, "GET", bad, None, &[]).await;
+    }
+
     // Dead letters: flaky is broken, so its event ends there after two attempts.
     let doomed = w
         .expect(
@@ -1198,6 +1229,14 @@ async fn every_route_answers_as_the_document_says() {
     .await;
     w.expect(400, "GET", "/invocations?state=asleep", None, &[])
         .await;
+    w.expect(
+        400,
+        "POST",
+        "/run/echo",
+        Some("{}"),
+        &[("prefer", "respond-async"), ("x-callback-url", "ftp://x/")],
+    )
+    .await;
     w.expect(404, "GET", "/invocations/no-such-invocation", None, &[])
         .await;
     w.expect(
@@ -1233,7 +1272,7 @@ async fn every_route_answers_as_the_document_says() {
     w.expect(405, "TRACE", "/run/echo", None, &[]).await;
     w.expect(405, "TRACE", "/run/echo/a/b", None, &[]).await;
     w.expect(405, "DELETE", "/functions", None, &[]).await;
-    w.expect(405, "GET", "/events", None, &[]).await;
+    w.expect(405, "PUT", "/events", None, &[]).await;
     w.expect(405, "GET", "/events/dead-letters/x", None, &[])
         .await;
     w.expect(404, "GET", "/nope", None, &[]).await;
@@ -1380,6 +1419,7 @@ async fn what_the_nats_bus_cannot_do_is_501_as_the_document_says() {
         .to_owned();
     w.expect(501, "GET", &format!("/events/{id}"), None, &[])
         .await;
+    w.expect(501, "GET", "/events?type=walk.*", None, &[]).await;
     w.expect(200, "GET", "/events/dead-letters", None, &[])
         .await;
     w.expect(404, "POST", "/events/dead-letters/1/retry", None, &[])

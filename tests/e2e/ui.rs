@@ -900,3 +900,272 @@ async fn markup_from_functions_is_shown_as_text_and_never_runs() {
     browser.close().await;
     server.stop_and_check();
 }
+
+/// A step of a chain: on `chain.one` it publishes `chain.two`, on `chain.two` `chain.three`
+/// (asynchronously, so that each is a delivery of its own with its attempts); `chain.three`
+/// fails its first attempt and then succeeds.
+const STEP: &str = r#"import os
+import fixture
+
+NEXT = {"chain.one": "chain.two", "chain.two": "chain.three"}
+
+def event(params):
+    event = params["event"]
+    following = NEXT.get(event["type"])
+    if following:
+        fixture.call("publish", {"type": following, "async": True, "payload": event["payload"]})
+        return {"ok": True}
+    if not os.path.exists("tried"):
+        open("tried", "w").close()
+        raise fixture.RpcError({"code": 1, "message": "the first try fails"})
+    return {"ok": True}
+
+fixture.serve(event=event)
+"#;
+
+/// The id of the newest event of `event_type` the listing shows, once there is one whose
+/// deliveries are all delivered.
+async fn settled_event(server: &Server, event_type: &str) -> String {
+    let settled = || async {
+        let listed = server.get(&format!("/events?type={event_type}")).await;
+        let first = &listed.body["events"][0];
+        let done = first["deliveries"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty() && d.iter().all(|d| d["state"] == "delivered"));
+        first["id"].as_str().filter(|_| done).map(str::to_owned)
+    };
+    let found = poll(|| async { settled().await.is_some() }).await;
+    assert!(found, "no settled {event_type}; log:\n{}", server.logs());
+    settled().await.expect("an id")
+}
+
+#[tokio::test]
+async fn the_lineage_of_a_three_step_chain_is_drawn_and_walked() {
+    if !browser_available() {
+        return;
+    }
+    let mut builder = ServerBuilder::new();
+    for (name, on) in [
+        ("step1", "chain.one"),
+        ("step2", "chain.two"),
+        ("step3", "chain.three"),
+    ] {
+        builder = python(builder, name, STEP).toml(
+            name,
+            &format!("subscribe = [\"{on}\"]\nmax_attempts = 3\nretry_backoff = 0.05\n"),
+        );
+    }
+    let mut server = builder.start().await;
+    server.wait_ready().await;
+    let accepted = server
+        .request(
+            reqwest::Method::POST,
+            "/events",
+            Some(json!({"type": "chain.one", "payload": {"order": 42}}).to_string()),
+            &[("prefer", "respond-async")],
+        )
+        .await;
+    assert_eq!(accepted.status, 202, "{accepted:?}");
+    let one = accepted.body["event_id"].as_str().expect("id").to_owned();
+    let three = settled_event(&server, "chain.three").await;
+    let two = settled_event(&server, "chain.two").await;
+
+    let browser = Browser::start().await;
+    // The listing, filtered from the link.
+    browser
+        .goto(&format!("{}/ui/#/events?type=chain.*", server.url))
+        .await;
+    browser
+        .until(
+            "the three events",
+            "return [...document.querySelectorAll('#events tbody tr')].map(r => r.dataset.event).length === 3;",
+            &server,
+        )
+        .await;
+    let rows = browser
+        .js("return [...document.querySelectorAll('#events tbody tr')].map(r => r.dataset.event);")
+        .await;
+    assert_eq!(rows, json!([three, two, one]), "newest first");
+    assert_eq!(
+        browser
+            .js("return document.querySelector('#ev-type').value;")
+            .await,
+        "chain.*"
+    );
+    browser.screenshot("events").await;
+
+    // The middle event: its cause above, the step after it below, each delivery with its
+    // attempts.
+    browser
+        .click(&format!("#events tr[data-event=\"{two}\"] a.event-link"))
+        .await;
+    browser
+        .until(
+            "the whole chain in the graph",
+            "return document.querySelectorAll('#lineage .node-event').length === 3 \
+             && document.querySelectorAll('#lineage .node-delivery').length === 3;",
+            &server,
+        )
+        .await;
+    assert_eq!(
+        browser.js("return location.hash;").await,
+        format!("#/events/{two}")
+    );
+    let graph = browser
+        .js(
+            "return [...document.querySelectorAll('#lineage .node')].map(n => \
+             [n.dataset.event || n.dataset.delivery, n.textContent]);",
+        )
+        .await;
+    let text = graph.to_string();
+    for needle in [
+        "chain.one",
+        "chain.two",
+        "chain.three",
+        "step1",
+        "step2",
+        "step3",
+        "delivered",
+        "2 attempts",
+    ] {
+        assert!(text.contains(needle), "{needle} not in the graph: {graph}");
+    }
+    let current = browser
+        .js("return document.querySelector('#lineage .node-current').dataset.event;")
+        .await;
+    assert_eq!(current, two.as_str());
+    // The edges: event, delivery, event, delivery, event, delivery.
+    assert_eq!(
+        browser
+            .js("return document.querySelectorAll('#lineage path.edge').length;")
+            .await,
+        5
+    );
+    let facts = browser
+        .js("return document.querySelector('#event-facts').textContent;")
+        .await;
+    assert!(
+        facts
+            .as_str()
+            .is_some_and(|f| f.contains(&one) && f.contains(&three) && f.contains("step1")),
+        "{facts}"
+    );
+    browser.screenshot("event").await;
+
+    // Down the chain by a click on the graph; its attempts are listed, the failed one too.
+    browser
+        .click(&format!("#lineage a.node-link g[data-event=\"{three}\"]"))
+        .await;
+    browser
+        .until(
+            "the last event's page",
+            &format!(
+                "return location.hash === '#/events/{three}' && \
+                 !!document.querySelector('#deliveries') && \
+                 document.querySelector('#lineage .node-current')?.dataset.event === '{three}';"
+            ),
+            &server,
+        )
+        .await;
+    let attempts = browser
+        .js("return [...document.querySelectorAll('#deliveries tbody tr')].map(r => r.textContent);")
+        .await;
+    let attempts = attempts.to_string();
+    assert!(
+        attempts.contains("the first try fails") && attempts.contains("200"),
+        "{attempts}"
+    );
+    // A deep link survives a reload.
+    browser.client().refresh().await.expect("reload");
+    browser
+        .until(
+            "the graph after a reload",
+            "return document.querySelectorAll('#lineage .node-event').length === 3;",
+            &server,
+        )
+        .await;
+    browser.close().await;
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn markup_in_event_types_ids_and_payloads_is_shown_as_text() {
+    if !browser_available() {
+        return;
+    }
+    let builder = python(ServerBuilder::new(), "sink", SINK)
+        .toml("sink", "subscribe = [\"xss.>\"]\nmax_attempts = 1\n");
+    let mut server = builder.start().await;
+    server.wait_ready().await;
+    let event_type = "xss.<img/src=x/onerror=window.__pwned=7//";
+    let id = "<svg onload=window.__pwned=8>";
+    let published = server
+        .request(
+            reqwest::Method::POST,
+            "/events",
+            Some(
+                json!({
+                    "specversion": "1.0", "id": id, "source": "/xss", "type": event_type,
+                    "data": {"html": "<img src=x onerror=\"window.__pwned = 9\">"},
+                })
+                .to_string(),
+            ),
+            &[("content-type", "application/cloudevents+json")],
+        )
+        .await;
+    assert_eq!(published.status, 200, "{published:?}");
+    let listed =
+        poll(|| async { server.get("/events?type=xss.>").await.body["events"][0]["id"] == id })
+            .await;
+    assert!(listed, "the event listed; log:\n{}", server.logs());
+    let browser = Browser::start().await;
+    let pwned = "return window.__pwned === undefined && document.querySelectorAll('#main img, #main script, #main svg[onload], #main b').length === 0;";
+    browser.goto(&format!("{}/ui/#/events", server.url)).await;
+    browser
+        .until(
+            "the type, as text",
+            &format!(
+                "return [...document.querySelectorAll('#events tbody code')].some(c => c.textContent === {});",
+                json!(event_type)
+            ),
+            &server,
+        )
+        .await;
+    assert_eq!(
+        browser.js(pwned).await,
+        true,
+        "nothing ran on the events page"
+    );
+    browser.click("#events tbody a.event-link").await;
+    browser
+        .until(
+            "the graph, with the type as text",
+            &format!(
+                "return [...document.querySelectorAll('#lineage .node-title')].some(t => t.textContent.startsWith({}));",
+                json!(&event_type[..20])
+            ),
+            &server,
+        )
+        .await;
+    browser
+        .until(
+            "the payload and the error, as text",
+            "return document.querySelector('#event-json').textContent.includes('window.__pwned = 9') \
+             && document.querySelector('#deliveries').textContent.includes('onerror=\"window.__pwned = 4\"');",
+            &server,
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return decodeURIComponent(location.hash);")
+            .await,
+        format!("#/events/{id}")
+    );
+    assert_eq!(
+        browser.js(pwned).await,
+        true,
+        "nothing ran on the event page"
+    );
+    browser.close().await;
+    server.stop_and_check();
+}

@@ -17,7 +17,7 @@ use crate::BusError;
 use crate::causation::Causation;
 use crate::deliver::{Deliver, DeliveryError};
 use crate::event::SharedEvent;
-use crate::store::{Attempt, DeadLetter, DeadLetterFilter, EventInfo};
+use crate::store::{Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage};
 use crate::table::{Subscription, SubscriptionTable};
 
 /// The part of a bus that its backend sees too: the subscription table (the bus changes it
@@ -273,6 +273,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// An event with its deliveries and lineage, if the backend keeps history.
     fn event(&self, id: &str) -> BoxFuture<'_, Result<Option<EventInfo>, BusError>>;
+
+    /// The events kept that match `filter`, newest first, if the backend keeps history.
+    fn events(&self, filter: EventFilter) -> BoxFuture<'_, Result<EventPage, BusError>>;
 
     /// Starts no more asynchronous deliveries; those in flight finish.
     fn quiesce(&self);

@@ -14,7 +14,10 @@ use crate::event::{Event, now};
 use crate::invocation::{InvocationLimits, Invocations, is_invocation_id};
 use crate::local::Embedded;
 use crate::rules;
-use crate::store::{Attempt, DeadLetter, DeadLetterFilter, EventInfo, KIND_INVOCATION, Store};
+use crate::store::{
+    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, KIND_INVOCATION,
+    Store,
+};
 use crate::table::Subscription;
 use crate::{BusError, DEFAULT_MAX_HOPS};
 
@@ -333,6 +336,12 @@ impl Bus {
     /// An event with its deliveries and lineage, if the bus remembers it.
     pub async fn event(&self, id: &str) -> Result<Option<EventInfo>, BusError> {
         self.backend.event(id).await
+    }
+
+    /// The events that match `filter`, newest first, a page at a time, if the bus remembers
+    /// events.
+    pub async fn events(&self, filter: EventFilter) -> Result<EventPage, BusError> {
+        self.backend.events(filter).await
     }
 
     /// Stops starting asynchronous deliveries (those in flight finish); called first at

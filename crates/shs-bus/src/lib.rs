@@ -65,7 +65,9 @@ pub use event::{Event, Origin, SharedEvent};
 pub use invocation::{InvocationLimits, Invocations};
 pub use rules::LOOP_DETECTED;
 pub use settle::Settled;
-pub use store::{Attempt, DeadLetter, DeadLetterFilter, EventInfo};
+pub use store::{
+    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, EventSummary,
+};
 pub use table::{
     MAX_SUBSCRIPTIONS_PER_FUNCTION, Subscription, SubscriptionTable, validate_pattern,
     validate_type,
@@ -76,10 +78,41 @@ fn count_published(mode: &'static str) {
     metrics::counter!("shs_events_published_total", "mode" => mode).increment(1);
 }
 
+/// The outcomes [`count_delivery`] counts, in the order of [`DeliveryCounters`].
+const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "failed", "dead_lettered"];
+/// Most functions whose delivery counters are kept registered; past it, each count looks its
+/// counter up (as every count did before).
+const MAX_COUNTED_FUNCTIONS: usize = 10_000;
+
+/// The delivery counters of one function, one per outcome, registered once.
+type DeliveryCounters = [metrics::Counter; 3];
+
+/// The delivery counters of each function that has had deliveries: looked up by name with a
+/// read lock instead of building the metric's key and finding it in the registry each time.
+static DELIVERY_COUNTERS: std::sync::LazyLock<
+    parking_lot::RwLock<std::collections::HashMap<Box<str>, DeliveryCounters>>,
+> = std::sync::LazyLock::new(Default::default);
+
+fn delivery_counter(function: &str, outcome: &'static str) -> metrics::Counter {
+    metrics::counter!("shs_event_deliveries_total", "function" => function.to_owned(), "outcome" => outcome)
+}
+
 /// Counts a delivery outcome (`delivered`, `failed` or `dead_lettered`) for `GET /metrics`.
 fn count_delivery(function: &str, outcome: &'static str) {
-    metrics::counter!("shs_event_deliveries_total", "function" => function.to_owned(), "outcome" => outcome)
-        .increment(1);
+    let Some(index) = DELIVERY_OUTCOMES.iter().position(|o| *o == outcome) else {
+        delivery_counter(function, outcome).increment(1);
+        return;
+    };
+    if let Some(counters) = DELIVERY_COUNTERS.read().get(function) {
+        counters[index].increment(1);
+        return;
+    }
+    let counters = DELIVERY_OUTCOMES.map(|o| delivery_counter(function, o));
+    counters[index].increment(1);
+    let mut all = DELIVERY_COUNTERS.write();
+    if all.len() < MAX_COUNTED_FUNCTIONS {
+        all.insert(function.into(), counters);
+    }
 }
 
 /// Counts an asynchronous invocation's step (`accepted`, `succeeded`, `failed`) for

@@ -13,7 +13,9 @@ use crate::causation::{Causation, FailureSink};
 use crate::deliver::DeliveryError;
 use crate::event::now;
 use crate::queue::Lanes;
-use crate::store::{Attempt, DeadLetter, DeadLetterFilter, EventInfo, Store, now_ms};
+use crate::store::{
+    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, Store, now_ms,
+};
 
 /// The backend of one supervisor.
 pub(crate) struct Embedded {
@@ -236,6 +238,10 @@ impl Backend for Embedded {
     fn event(&self, id: &str) -> BoxFuture<'_, Result<Option<EventInfo>, BusError>> {
         let id = id.to_owned();
         Box::pin(async move { Ok(self.store("event history")?.event(&id).await?) })
+    }
+
+    fn events(&self, filter: EventFilter) -> BoxFuture<'_, Result<EventPage, BusError>> {
+        Box::pin(async move { Ok(self.store("event history")?.events(filter).await?) })
     }
 
     fn quiesce(&self) {

@@ -1,4 +1,5 @@
-//! `/events`: publishing from outside, dead letters, and event history.
+//! `/events`: publishing from outside, the listing of recent events, dead letters, and event
+//! history.
 //!
 //! `POST /events` takes an event in one of three forms:
 //!
@@ -20,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use shs_bus::event::TRACEPARENT;
 use shs_bus::store::{KIND_EVENT, KIND_INVOCATION};
-use shs_bus::{BusError, Causation, DeadLetterFilter};
+use shs_bus::{BusError, Causation, DeadLetterFilter, EventFilter};
 
 use crate::cloudevents::*;
 use crate::{AppState, error_response, read_body};
@@ -218,5 +219,153 @@ pub(crate) async fn event(path: web::Path<String>, state: web::Data<AppState>) -
             Map::new(),
         ),
         Err(e) => bus_error(&e),
+    }
+}
+
+/// Query of `GET /events`.
+#[derive(Deserialize)]
+pub(crate) struct EventsQuery {
+    #[serde(rename = "type")]
+    pattern: Option<String>,
+    function: Option<String>,
+    since: Option<String>,
+    #[serde(default, deserialize_with = "crate::query::whole_number")]
+    before: Option<u64>,
+    #[serde(default, deserialize_with = "crate::query::whole_number")]
+    limit: Option<u64>,
+}
+
+/// How many events a page of `GET /events` holds unless `limit` says.
+const DEFAULT_PAGE: u64 = 100;
+
+/// `since`: an RFC 3339 time (`2026-12-06T02:00:00Z`, any offset), or how long ago (`15m`,
+/// `2h`, `1day`), as milliseconds since the epoch.
+fn since_ms(text: &str) -> Result<i64, String> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.timestamp_millis());
+    }
+    // humantime reads a bare `0` as a duration; a duration here always has its unit.
+    let with_unit = text.ends_with(|c: char| c.is_ascii_alphabetic());
+    match humantime::parse_duration(text).ok().filter(|_| with_unit) {
+        Some(ago) => Ok(std::time::SystemTime::now()
+            .checked_sub(ago)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
+        None => Err(format!(
+            "since={:?} is neither an RFC 3339 time (2026-12-06T02:00:00Z) nor a duration \
+             (15m, 2h)",
+            text.chars().take(40).collect::<String>()
+        )),
+    }
+}
+
+fn bad_query(message: String) -> HttpResponse {
+    error_response(StatusCode::BAD_REQUEST, message, Map::new())
+}
+
+/// `GET /events`: the events kept, newest first, filtered, a page at a time; `next` is the
+/// link to the next page (the same query, `before` the last one looked at).
+pub(crate) async fn list(
+    query: web::Query<EventsQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let query = query.into_inner();
+    if let Some(pattern) = &query.pattern
+        && let Err(e) = shs_bus::table::validate_pattern(pattern)
+    {
+        return bad_query(format!("type: {e}"));
+    }
+    if let Some(function) = &query.function
+        && let Err(e) = shs_supervisor::validate_name(function)
+    {
+        return bad_query(format!("function: {e}"));
+    }
+    let since = match query.since.as_deref().map(since_ms).transpose() {
+        Ok(since) => since,
+        Err(message) => return bad_query(message),
+    };
+    let limit = query
+        .limit
+        .unwrap_or(DEFAULT_PAGE)
+        .clamp(1, shs_bus::store::MAX_PAGE as u64);
+    let filter = EventFilter {
+        pattern: query.pattern.clone(),
+        function: query.function.clone(),
+        since_ms: since,
+        before: query.before.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+        limit: limit as usize,
+    };
+    match state.supervisor.bus().events(filter).await {
+        Ok(page) => {
+            // A `since` given as a duration goes on as the time it meant.
+            let since = since.map(shs_bus::store::rfc3339_ms);
+            let next = page.next.map(|before| {
+                let mut link = String::from("/events?");
+                for (name, value) in [
+                    ("type", query.pattern.as_deref()),
+                    ("function", query.function.as_deref()),
+                    ("since", since.as_deref()),
+                ] {
+                    if let Some(value) = value {
+                        link.push_str(name);
+                        link.push('=');
+                        link.extend(percent_encoding::utf8_percent_encode(
+                            value,
+                            percent_encoding::NON_ALPHANUMERIC,
+                        ));
+                        link.push('&');
+                    }
+                }
+                link.push_str(&format!("limit={limit}&before={before}"));
+                link
+            });
+            HttpResponse::Ok().json(json!({ "events": page.events, "next": next }))
+        }
+        Err(e) => bus_error(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::since_ms;
+
+    #[test]
+    fn since_is_an_rfc_3339_time_or_how_long_ago() {
+        assert_eq!(since_ms("1970-01-01T00:00:01Z"), Ok(1_000));
+        assert_eq!(since_ms("2026-12-06T02:00:00.250Z"), Ok(1_796_522_400_250));
+        assert_eq!(
+            since_ms("2026-12-06T03:00:00.250+01:00"),
+            Ok(1_796_522_400_250)
+        );
+        assert_eq!(since_ms("1969-12-31T23:59:59Z"), Ok(-1_000));
+        let now = shs_bus::store::now_ms();
+        let ago = since_ms("15m").expect("a duration");
+        assert!((now - 15 * 60_000 - 1_000..=now - 15 * 60_000 + 1_000).contains(&ago));
+        assert_eq!(
+            since_ms("100000years"),
+            Ok(0),
+            "before the epoch is the epoch"
+        );
+        // What the OpenAPI pattern of a duration allows, at its largest.
+        for longest in [
+            "1h30m",
+            "1h 30m",
+            "999999999years 999999999M 999999999w 999999999d",
+        ] {
+            assert!(since_ms(longest).is_ok(), "{longest}");
+        }
+        for bad in [
+            "",
+            "0",
+            "15",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "-5m",
+            "15 parsecs",
+            "\u{0}",
+        ] {
+            let error = since_ms(bad).expect_err(bad);
+            assert!(error.starts_with("since="), "{error}");
+        }
     }
 }

@@ -23,7 +23,22 @@ pub(crate) async fn accept(
     trace: Option<String>,
     webhook: Option<WebhookKind>,
 ) -> HttpResponse {
-    let _ = headers;
+    let callback = match headers.get("x-callback-url") {
+        None => None,
+        Some(value) => {
+            let Ok(url) = value.to_str() else {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "X-Callback-Url is not a URL: it holds bytes that are not visible ASCII",
+                    Map::new(),
+                );
+            };
+            if let Err(message) = state.callbacks.check(url) {
+                return error_response(StatusCode::BAD_REQUEST, message, Map::new());
+            }
+            Some(url.to_owned())
+        }
+    };
     if !state.supervisor.contains(name) {
         return invoke_error_response(&InvokeError::NotFound {
             function: name.to_owned(),
@@ -34,7 +49,7 @@ pub(crate) async fn accept(
         Ok(invocations) => invocations,
         Err(e) => return bus_error(&e),
     };
-    match invocations.accept(name, stored, None, None).await {
+    match invocations.accept(name, stored, None, callback).await {
         Ok(id) => HttpResponse::Accepted()
             .insert_header(("preference-applied", "respond-async"))
             .insert_header(("location", format!("/invocations/{id}")))

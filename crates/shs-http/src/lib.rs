@@ -28,6 +28,7 @@ use shs_supervisor::Supervisor;
 
 mod access;
 mod body;
+mod callbacks;
 mod cloudevents;
 pub mod events;
 mod functions;
@@ -45,6 +46,7 @@ use functions::{function_logs, function_metrics, functions, metrics, subscriptio
 use run::{run, run_without_name};
 
 pub use access::{AccessConfig, RateLimit, RequestId, TraceParent, valid_traceparent};
+pub use callbacks::CallbackPolicy;
 
 pub use lifecycle::Lifecycle;
 
@@ -68,6 +70,8 @@ pub struct HttpConfig {
     pub shutdown_grace: Duration,
     /// Whether the dashboard is served at `/ui/`.
     pub ui: bool,
+    /// Where the callbacks of asynchronous invocations may go (`--callback-allow`).
+    pub callbacks: CallbackPolicy,
 }
 
 /// What every handler shares.
@@ -76,6 +80,7 @@ pub struct AppState {
     supervisor: Supervisor,
     max_body: usize,
     metrics: Option<PrometheusHandle>,
+    callbacks: Arc<CallbackPolicy>,
 }
 
 impl AppState {
@@ -89,7 +94,14 @@ impl AppState {
             supervisor,
             max_body,
             metrics,
+            callbacks: Arc::default(),
         }
+    }
+
+    /// The same state, with callbacks allowed where `policy` says.
+    pub fn with_callbacks(mut self, policy: CallbackPolicy) -> AppState {
+        self.callbacks = Arc::new(policy);
+        self
     }
 }
 
@@ -108,7 +120,9 @@ pub fn server(
     supervisor: Supervisor,
     config: &HttpConfig,
 ) -> std::io::Result<HttpServer> {
-    let state = AppState::new(supervisor, config.max_body, config.metrics.clone());
+    let state = AppState::new(supervisor, config.max_body, config.metrics.clone())
+        .with_callbacks(config.callbacks.clone());
+    callbacks::start(state.supervisor.clone());
     let lifecycle = Arc::new(Lifecycle::default());
     let guard = web::Data::new(access::Guard::new(&config.access, lifecycle.clone()));
     let forget = guard.clone();
@@ -169,7 +183,7 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
     let mut cors = actix_cors::Cors::default()
         .allowed_methods(["GET", "POST", "DELETE", "OPTIONS"])
         .allow_any_header()
-        .expose_headers([REQUEST_ID, "retry-after", "preference-applied"])
+        .expose_headers([REQUEST_ID, "retry-after", "preference-applied", "location"])
         .max_age(3600);
     for origin in origins {
         cors = if origin == "*" {
@@ -230,6 +244,7 @@ route_table! {
     OPTIONS "/run/{name}/{tail}" => run,
     POST "/run/" => run_without_name,
     POST "/events" => events::publish,
+    GET "/events" => events::list,
     // Before `/events/{id}`, which would take `dead-letters` for an id.
     GET "/events/dead-letters" => events::dead_letters,
     POST "/events/dead-letters/{id}/retry" => events::retry_dead_letter,

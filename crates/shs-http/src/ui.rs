@@ -56,6 +56,7 @@ assets! {
     "functions.js" => "text/javascript; charset=utf-8",
     "function.js" => "text/javascript; charset=utf-8",
     "dead-letters.js" => "text/javascript; charset=utf-8",
+    "events.js" => "text/javascript; charset=utf-8",
     "event.js" => "text/javascript; charset=utf-8",
     "favicon.svg" => "image/svg+xml",
 }

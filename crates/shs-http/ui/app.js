@@ -1,5 +1,5 @@
 // The dashboard: a router over the URL's hash (#/functions, #/functions/NAME,
-// #/dead-letters, #/events/ID), so that every page has a link that survives a reload. Each
+// #/events, #/events/ID, #/dead-letters), so that every page has a link that survives a reload. Each
 // page module exports mount(main, params, ctx) and returns what stops it; a page follows live
 // updates through ctx.follow, which keeps one stream open at a time.
 
@@ -8,12 +8,14 @@ import { h, fill } from './dom.js';
 import * as functions from './functions.js';
 import * as fn from './function.js';
 import * as deadLetters from './dead-letters.js';
+import * as events from './events.js';
 import * as event from './event.js';
 
 const ROUTES = [
   { pattern: /^\/functions\/?$/, nav: 'functions', page: functions },
   { pattern: /^\/functions\/([^/?]+)$/, nav: 'functions', page: fn },
   { pattern: /^\/dead-letters\/?$/, nav: 'dead-letters', page: deadLetters },
+  { pattern: /^\/events\/?$/, nav: 'events', page: events },
   { pattern: /^\/events\/([^/?]+)$/, nav: 'events', page: event },
 ];
 
@@ -115,7 +117,7 @@ forget.addEventListener('click', () => {
 document.addEventListener('shs:key', showForget);
 showForget();
 
-// Keys: "/" to the page's filter, "g f" functions, "g d" dead letters.
+// Keys: "/" to the page's filter, "g f" functions, "g e" events, "g d" dead letters.
 let pendingG = false;
 document.addEventListener('keydown', (event) => {
   const target = event.target;
@@ -129,6 +131,8 @@ document.addEventListener('keydown', (event) => {
     }
   } else if (pendingG && event.key === 'f') {
     location.hash = '#/functions';
+  } else if (pendingG && event.key === 'e') {
+    location.hash = '#/events';
   } else if (pendingG && event.key === 'd') {
     location.hash = '#/dead-letters';
   }

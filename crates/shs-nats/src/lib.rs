@@ -47,8 +47,8 @@ use async_nats::jetstream::{self, stream};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use shs_bus::{
-    Attempt, Backend, Bus, BusError, Causation, Core, DeadLetter, DeadLetterFilter, EventInfo,
-    Fanout, Publication, SharedEvent,
+    Attempt, Backend, Bus, BusError, Causation, Core, DeadLetter, DeadLetterFilter, EventFilter,
+    EventInfo, EventPage, Fanout, Publication, SharedEvent,
 };
 
 mod consume;
@@ -390,6 +390,10 @@ impl Backend for NatsBackend {
     }
 
     fn event(&self, _id: &str) -> BoxFuture<'_, Result<Option<EventInfo>, BusError>> {
+        Box::pin(async { Err(BusError::Unsupported("event history on the NATS bus")) })
+    }
+
+    fn events(&self, _filter: EventFilter) -> BoxFuture<'_, Result<EventPage, BusError>> {
         Box::pin(async { Err(BusError::Unsupported("event history on the NATS bus")) })
     }
 

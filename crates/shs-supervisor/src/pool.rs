@@ -9,8 +9,10 @@
 //! answer to `initialize`, else 1; `instances` likewise ([`Sizing`]). A request takes a free slot on a ready process; when
 //! there is none it waits in line, and if the pool is below `instances` a new process is
 //! started for it. A slot is handed from the request that frees it straight to the first in
-//! line. A process that dies leaves the pool; the next request that finds no process starts
-//! one.
+//! line, or to a request a little further down that waits on the thread that handles the
+//! process's pipes (no request is passed more than a few times): its line goes down and its
+//! answer comes back without waking another thread. A process that dies leaves the pool; the
+//! next request that finds no process starts one.
 //!
 //! Between requests, a keeper task tends the pool: processes unused for `idle_timeout` are
 //! stopped down to `min_instances` (scale to zero when that is 0; subscriptions stay in force,
@@ -80,7 +82,18 @@ struct Entry {
 
 struct Waiter {
     tx: oneshot::Sender<Result<Slot, InvokeError>>,
+    /// The attached thread the request waits on, if it is one.
+    thread: Option<usize>,
+    /// How many requests that came after it were handed a slot before it.
+    passed: usize,
 }
+
+/// How far down the line [`Pool::dispatch`] looks for a request waiting on the thread that
+/// handles the freed process's pipes.
+const LOCAL_WINDOW: usize = 8;
+/// How many times a waiting request may be passed by one that came later: the line is first
+/// come, first served, give or take this many.
+const MAX_PASSED: usize = 4;
 
 struct State {
     procs: Vec<Entry>,
@@ -318,7 +331,11 @@ impl Pool {
                 });
             }
             let (tx, rx) = oneshot::channel();
-            st.waiters.push_back(Waiter { tx });
+            st.waiters.push_back(Waiter {
+                tx,
+                thread: self.host.io.current(),
+                passed: 0,
+            });
             rx
         };
         let mut rx = rx;
@@ -388,10 +405,15 @@ impl Pool {
     }
 
     /// A free slot on a ready process: least busy first, but one handled on the caller's
-    /// thread unless it is half its concurrency busier than another.
+    /// thread unless it is half its concurrency busier than another (with `concurrency = 1`,
+    /// a free process on the caller's thread before a free one elsewhere).
     fn take_free(&self, st: &mut State) -> Option<Slot> {
-        let here = self.host.io.current();
-        let elsewhere = st.sizing.concurrency / 2;
+        self.take_free_for(st, self.host.io.current())
+    }
+
+    /// [`Pool::take_free`] for a request waiting on attached thread `here`.
+    fn take_free_for(&self, st: &mut State, here: Option<usize>) -> Option<Slot> {
+        let elsewhere = (st.sizing.concurrency / 2).max(1);
         let entry = st
             .procs
             .iter_mut()
@@ -410,17 +432,22 @@ impl Pool {
         })
     }
 
-    /// Hands free slots to those waiting in line.
+    /// Hands free slots to those waiting in line: first come, first served, except that a
+    /// request waiting on the thread that handles the slot's process goes first (its line goes
+    /// down and its answer comes back without waking another thread), within the first
+    /// [`LOCAL_WINDOW`] of the line and passing nobody more than [`MAX_PASSED`] times.
     fn dispatch(&self, st: &mut State) {
         while let Some(front) = st.waiters.front() {
             if front.tx.is_closed() {
                 st.waiters.pop_front();
                 continue;
             }
-            let Some(slot) = self.take_free(st) else {
+            let front_thread = front.thread;
+            let Some(slot) = self.take_free_for(st, front_thread) else {
                 break;
             };
-            let Some(waiter) = st.waiters.pop_front() else {
+            let chosen = choose_waiter(&mut st.waiters, slot.process.io_thread());
+            let Some(waiter) = st.waiters.remove(chosen) else {
                 break;
             };
             if let Err(Ok(mut slot)) = waiter.tx.send(Ok(slot)) {
@@ -556,6 +583,28 @@ impl Pool {
     }
 }
 
+/// Which of the `waiters` (whose front is still waiting) gets a slot on a process handled on
+/// attached thread `home`: the front, unless it waits on another thread, has been passed fewer
+/// than [`MAX_PASSED`] times, and one of the first [`LOCAL_WINDOW`] waits on `home`; those it
+/// passes count it.
+fn choose_waiter(waiters: &mut VecDeque<Waiter>, home: Option<usize>) -> usize {
+    let Some(front) = waiters.front() else {
+        return 0;
+    };
+    if home.is_none() || front.thread == home || front.passed >= MAX_PASSED {
+        return 0;
+    }
+    let chosen = waiters
+        .iter()
+        .take(LOCAL_WINDOW)
+        .position(|w| w.thread == home && !w.tx.is_closed())
+        .unwrap_or(0);
+    for earlier in waiters.iter_mut().take(chosen) {
+        earlier.passed += 1;
+    }
+    chosen
+}
+
 /// Whether every busy slot of the pool belongs to a call in `cause.waiting()`: waiting for a
 /// slot would then wait for ourselves.
 fn waits_on_itself(st: &State, cause: &Causation) -> bool {
@@ -581,4 +630,68 @@ fn coming(st: &State, cause: &Causation) -> usize {
         })
         .count();
     st.starting.saturating_sub(blocked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Answer = oneshot::Receiver<Result<Slot, InvokeError>>;
+
+    /// A waiter on `thread`, and what keeps it waiting.
+    fn waiter(thread: Option<usize>) -> (Waiter, Answer) {
+        let (tx, rx) = oneshot::channel();
+        let waiter = Waiter {
+            tx,
+            thread,
+            passed: 0,
+        };
+        (waiter, rx)
+    }
+
+    fn line(threads: &[Option<usize>]) -> (VecDeque<Waiter>, Vec<Answer>) {
+        threads.iter().map(|&thread| waiter(thread)).unzip()
+    }
+
+    #[test]
+    fn a_slot_goes_to_the_front_unless_someone_waits_on_its_thread() {
+        let (mut waiters, _answers) = line(&[Some(0), Some(0), Some(1)]);
+        assert_eq!(choose_waiter(&mut waiters, Some(0)), 0);
+        assert_eq!(choose_waiter(&mut waiters, None), 0);
+        assert_eq!(choose_waiter(&mut waiters, Some(1)), 2);
+        assert_eq!(
+            (waiters[0].passed, waiters[1].passed, waiters[2].passed),
+            (1, 1, 0)
+        );
+        // Nobody on thread 2: the front.
+        assert_eq!(choose_waiter(&mut waiters, Some(2)), 0);
+    }
+
+    #[test]
+    fn nobody_is_passed_more_than_max_passed_times() {
+        let (mut waiters, mut answers) = line(&[Some(0), Some(1)]);
+        for _ in 0..MAX_PASSED {
+            assert_eq!(choose_waiter(&mut waiters, Some(1)), 1);
+            // The one served leaves the line; another comes on thread 1.
+            waiters.remove(1);
+            let (next, answer) = waiter(Some(1));
+            waiters.push_back(next);
+            answers.push(answer);
+        }
+        assert_eq!(waiters[0].passed, MAX_PASSED);
+        assert_eq!(choose_waiter(&mut waiters, Some(1)), 0);
+    }
+
+    #[test]
+    fn only_the_first_of_the_line_are_looked_at_and_none_that_left() {
+        let mut threads = vec![Some(0); LOCAL_WINDOW];
+        threads.push(Some(1));
+        let (mut waiters, _answers) = line(&threads);
+        assert_eq!(choose_waiter(&mut waiters, Some(1)), 0);
+        assert!(waiters.iter().all(|w| w.passed == 0));
+        // A request on thread 1 that stopped waiting is not chosen.
+        let (mut waiters, mut answers) = line(&[Some(0), Some(1)]);
+        drop(answers.pop());
+        assert_eq!(choose_waiter(&mut waiters, Some(1)), 0);
+    }
 }

@@ -8,6 +8,9 @@
 //! With `--publish TYPE`, each invoke first publishes an event of that type with the input as
 //! its payload and waits for the supervisor's answer. That mode reads the next answer line as
 //! the answer to its publish, which the protocol allows only with `concurrency = 1`.
+//!
+//! With `--concurrency N`, its answer to `initialize` declares `{"concurrency": N}` (how many
+//! requests it takes at once when no `function.toml` says otherwise).
 
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 
@@ -19,13 +22,20 @@ use shs_protocol::{Id, Message, RpcError, write_request, write_response, write_r
 const BUFFER: usize = 1 << 20;
 
 fn main() -> io::Result<()> {
-    let publish = parse_args()?;
+    let Args {
+        publish,
+        concurrency,
+    } = parse_args()?;
     let mut input = BufReader::with_capacity(BUFFER, io::stdin().lock());
     let mut output = BufWriter::with_capacity(BUFFER, io::stdout().lock());
     let mut line = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(4096);
     let mut next_id = 0u64;
     let empty = raw("{}")?;
+    let ready = match concurrency {
+        Some(n) => raw(&format!("{{\"concurrency\":{n}}}"))?,
+        None => empty.clone(),
+    };
     loop {
         line.clear();
         if input.read_until(b'\n', &mut line)? == 0 {
@@ -61,9 +71,8 @@ fn main() -> io::Result<()> {
                     _ => error(&mut out, &request.id, methods::error_code::INVALID_PARAMS)?,
                 }
             }
-            methods::INITIALIZE | methods::EVENT => {
-                write_response_raw(&mut out, &request.id, &empty)?;
-            }
+            methods::INITIALIZE => write_response_raw(&mut out, &request.id, &ready)?,
+            methods::EVENT => write_response_raw(&mut out, &request.id, &empty)?,
             _ => error(&mut out, &request.id, methods::error_code::METHOD_NOT_FOUND)?,
         }
         output.write_all(&out)?;
@@ -74,14 +83,28 @@ fn main() -> io::Result<()> {
     output.flush()
 }
 
-/// `--publish TYPE`, or nothing.
-fn parse_args() -> io::Result<Option<String>> {
+/// The command line: `[--publish TYPE] [--concurrency N]`.
+struct Args {
+    publish: Option<String>,
+    concurrency: Option<u32>,
+}
+
+fn parse_args() -> io::Result<Args> {
+    let usage = || io::Error::other("usage: bench-echo-fn [--publish TYPE] [--concurrency N]");
+    let mut parsed = Args {
+        publish: None,
+        concurrency: None,
+    };
     let mut args = std::env::args().skip(1);
-    match (args.next().as_deref(), args.next(), args.next()) {
-        (None, _, _) => Ok(None),
-        (Some("--publish"), Some(event_type), None) => Ok(Some(event_type)),
-        _ => Err(io::Error::other("usage: bench-echo-fn [--publish TYPE]")),
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(usage)?;
+        match flag.as_str() {
+            "--publish" => parsed.publish = Some(value),
+            "--concurrency" => parsed.concurrency = Some(value.parse().map_err(|_| usage())?),
+            _ => return Err(usage()),
+        }
     }
+    Ok(parsed)
 }
 
 fn raw(json: &str) -> io::Result<Box<RawValue>> {

@@ -10,8 +10,8 @@
 //! meantime. Reads go through a second connection (WAL lets them run beside the writer).
 //!
 //! This module holds the types and the [`Store`]'s writes; `schema` the tables and their
-//! migrations, `writer` the writer thread, `read` the queries, `invocations` the writes and
-//! reads of asynchronous invocations.
+//! migrations, `writer` the writer thread, `read` the queries, `list` the listing of events,
+//! `invocations` the writes and reads of asynchronous invocations.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +28,10 @@ use crate::event::SharedEvent;
 use schema::SCHEMA_VERSION;
 use writer::Write;
 
+pub use list::{DeliverySummary, EventFilter, EventPage, EventSummary, MAX_PAGE, MAX_SCANNED};
+
 mod invocations;
+mod list;
 mod read;
 mod schema;
 mod writer;
