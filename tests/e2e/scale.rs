@@ -53,17 +53,6 @@ async fn only_what_needs_a_process_runs_and_the_rest_is_served_on_first_call() {
         running(&server).await,
         server.logs()
     );
-    assert!(
-        poll(|| async { server.function_pids().len() == 2 }).await,
-        "two processes: {:?}\n{:?}\nlog:\n{}",
-        server.function_pids(),
-        server
-            .function_pids()
-            .iter()
-            .map(|p| std::fs::read_link(format!("/proc/{p}/cwd")).ok())
-            .collect::<Vec<_>>(),
-        server.logs()
-    );
     let subscriptions = server.subscriptions().await;
     assert!(
         subscriptions.contains(&("scale.lazy".to_owned(), "lazy".to_owned())),
