@@ -4,6 +4,7 @@
 //! `Config::new` and the manifest read them too.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -431,6 +432,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SHS_EVENT_RETENTION", default_value = "86400", value_name = "SECS", value_parser = parse_seconds_long)]
     pub(crate) event_retention: f64,
 
+    /// How long an `Idempotency-Key` is kept after its first use: seconds, or a duration such
+    /// as `90m`, `24h`, `7d`.
+    #[arg(long, env = "SHS_IDEMPOTENCY_TTL", default_value = "24h", value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) idempotency_ttl: Duration,
+
     /// Attempts of an asynchronous delivery before it becomes a dead letter, where
     /// function.toml sets no `max_attempts`.
     #[arg(long, env = "SHS_MAX_ATTEMPTS", default_value_t = defaults::MAX_ATTEMPTS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -488,6 +494,20 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A duration: seconds (`3600`, `0.5s`) or humantime's form (`90m`, `24h`, `7d`, `1h 30m`);
+/// more than 0, at most ten years.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let duration = match parse_seconds_long(s) {
+        Ok(secs) => Duration::from_secs_f64(secs),
+        Err(_) => humantime::parse_duration(s.trim())
+            .map_err(|e| format!("{s:?} is not a duration such as 3600, 90m, 24h or 7d ({e})"))?,
+    };
+    if duration.is_zero() || duration > Duration::from_secs(315_360_000) {
+        return Err(format!("{s:?} must be more than 0 and at most ten years"));
+    }
+    Ok(duration)
+}
+
 /// A size in bytes that fits in memory: `1048576`, `512KiB`, `1MiB`.
 fn parse_size(s: &str) -> Result<usize, String> {
     let size = shs_supervisor::spec::parse_size(s)?;
@@ -517,6 +537,20 @@ mod tests {
         assert!(parse_net("127.0.0.1").is_ok());
         assert!(parse_net("::1").is_ok());
         assert!(parse_net("proxy").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1_500)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("-1h").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("20y").is_err());
     }
 
     #[test]

@@ -202,6 +202,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         workers,
         shutdown_grace: grace,
         ui: args.ui == crate::cli::Switch::On,
+        idempotency_ttl: args.idempotency_ttl,
     };
     let http = shs_http::server(listener, supervisor.clone(), &http_config)
         .context("cannot start the HTTP server")?;

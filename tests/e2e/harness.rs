@@ -312,6 +312,11 @@ impl Server {
         self.root.path().join("functions")
     }
 
+    /// The data folder (`--data-dir`) of the embedded store.
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
     /// The server's pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)

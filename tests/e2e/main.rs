@@ -36,5 +36,6 @@ mod scale;
 mod sdk;
 mod secrets;
 mod stream;
+mod triggers;
 mod ui;
 mod webhooks;

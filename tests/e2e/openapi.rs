@@ -803,6 +803,73 @@ async fn every_route_answers_as_the_document_says() {
     w.expect(502, "POST", "/run/crash", Some("{\"crash\": true}"), &[])
         .await;
     w.expect(504, "POST", "/run/hang", Some("{}"), &[]).await;
+    // Idempotency keys: the first answer again, another request, a key in flight, bad keys.
+    let key = [("idempotency-key", "walk-key")];
+    let first = w
+        .expect(200, "POST", "/run/echo/keyed", Some("{\"n\": 1}"), &key)
+        .await;
+    let again = w
+        .expect(200, "POST", "/run/echo/keyed", Some("{\"n\": 1}"), &key)
+        .await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body);
+    w.expect(422, "POST", "/run/echo/keyed", Some("{\"n\": 2}"), &key)
+        .await;
+    let long = "k".repeat(256);
+    w.expect(
+        400,
+        "PATCH",
+        "/run/echo",
+        Some("{}"),
+        &[("idempotency-key", &long)],
+    )
+    .await;
+    let event_key = [("idempotency-key", "walk-event")];
+    for _ in 0..2 {
+        w.expect(
+            200,
+            "POST",
+            "/events",
+            Some("{\"type\": \"walk.keyed\"}"),
+            &event_key,
+        )
+        .await;
+    }
+    w.expect(
+        422,
+        "POST",
+        "/events",
+        Some("{\"type\": \"walk.other\"}"),
+        &event_key,
+    )
+    .await;
+    let slow = call(
+        &w.client,
+        &server.url,
+        &Method::POST,
+        "/run/hang",
+        Some("{\"sleep\": 0.6}"),
+        &[("idempotency-key", "walk-slow")],
+    );
+    // Sent together: whichever comes first runs (0.6 s), the other finds it in flight.
+    let (slow, conflict) = tokio::join!(slow, async {
+        call(
+            &w.client,
+            &server.url,
+            &Method::POST,
+            "/run/hang",
+            Some("{\"sleep\": 0.6}"),
+            &[("idempotency-key", "walk-slow")],
+        )
+        .await
+    });
+    assert_eq!(
+        (slow.status, conflict.status),
+        (200, 409),
+        "{slow:?} {conflict:?}"
+    );
+    w.spec.check(&slow);
+    w.spec.check(&conflict);
     // It cannot start: 503, and while it backs off, 503 with Retry-After and next_try.
     let mut backing_off = None;
     for _ in 0..40 {
@@ -1099,7 +1166,21 @@ async fn every_route_answers_as_the_document_says() {
     if let Some(next) = next {
         w.expect(200, "GET", &next, None, &[]).await;
     }
+    let topology = w.expect(200, "GET", "/topology", None, &[]).await;
+    assert!(
+        topology.json()["traffic"]["events"].as_u64() > Some(0),
+        "{topology:?}"
+    );
+    w.expect(
+        200,
+        "GET",
+        "/topology?since=2026-01-01T00:00:00Z",
+        None,
+        &[],
+    )
+    .await;
     for bad in [
+        "/topology?since=soon",
         "/events?type=a..b",
         "/events?function=../x",
         "/events?since=yesterday",
@@ -1289,7 +1370,7 @@ async fn every_route_answers_as_the_document_says() {
     assert!(missing.is_empty(), "never answered 2xx: {missing:?}");
     let seen = w.spec.statuses.clone();
     for status in [
-        200, 202, 304, 308, 400, 404, 405, 413, 415, 500, 502, 503, 504,
+        200, 202, 304, 308, 400, 404, 405, 409, 413, 415, 422, 500, 502, 503, 504,
     ] {
         assert!(seen.contains(&status), "no {status} in {seen:?}");
     }
@@ -1420,6 +1501,15 @@ async fn what_the_nats_bus_cannot_do_is_501_as_the_document_says() {
     w.expect(501, "GET", &format!("/events/{id}"), None, &[])
         .await;
     w.expect(501, "GET", "/events?type=walk.*", None, &[]).await;
+    w.expect(501, "GET", "/topology", None, &[]).await;
+    w.expect(
+        501,
+        "POST",
+        "/run/echo",
+        Some("{}"),
+        &[("idempotency-key", "on-nats")],
+    )
+    .await;
     w.expect(200, "GET", "/events/dead-letters", None, &[])
         .await;
     w.expect(404, "POST", "/events/dead-letters/1/retry", None, &[])

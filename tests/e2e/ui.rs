@@ -469,6 +469,14 @@ async fn a_functions_page_shows_its_log_live_and_survives_a_reload() {
         .await;
     assert_eq!(shown, json!(["ui-live-2"]), "only that request's lines");
 
+    // No schedules: no such section.
+    assert_eq!(
+        browser
+            .js("return document.getElementById('schedules').hidden;")
+            .await,
+        true
+    );
+
     // A deep link survives a reload.
     browser.client().refresh().await.expect("reload");
     browser
@@ -1051,6 +1059,25 @@ async fn the_lineage_of_a_three_step_chain_is_drawn_and_walked() {
         "{facts}"
     );
     browser.screenshot("event").await;
+    browser.click("#theme").await;
+    browser
+        .until(
+            "the dark theme",
+            "return document.documentElement.dataset.theme === 'dark';",
+            &server,
+        )
+        .await;
+    browser.screenshot("event-dark").await;
+    browser.click("#theme").await;
+
+    // The graph's events are links the keyboard reaches.
+    let focusable = browser
+        .js(
+            "const a = document.querySelector('#lineage a.node-link'); a.focus(); \
+             return document.activeElement === a;",
+        )
+        .await;
+    assert_eq!(focusable, true, "a node of the graph takes the focus");
 
     // Down the chain by a click on the graph; its attempts are listed, the failed one too.
     browser
@@ -1166,6 +1193,283 @@ async fn markup_in_event_types_ids_and_payloads_is_shown_as_text() {
         true,
         "nothing ran on the event page"
     );
+    browser.close().await;
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn the_topology_shows_who_publishes_and_takes_what_with_live_counts() {
+    if !browser_available() {
+        return;
+    }
+    let mut builder = ServerBuilder::new();
+    for (name, on) in [
+        ("step1", "chain.one"),
+        ("step2", "chain.two"),
+        ("step3", "chain.three"),
+    ] {
+        builder = python(builder, name, STEP).toml(
+            name,
+            &format!(
+                "subscribe = [\"{on}\", \"quiet.*\"]\nmax_attempts = 3\nretry_backoff = 0.05\n"
+            ),
+        );
+    }
+    let mut server = builder.start().await;
+    server.wait_ready().await;
+    let publish = |event_type: &'static str| {
+        let server = &server;
+        async move {
+            let accepted = server
+                .request(
+                    reqwest::Method::POST,
+                    "/events",
+                    Some(json!({"type": event_type, "payload": {}}).to_string()),
+                    &[("prefer", "respond-async")],
+                )
+                .await;
+            assert_eq!(accepted.status, 202, "{accepted:?}");
+        }
+    };
+    publish("chain.one").await;
+    settled_event(&server, "chain.three").await;
+    let hostile = "xss.<img/src=x/onerror=window.__pwned=10//";
+    publish(hostile).await;
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/ui/#/topology", server.url)).await;
+    let edge = |key: &str| {
+        format!("return document.querySelector('#topology [data-edge=\"{key}\"]')?.dataset.count;")
+    };
+    browser
+        .until(
+            "the chain's last delivery",
+            &format!(
+                "return ({})() === '1 ✓';",
+                format_args!("() => {{ {} }}", edge("type:chain.three>sub:step3"))
+            ),
+            &server,
+        )
+        .await;
+    let nodes = browser
+        .js("return [...document.querySelectorAll('#topology [data-node]')].map(n => n.dataset.node).sort();")
+        .await;
+    for key in [
+        "http",
+        "fn:step1",
+        "fn:step2",
+        "type:chain.one",
+        "type:chain.two",
+        "type:chain.three",
+        "type:quiet.*",
+        "sub:step1",
+        "sub:step2",
+        "sub:step3",
+    ] {
+        assert!(
+            nodes.as_array().is_some_and(|n| n.iter().any(|n| n == key)),
+            "{key} not in {nodes}"
+        );
+    }
+    assert_eq!(browser.js(&edge("http>type:chain.one")).await, "1");
+    assert_eq!(browser.js(&edge("fn:step1>type:chain.two")).await, "1");
+    assert_eq!(browser.js(&edge("fn:step2>type:chain.three")).await, "1");
+    // A pattern nothing matched yet: an edge with nothing on it.
+    assert_eq!(browser.js(&edge("type:quiet.*>sub:step2")).await, "");
+    // The hostile type is a node whose label is text.
+    let label = browser
+        .js(&format!(
+            "return document.querySelector('#topology [data-node=\"type:' + {} + '\"] title')?.textContent;",
+            json!(hostile)
+        ))
+        .await;
+    assert_eq!(label, hostile);
+    browser.screenshot("topology").await;
+
+    // Counts follow without a reload.
+    browser.js("window.__same_page = 1; return 1;").await;
+    publish("chain.one").await;
+    browser
+        .until(
+            "two chain.one published",
+            &format!(
+                "return ({})() === '2';",
+                format_args!("() => {{ {} }}", edge("http>type:chain.one"))
+            ),
+            &server,
+        )
+        .await;
+    assert_eq!(browser.js("return window.__same_page;").await, 1);
+    assert_eq!(
+        browser
+            .js("return window.__pwned === undefined && document.querySelectorAll('#main img').length === 0;")
+            .await,
+        true,
+        "nothing ran on the topology page"
+    );
+    // From the keyboard: "g e" goes to the events, "g t" back here.
+    for (keys, hash) in [("ge", "#/events"), ("gt", "#/topology")] {
+        browser
+            .js("document.activeElement?.blur(); return 1;")
+            .await;
+        browser
+            .client()
+            .active_element()
+            .await
+            .expect("active")
+            .send_keys(keys)
+            .await
+            .expect("keys");
+        browser
+            .until(
+                hash,
+                &format!(
+                    "return location.hash === '{hash}' && !!document.querySelector('#main h1');"
+                ),
+                &server,
+            )
+            .await;
+    }
+    browser
+        .until(
+            "the topology again",
+            "return !!document.querySelector('#topology [data-node=\"sub:step3\"]');",
+            &server,
+        )
+        .await;
+
+    // A subscriber is a link to its function.
+    browser
+        .click("#topology a.node-link g[data-node=\"sub:step3\"]")
+        .await;
+    browser
+        .until(
+            "step3's page",
+            "return location.hash === '#/functions/step3';",
+            &server,
+        )
+        .await;
+    browser.close().await;
+    server.stop_and_check();
+}
+
+#[tokio::test]
+async fn a_failed_invocation_is_listed_inspected_and_retried_from_the_dead_letters_page() {
+    if !browser_available() {
+        return;
+    }
+    let builder = ServerBuilder::new()
+        .fixture("job")
+        .toml("job", "max_attempts = 1\nretry_backoff = 0.05\n");
+    let dir = builder.functions_dir().join("job");
+    let mut server = builder.start().await;
+    server.wait_ready().await;
+    std::fs::write(dir.join("broken"), "").expect("break job");
+    let id = crate::invocations::accepted(
+        &crate::invocations::invoke_async(&server, "job", json!({"order": "<b>17</b>"})).await,
+    );
+    crate::invocations::wait_state(&server, &id, "failed").await;
+
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/ui/#/dead-letters?kind=invocation", server.url))
+        .await;
+    browser
+        .until(
+            "the failed invocation",
+            "return document.querySelectorAll('#dead-letters tbody tr [data-kind=invocation]').length === 1;",
+            &server,
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return document.querySelector('#dl-kind').value;")
+            .await,
+        "invocation",
+        "the kind comes from the link"
+    );
+    browser.click("#dead-letters tbody button.inspect").await;
+    let request = browser
+        .until(
+            "the request",
+            "const t = document.querySelector('#dl-inspect-title'); const e = document.querySelector('#dl-event'); \
+             const b = document.querySelector('#dl-body'); \
+             return t && t.textContent.startsWith('Failed invocation') && e && b && b.textContent;",
+            &server,
+        )
+        .await;
+    assert!(
+        request
+            .as_str()
+            .is_some_and(|r| r.contains("\"<b>17</b>\"")),
+        "{request}"
+    );
+    assert_eq!(
+        browser
+            .js("return document.querySelectorAll('#main b').length;")
+            .await,
+        0,
+        "the input is text"
+    );
+    std::fs::remove_file(dir.join("broken")).expect("fix job");
+    browser.click("#dl-all").await;
+    browser.click("#dl-retry").await;
+    browser
+        .until(
+            "nothing left",
+            "return document.querySelector('#dl-status').textContent.startsWith('Retried 1 of 1.') \
+             && document.querySelectorAll('#dead-letters tbody tr').length === 0;",
+            &server,
+        )
+        .await;
+    crate::invocations::wait_state(&server, &id, "succeeded").await;
+    browser.close().await;
+    server.stop_and_check();
+}
+
+/// A page of the same origin (a function's HTML answer) that puts the dashboard in a frame.
+const FRAMER: &str = r#"import fixture
+
+PAGE = '<!doctype html><title>framer</title><iframe id="f" src="/ui/#/functions"></iframe>'
+
+fixture.serve(invoke=lambda params: {"http_response": {
+    "status": 200, "headers": {"content-type": "text/html; charset=utf-8"}, "body": PAGE}})
+"#;
+
+#[tokio::test]
+async fn the_dashboard_refuses_to_be_framed_even_by_its_own_origin() {
+    if !browser_available() {
+        return;
+    }
+    let mut server = python(ServerBuilder::new().fixture("echo"), "framer", FRAMER)
+        .start()
+        .await;
+    server.wait_ready().await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/run/framer", server.url)).await;
+    assert_eq!(browser.js("return document.title;").await, "framer");
+    // Blocked, the frame holds Chromium's error page, of another origin: no document to read.
+    // Had it loaded, its document (same origin) would hold the dashboard.
+    browser
+        .until(
+            "the frame refused",
+            "const f = document.getElementById('f'); let d; \
+             try { d = f.contentDocument; } catch (e) { d = null; } \
+             return d === null;",
+            &server,
+        )
+        .await;
+    // The dashboard itself loads at the top level.
+    browser
+        .goto(&format!("{}/ui/#/functions", server.url))
+        .await;
+    browser
+        .until(
+            "the functions at the top level",
+            "return !!document.querySelector('tr[data-function=\"echo\"]');",
+            &server,
+        )
+        .await;
     browser.close().await;
     server.stop_and_check();
 }

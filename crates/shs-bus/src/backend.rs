@@ -17,7 +17,10 @@ use crate::BusError;
 use crate::causation::Causation;
 use crate::deliver::{Deliver, DeliveryError};
 use crate::event::SharedEvent;
-use crate::store::{Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage};
+use crate::idempotency::{Claimed, KeptAnswer, KeyClaim};
+use crate::store::{
+    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, Traffic,
+};
 use crate::table::{Subscription, SubscriptionTable};
 
 /// The part of a bus that its backend sees too: the subscription table (the bus changes it
@@ -274,8 +277,28 @@ pub trait Backend: Send + Sync + 'static {
     /// An event with its deliveries and lineage, if the backend keeps history.
     fn event(&self, id: &str) -> BoxFuture<'_, Result<Option<EventInfo>, BusError>>;
 
+    /// Claims an idempotency key for a request (see [`crate::idempotency`]).
+    fn claim_key(&self, claim: KeyClaim) -> BoxFuture<'_, Result<Claimed, BusError>> {
+        let _ = claim;
+        Box::pin(async { Err(BusError::Unsupported("Idempotency-Key")) })
+    }
+
+    /// Keeps the answer to the request that holds a key, or releases the key (`None`).
+    fn settle_key(
+        &self,
+        scope: String,
+        key: String,
+        answer: Option<KeptAnswer>,
+    ) -> BoxFuture<'_, Result<(), BusError>> {
+        let _ = (scope, key, answer);
+        Box::pin(async { Err(BusError::Unsupported("Idempotency-Key")) })
+    }
+
     /// The events kept that match `filter`, newest first, if the backend keeps history.
     fn events(&self, filter: EventFilter) -> BoxFuture<'_, Result<EventPage, BusError>>;
+
+    /// What was published and delivered since `since_ms`, if the backend keeps history.
+    fn traffic(&self, since_ms: i64) -> BoxFuture<'_, Result<Traffic, BusError>>;
 
     /// Starts no more asynchronous deliveries; those in flight finish.
     fn quiesce(&self);

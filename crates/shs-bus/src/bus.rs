@@ -11,12 +11,13 @@ use crate::backend::{Backend, Core, Deployment, Fanout, Learned, Publication};
 use crate::causation::Causation;
 use crate::deliver::{Deliver, DeliveryError};
 use crate::event::{Event, now};
+use crate::idempotency::{Claimed, KeptAnswer, KeyClaim};
 use crate::invocation::{InvocationLimits, Invocations, is_invocation_id};
 use crate::local::Embedded;
 use crate::rules;
 use crate::store::{
     Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, KIND_INVOCATION,
-    Store,
+    Store, Traffic,
 };
 use crate::table::Subscription;
 use crate::{BusError, DEFAULT_MAX_HOPS};
@@ -338,10 +339,33 @@ impl Bus {
         self.backend.event(id).await
     }
 
+    /// Claims an idempotency key for a request: [`Claimed::Fresh`] when it runs now (then
+    /// [`Bus::settle_key`] once it is answered), else what the key holds.
+    pub async fn claim_key(&self, claim: KeyClaim) -> Result<Claimed, BusError> {
+        self.backend.claim_key(claim).await
+    }
+
+    /// Keeps the answer to the request holding a key (`Some`) for the key's time to live, or
+    /// releases the key (`None`: the request did not run, and a retry should run it).
+    pub async fn settle_key(
+        &self,
+        scope: String,
+        key: String,
+        answer: Option<KeptAnswer>,
+    ) -> Result<(), BusError> {
+        self.backend.settle_key(scope, key, answer).await
+    }
+
     /// The events that match `filter`, newest first, a page at a time, if the bus remembers
     /// events.
     pub async fn events(&self, filter: EventFilter) -> Result<EventPage, BusError> {
         self.backend.events(filter).await
+    }
+
+    /// What was published and delivered since `since_ms` (ms since the epoch), by publisher,
+    /// type and subscriber, if the bus remembers events.
+    pub async fn traffic(&self, since_ms: i64) -> Result<Traffic, BusError> {
+        self.backend.traffic(since_ms).await
     }
 
     /// Stops starting asynchronous deliveries (those in flight finish); called first at

@@ -48,6 +48,7 @@ mod bus;
 mod causation;
 mod deliver;
 pub mod event;
+pub mod idempotency;
 pub mod invocation;
 mod local;
 mod queue;
@@ -66,7 +67,7 @@ pub use invocation::{InvocationLimits, Invocations};
 pub use rules::LOOP_DETECTED;
 pub use settle::Settled;
 pub use store::{
-    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, EventSummary,
+    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, EventSummary, Traffic,
 };
 pub use table::{
     MAX_SUBSCRIPTIONS_PER_FUNCTION, Subscription, SubscriptionTable, validate_pattern,

@@ -12,9 +12,11 @@ use crate::backend::{Backend, Core, Fanout, Learned, Publication};
 use crate::causation::{Causation, FailureSink};
 use crate::deliver::DeliveryError;
 use crate::event::now;
+use crate::idempotency::{Claimed, KeptAnswer, KeyClaim};
 use crate::queue::Lanes;
 use crate::store::{
-    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, Store, now_ms,
+    Attempt, DeadLetter, DeadLetterFilter, EventFilter, EventInfo, EventPage, Store, Traffic,
+    now_ms,
 };
 
 /// The backend of one supervisor.
@@ -240,8 +242,30 @@ impl Backend for Embedded {
         Box::pin(async move { Ok(self.store("event history")?.event(&id).await?) })
     }
 
+    fn claim_key(&self, claim: KeyClaim) -> BoxFuture<'_, Result<Claimed, BusError>> {
+        Box::pin(async move { Ok(self.store("Idempotency-Key")?.claim_key(claim).await?) })
+    }
+
+    fn settle_key(
+        &self,
+        scope: String,
+        key: String,
+        answer: Option<KeptAnswer>,
+    ) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move {
+            Ok(self
+                .store("Idempotency-Key")?
+                .settle_key(scope, key, answer)
+                .await?)
+        })
+    }
+
     fn events(&self, filter: EventFilter) -> BoxFuture<'_, Result<EventPage, BusError>> {
         Box::pin(async move { Ok(self.store("event history")?.events(filter).await?) })
+    }
+
+    fn traffic(&self, since_ms: i64) -> BoxFuture<'_, Result<Traffic, BusError>> {
+        Box::pin(async move { Ok(self.store("event history")?.traffic(since_ms).await?) })
     }
 
     fn quiesce(&self) {

@@ -250,6 +250,21 @@ pub(crate) fn authorization_holds_key(req: &actix_web::HttpRequest) -> bool {
     !guard.keys.is_empty() && bearer(req.headers()).is_some_and(|k| guard.accepts(k))
 }
 
+/// The API key the request was let in with, when the server has keys (the guard has checked
+/// it by then); `None` without keys.
+pub(crate) fn api_key_used(req: &actix_web::HttpRequest) -> Option<Vec<u8>> {
+    let guard = req.app_data::<web::Data<Guard>>()?;
+    if guard.keys.is_empty() {
+        return None;
+    }
+    let headers = req.headers();
+    let key = match headers.get("x-api-key") {
+        Some(key) => Some(key.as_bytes()),
+        None => bearer(headers),
+    }?;
+    guard.accepts(key).then(|| key.to_vec())
+}
+
 fn bearer(headers: &actix_web::http::header::HeaderMap) -> Option<&[u8]> {
     headers
         .get(header::AUTHORIZATION)

@@ -24,7 +24,7 @@ use shs_bus::store::{KIND_EVENT, KIND_INVOCATION};
 use shs_bus::{BusError, Causation, DeadLetterFilter, EventFilter};
 
 use crate::cloudevents::*;
-use crate::{AppState, error_response, read_body};
+use crate::{AppState, error_response, idempotency, read_body};
 
 /// The status and answer for a failure of the bus.
 pub(crate) fn bus_error(error: &BusError) -> HttpResponse {
@@ -80,27 +80,69 @@ pub(crate) fn wants_async(req: &HttpRequest) -> bool {
     })
 }
 
+/// `POST /events`: publishes the event, once per `Idempotency-Key` ([`crate::idempotency`]).
 pub(crate) async fn publish(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let body = match read_body(&req, payload, state.max_body).await {
-        Ok(body) => body,
+    let key = match idempotency::key_of(&req) {
+        Ok(key) => key,
         Err(response) => return response,
     };
+    let body = match read_body(&req, payload, state.max_body).await {
+        Ok(body) => body.freeze(),
+        Err(response) => return response,
+    };
+    let Some(key) = key else {
+        return publish_event(&req, &body, &state).await;
+    };
+    // The request is its body, and the headers that make the event or how it is published.
+    let mut headers: Vec<(&str, &[u8])> = req
+        .headers()
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("ce-") || name.as_str() == "content-type")
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .collect();
+    headers.sort_unstable();
+    let mut parts: Vec<&[u8]> = vec![
+        b"events",
+        if wants_async(&req) { b"async" } else { b"sync" },
+    ];
+    for (name, value) in &headers {
+        parts.push(name.as_bytes());
+        parts.push(value);
+    }
+    parts.push(&body);
+    let fingerprint = idempotency::fingerprint(&parts);
+    let bus = state.supervisor.bus().clone();
+    idempotency::once(
+        &req,
+        &bus,
+        state.idempotency_ttl,
+        key,
+        fingerprint,
+        publish_event(&req, &body, &state),
+        // A refused event was not published: a retry publishes it.
+        |response| response.status().is_success(),
+    )
+    .await
+}
+
+/// Publishes the event of a request whose body is read.
+async fn publish_event(req: &HttpRequest, body: &[u8], state: &AppState) -> HttpResponse {
     let attributes = match mode_of(req.headers()) {
         Err(response) => return response,
-        Ok(Mode::Binary) => from_binary(req.headers(), &body),
-        Ok(_) if is_blank(&body) => {
+        Ok(Mode::Binary) => from_binary(req.headers(), body),
+        Ok(_) if is_blank(body) => {
             return bad_request(
                 "the request body is empty; send {\"type\": str, \"payload\": any}",
             );
         }
-        Ok(Mode::Structured) => from_json(&body, true),
-        Ok(Mode::Json) => from_json(&body, false),
+        Ok(Mode::Structured) => from_json(body, true),
+        Ok(Mode::Json) => from_json(body, false),
     };
-    let (request_id, trace) = crate::request_meta(&req);
+    let (request_id, trace) = crate::request_meta(req);
     let attributes = attributes.map(|mut a| {
         // The request's trace context goes with the event, unless the event has its own.
         if let Some(trace) = trace
@@ -116,7 +158,7 @@ pub(crate) async fn publish(
         Err(response) => return response,
     };
     let bus = state.supervisor.bus();
-    if wants_async(&req) {
+    if wants_async(req) {
         return match bus.publish_async(event, Causation::root()).await {
             Ok(event_id) => HttpResponse::Accepted()
                 .insert_header(("preference-applied", "respond-async"))
@@ -320,6 +362,40 @@ pub(crate) async fn list(
                 link
             });
             HttpResponse::Ok().json(json!({ "events": page.events, "next": next }))
+        }
+        Err(e) => bus_error(&e),
+    }
+}
+
+/// Query of `GET /topology`.
+#[derive(Deserialize)]
+pub(crate) struct TopologyQuery {
+    since: Option<String>,
+}
+
+/// `GET /topology`: the subscriptions, and what was published and delivered since `since`
+/// (default the last 15 minutes), by publisher, type and subscriber.
+pub(crate) async fn topology(
+    query: web::Query<TopologyQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let since = match since_ms(query.since.as_deref().unwrap_or("15m")) {
+        Ok(since) => since,
+        Err(message) => return bad_query(message),
+    };
+    let bus = state.supervisor.bus();
+    match bus.traffic(since).await {
+        Ok(traffic) => {
+            let subscriptions: Vec<Value> = bus
+                .subscriptions()
+                .into_iter()
+                .map(|s| json!({"type": s.pattern, "function": s.function}))
+                .collect();
+            HttpResponse::Ok().json(json!({
+                "since": shs_bus::store::rfc3339_ms(since),
+                "subscriptions": subscriptions,
+                "traffic": traffic,
+            }))
         }
         Err(e) => bus_error(&e),
     }

@@ -32,6 +32,7 @@ mod callbacks;
 mod cloudevents;
 pub mod events;
 mod functions;
+pub mod idempotency;
 mod invocations;
 mod lifecycle;
 mod live;
@@ -70,6 +71,8 @@ pub struct HttpConfig {
     pub shutdown_grace: Duration,
     /// Whether the dashboard is served at `/ui/`.
     pub ui: bool,
+    /// How long an `Idempotency-Key` is kept after its first use.
+    pub idempotency_ttl: Duration,
     /// Where the callbacks of asynchronous invocations may go (`--callback-allow`).
     pub callbacks: CallbackPolicy,
 }
@@ -80,6 +83,8 @@ pub struct AppState {
     supervisor: Supervisor,
     max_body: usize,
     metrics: Option<PrometheusHandle>,
+    /// How long an `Idempotency-Key` is kept ([`idempotency::DEFAULT_TTL`] unless set).
+    idempotency_ttl: Duration,
     callbacks: Arc<CallbackPolicy>,
 }
 
@@ -94,8 +99,15 @@ impl AppState {
             supervisor,
             max_body,
             metrics,
+            idempotency_ttl: idempotency::DEFAULT_TTL,
             callbacks: Arc::default(),
         }
+    }
+
+    /// Keeps `Idempotency-Key`s for `ttl` after their first use.
+    pub fn with_idempotency_ttl(mut self, ttl: Duration) -> AppState {
+        self.idempotency_ttl = ttl;
+        self
     }
 
     /// The same state, with callbacks allowed where `policy` says.
@@ -121,6 +133,7 @@ pub fn server(
     config: &HttpConfig,
 ) -> std::io::Result<HttpServer> {
     let state = AppState::new(supervisor, config.max_body, config.metrics.clone())
+        .with_idempotency_ttl(config.idempotency_ttl)
         .with_callbacks(config.callbacks.clone());
     callbacks::start(state.supervisor.clone());
     let lifecycle = Arc::new(Lifecycle::default());
@@ -183,7 +196,13 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
     let mut cors = actix_cors::Cors::default()
         .allowed_methods(["GET", "POST", "DELETE", "OPTIONS"])
         .allow_any_header()
-        .expose_headers([REQUEST_ID, "retry-after", "preference-applied", "location"])
+        .expose_headers([
+            REQUEST_ID,
+            "retry-after",
+            "preference-applied",
+            "location",
+            idempotency::IDEMPOTENT_REPLAYED,
+        ])
         .max_age(3600);
     for origin in origins {
         cors = if origin == "*" {
@@ -256,6 +275,7 @@ route_table! {
     GET "/functions/{name}" => live::function,
     GET "/functions/{name}/logs" => function_logs,
     GET "/subscriptions" => subscriptions,
+    GET "/topology" => events::topology,
     GET "/metrics" => metrics,
     GET "/metrics/{name}" => function_metrics,
     GET "/openapi.json" => openapi,

@@ -8,24 +8,78 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Map;
-use shs_supervisor::{HttpRequest as FunctionRequest, Output};
+use shs_supervisor::{ErrorKind, HttpRequest as FunctionRequest, Output};
 
 use crate::access::authorization_holds_key;
 use crate::body::{read_body, request_meta};
 use crate::functions::{FunctionName, invoke_error_response, status_of};
+use crate::idempotency::{self, not_run};
 use crate::{AppState, error_response, response};
 
-/// `/run/{name}[/{tail}]`, any method: invokes the function on the request.
+/// `/run/{name}[/{tail}]`, any method: invokes the function on the request; once per
+/// `Idempotency-Key` on POST and PATCH ([`crate::idempotency`]).
 pub(crate) async fn run(
     FunctionName(name): FunctionName,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    let keyed = matches!(req.method().as_str(), "POST" | "PATCH");
+    let key = match keyed.then(|| idempotency::key_of(&req)) {
+        Some(Err(response)) => return response,
+        Some(Ok(key)) => key,
+        None => None,
+    };
     let body = match read_body(&req, payload, state.max_body).await {
         Ok(body) => body.freeze(),
         Err(response) => return response,
     };
+    let Some(key) = key else {
+        return invoke(name, &req, body, &state).await;
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or(req.uri().path(), |p| p.as_str());
+    // Asynchronous or not, and where its outcome goes, belong to the request too.
+    let mode: &[u8] = if crate::events::wants_async(&req) {
+        b"async"
+    } else {
+        b"sync"
+    };
+    let callback = req
+        .headers()
+        .get("x-callback-url")
+        .map_or(&b""[..], |v| v.as_bytes());
+    let fingerprint = idempotency::fingerprint(&[
+        b"run",
+        name.as_bytes(),
+        req.method().as_str().as_bytes(),
+        path.as_bytes(),
+        mode,
+        callback,
+        &body,
+    ]);
+    let bus = state.supervisor.bus().clone();
+    idempotency::once(
+        &req,
+        &bus,
+        state.idempotency_ttl,
+        key,
+        fingerprint,
+        invoke(name, &req, body, &state),
+        |_| true,
+    )
+    .await
+}
+
+/// Invokes function `name` on the request with its body read.
+async fn invoke(
+    name: String,
+    req: &HttpRequest,
+    body: web::Bytes,
+    state: &AppState,
+) -> HttpResponse {
     let front = state.supervisor.http_front(&name);
     // A webhook's signature is checked over the raw body before anything else reads it.
     let webhook = match front.webhook {
@@ -40,23 +94,33 @@ pub(crate) async fn run(
                 tracing::info!(function = name, "webhook refused: {message}");
                 let mut extra = Map::new();
                 extra.insert("function".into(), serde_json::Value::String(name));
-                return error_response(StatusCode::UNAUTHORIZED, message, extra);
+                return not_run(error_response(StatusCode::UNAUTHORIZED, message, extra));
             }
             Some(key.kind)
         }
     };
-    let request = function_request(&req, &name, body);
-    let (request_id, trace) = request_meta(&req);
-    if crate::events::wants_async(&req) {
+    let request = function_request(req, &name, body);
+    let (request_id, trace) = request_meta(req);
+    if crate::events::wants_async(req) {
         // The body is checked now (a 400 now, not a failed invocation later); a CGI script
         // takes any body.
         if !front.cgi
             && let Err(e) = request.clone().into_invoke()
         {
-            return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new());
+            return not_run(error_response(
+                StatusCode::BAD_REQUEST,
+                e.to_string(),
+                Map::new(),
+            ));
         }
-        return crate::invocations::accept(&state, &name, &request, req.headers(), trace, webhook)
-            .await;
+        let accepted =
+            crate::invocations::accept(state, &name, &request, req.headers(), trace, webhook).await;
+        // Refused (not stored): a retry with the same key should be accepted.
+        return if accepted.status().is_success() {
+            accepted
+        } else {
+            not_run(accepted)
+        };
     }
     // A CGI script gets the body as it came, whatever it is.
     let invoke = if front.cgi {
@@ -64,7 +128,13 @@ pub(crate) async fn run(
     } else {
         match request.into_invoke() {
             Ok(invoke) => invoke,
-            Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string(), Map::new()),
+            Err(e) => {
+                return not_run(error_response(
+                    StatusCode::BAD_REQUEST,
+                    e.to_string(),
+                    Map::new(),
+                ));
+            }
         }
     };
     let (tx, mut stream) = shs_supervisor::http_stream();
@@ -187,7 +257,12 @@ fn answer(name: &str, result: Result<Output, shs_supervisor::InvokeError>) -> Ht
         Ok(Output::Cgi(response)) => cgi_answer(name, response),
         Err(error) => {
             tracing::debug!(function = name, status = %status_of(&error), "invoke failed: {error}");
-            invoke_error_response(&error)
+            let response = invoke_error_response(&error);
+            // The function was not found, or never got the request.
+            match error.kind() {
+                ErrorKind::NotFound | ErrorKind::Unavailable => not_run(response),
+                _ => response,
+            }
         }
     }
 }

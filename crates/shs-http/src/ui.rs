@@ -58,6 +58,7 @@ assets! {
     "dead-letters.js" => "text/javascript; charset=utf-8",
     "events.js" => "text/javascript; charset=utf-8",
     "event.js" => "text/javascript; charset=utf-8",
+    "topology.js" => "text/javascript; charset=utf-8",
     "favicon.svg" => "image/svg+xml",
 }
 

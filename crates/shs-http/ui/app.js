@@ -1,5 +1,5 @@
 // The dashboard: a router over the URL's hash (#/functions, #/functions/NAME,
-// #/events, #/events/ID, #/dead-letters), so that every page has a link that survives a reload. Each
+// #/events, #/events/ID, #/dead-letters, #/topology), so that every page has a link that survives a reload. Each
 // page module exports mount(main, params, ctx) and returns what stops it; a page follows live
 // updates through ctx.follow, which keeps one stream open at a time.
 
@@ -10,11 +10,13 @@ import * as fn from './function.js';
 import * as deadLetters from './dead-letters.js';
 import * as events from './events.js';
 import * as event from './event.js';
+import * as topology from './topology.js';
 
 const ROUTES = [
   { pattern: /^\/functions\/?$/, nav: 'functions', page: functions },
   { pattern: /^\/functions\/([^/?]+)$/, nav: 'functions', page: fn },
   { pattern: /^\/dead-letters\/?$/, nav: 'dead-letters', page: deadLetters },
+  { pattern: /^\/topology\/?$/, nav: 'topology', page: topology },
   { pattern: /^\/events\/?$/, nav: 'events', page: events },
   { pattern: /^\/events\/([^/?]+)$/, nav: 'events', page: event },
 ];
@@ -117,7 +119,8 @@ forget.addEventListener('click', () => {
 document.addEventListener('shs:key', showForget);
 showForget();
 
-// Keys: "/" to the page's filter, "g f" functions, "g e" events, "g d" dead letters.
+// Keys: "/" to the page's filter, "g f" functions, "g e" events, "g d" dead letters, "g t"
+// topology.
 let pendingG = false;
 document.addEventListener('keydown', (event) => {
   const target = event.target;
@@ -133,6 +136,8 @@ document.addEventListener('keydown', (event) => {
     location.hash = '#/functions';
   } else if (pendingG && event.key === 'e') {
     location.hash = '#/events';
+  } else if (pendingG && event.key === 't') {
+    location.hash = '#/topology';
   } else if (pendingG && event.key === 'd') {
     location.hash = '#/dead-letters';
   }

@@ -1,7 +1,7 @@
-// One function: state, charts, the invoke playground, live logs, processes, subscriptions and
-// the configuration in force. Follows `function:NAME` and `logs:NAME`.
+// One function: state, charts, the invoke playground, live logs, processes, subscriptions,
+// schedules (when the server has them) and the configuration in force. Follows `function:NAME` and `logs:NAME`.
 
-import { api } from './api.js';
+import { api, json } from './api.js';
 import { h, fill, ms, count, ago, stateBadge, pretty } from './dom.js';
 import { bars, latency } from './chart.js';
 
@@ -231,6 +231,9 @@ export function mount(main, [name], ctx) {
   const charts = h('div', { class: 'charts', id: 'charts' });
   const processes = h('div', { id: 'processes' });
   const subscriptions = h('div', { id: 'subscriptions' });
+  const schedules = h('div', { id: 'schedules-list' });
+  const schedulesSection = section('schedules', 'Schedules', schedules);
+  schedulesSection.hidden = true;
   const config = h('div', { id: 'config' });
   const logs = logView();
   fill(main,
@@ -249,6 +252,7 @@ export function mount(main, [name], ctx) {
     section('logs', 'Logs', logs.view),
     section('processes', 'Processes', processes),
     section('subscriptions', 'Subscriptions', subscriptions),
+    schedulesSection,
     section('configuration', 'Configuration in force', config));
   for (const title of main.querySelectorAll('h2')) title.setAttribute('tabindex', '-1');
 
@@ -307,6 +311,30 @@ export function mount(main, [name], ctx) {
     ] : h('p', { class: 'problem' }, 'It cannot be run, so no configuration is in force.'));
   };
 
+  // Its schedules (`GET /schedules`), every 5 s; none, or a server without schedules: no section.
+  let stopped = false;
+  const loadSchedules = async () => {
+    let list;
+    try {
+      list = ((await json('/schedules')).schedules || []).filter((s) => s.function === name);
+    } catch {
+      list = [];
+    }
+    if (stopped) return;
+    schedulesSection.hidden = list.length === 0;
+    fill(schedules, list.length ? h('table', { class: 'grid' },
+      h('thead', {}, h('tr', {}, ['Cron', 'Time zone', 'Next', 'Last', 'Outcome', 'Input'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, list.map((s) => h('tr', { dataset: { cron: s.cron } },
+        h('td', {}, h('code', {}, s.cron)),
+        h('td', {}, s.timezone || 'UTC'),
+        h('td', { class: 'nowrap' }, s.next || '–'),
+        h('td', { class: 'nowrap' }, s.last?.time || '–'),
+        h('td', {}, s.last?.state ? h('span', { class: `chip chip-${s.last.state === 'succeeded' ? 'delivered' : s.last.state === 'failed' ? 'dead' : 'pending'}`, title: s.last.invocation_id || '' }, s.last.state) : '–'),
+        h('td', { class: 'wrap' }, s.input === undefined || s.input === null ? '' : h('code', {}, JSON.stringify(s.input))))))) : null);
+  };
+  loadSchedules();
+  const scheduleTimer = setInterval(loadSchedules, 5000);
+
   ctx.follow([`function:${name}`, `logs:${name}`], (event) => {
     const data = JSON.parse(event.data);
     if (event.event === 'function') show(data);
@@ -322,4 +350,8 @@ export function mount(main, [name], ctx) {
       banner.textContent = status === 404 ? `No function named “${name}” is deployed (yet): ${message}` : message;
     }
   });
+  return () => {
+    stopped = true;
+    clearInterval(scheduleTimer);
+  };
 }

@@ -48,7 +48,7 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use shs_bus::{
     Attempt, Backend, Bus, BusError, Causation, Core, DeadLetter, DeadLetterFilter, EventFilter,
-    EventInfo, EventPage, Fanout, Publication, SharedEvent,
+    EventInfo, EventPage, Fanout, Publication, SharedEvent, Traffic,
 };
 
 mod consume;
@@ -394,6 +394,10 @@ impl Backend for NatsBackend {
     }
 
     fn events(&self, _filter: EventFilter) -> BoxFuture<'_, Result<EventPage, BusError>> {
+        Box::pin(async { Err(BusError::Unsupported("event history on the NATS bus")) })
+    }
+
+    fn traffic(&self, _since_ms: i64) -> BoxFuture<'_, Result<Traffic, BusError>> {
         Box::pin(async { Err(BusError::Unsupported("event history on the NATS bus")) })
     }
 

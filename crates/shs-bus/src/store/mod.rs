@@ -11,7 +11,8 @@
 //!
 //! This module holds the types and the [`Store`]'s writes; `schema` the tables and their
 //! migrations, `writer` the writer thread, `read` the queries, `list` the listing of events,
-//! `invocations` the writes and reads of asynchronous invocations.
+//! `traffic` the counts of the topology, `invocations` the writes and reads of asynchronous
+//! invocations, `keys` the idempotency keys.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,15 +26,19 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::event::SharedEvent;
+use crate::idempotency::{Claimed, KeptAnswer, KeyClaim};
 use schema::SCHEMA_VERSION;
 use writer::Write;
 
 pub use list::{DeliverySummary, EventFilter, EventPage, EventSummary, MAX_PAGE, MAX_SCANNED};
+pub use traffic::{DeliveryCount, MAX_COUNTED, PublishCount, Traffic};
 
 mod invocations;
+mod keys;
 mod list;
 mod read;
 mod schema;
+mod traffic;
 mod writer;
 
 pub use invocations::{
@@ -269,6 +274,13 @@ impl Store {
         let path = folder.join("shs.db");
         let writer = schema::open(&path, durability)?;
         schema::migrate(&writer, &path)?;
+        let abandoned = keys::release_abandoned(&writer)?;
+        if abandoned > 0 {
+            tracing::info!(
+                keys = abandoned,
+                "idempotency keys of requests cut short by the last stop released"
+            );
+        }
         let reader = schema::open(&path, durability)?;
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let history_bytes = Arc::new(AtomicUsize::new(0));
@@ -441,6 +453,28 @@ impl Store {
     /// not dead letters).
     pub fn prune(&self, before_ms: i64) {
         let _ = self.writes.try_send(Write::Prune { before_ms });
+    }
+
+    /// Claims an idempotency key for a request; resolves once the claim is on disk.
+    pub async fn claim_key(&self, claim: KeyClaim) -> Result<Claimed, StoreError> {
+        self.ask(|done| Write::ClaimKey { claim, done }).await
+    }
+
+    /// Keeps the answer to the request holding a key (`Some`), or releases the key (`None`);
+    /// resolves once it is on disk.
+    pub async fn settle_key(
+        &self,
+        scope: String,
+        key: String,
+        answer: Option<KeptAnswer>,
+    ) -> Result<(), StoreError> {
+        self.ask(|done| Write::SettleKey {
+            scope,
+            key,
+            answer,
+            done,
+        })
+        .await
     }
 
     /// Resolves once everything written before has been committed.

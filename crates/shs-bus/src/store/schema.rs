@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use super::{Durability, StoreError};
 
 /// The version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -93,6 +93,23 @@ CREATE TABLE IF NOT EXISTS invocation_attempts (
     error TEXT NOT NULL,
     PRIMARY KEY (invocation, n)
 );
+-- Idempotency keys (schema 5): the first answer to a request, given again to its retries.
+-- `scope` is a SHA-256 of the API key the request used (empty without keys); the key itself
+-- is the client's. `state` is 'in-flight' while the first request runs, then 'done' with its
+-- answer (`headers` a JSON array of [name, bytes]; `body` NULL when too large to keep).
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    status INTEGER,
+    headers TEXT,
+    body BLOB,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys(expires_ms);
 -- What the supervisor learned of each function by running it (no schema version of its own:
 -- created if missing, ignored by older versions). `digest` names the deployment (its files)
 -- whose start-up subscriptions are those saved above; a function whose digest matches need
@@ -111,8 +128,8 @@ CREATE TABLE IF NOT EXISTS publishes (
 );
 ";
 
-/// Creates the schema in a new database, migrates one of schema 1, 2 or 3, and refuses any
-/// other.
+/// Creates the schema in a new database, migrates one of an older schema (1 to 4), and refuses
+/// any other.
 pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let tables: i64 = conn.query_row(
@@ -140,6 +157,7 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> 
     }
     // 4 adds the tables `invocations` and `invocation_attempts`: new tables only, which
     // `SCHEMA` creates.
+    // 5 adds the table `idempotency_keys`, which `SCHEMA` creates too.
     tx.execute_batch(SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -167,6 +185,7 @@ pub(super) fn open(path: &Path, durability: Durability) -> Result<Connection, St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::idempotency::{Claimed, KeptAnswer, KeyClaim};
     use crate::store::Store;
     use crate::store::tests::{attempt, event};
 
@@ -218,7 +237,8 @@ mod tests {
             let conn = Connection::open(&path).expect("open");
             conn.execute_batch(SCHEMA).expect("schema");
             conn.execute_batch(
-                "DROP TABLE invocation_attempts;
+                "DROP TABLE idempotency_keys;
+                 DROP TABLE invocation_attempts;
                  DROP TABLE invocations;
                  PRAGMA user_version = 3;
                  INSERT INTO events (id, source, type, hops, origin, mode, object, created_ms)
@@ -246,6 +266,140 @@ mod tests {
         );
         drop(store);
         let conn = Connection::open(&path).expect("open");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    fn claim(key: &str, fingerprint: &str, ttl_ms: u64) -> KeyClaim {
+        KeyClaim {
+            scope: String::new(),
+            key: key.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            ttl: Duration::from_millis(ttl_ms),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_schema_4_store_is_migrated_and_takes_idempotency_keys() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("shs.db");
+        {
+            // A store as schema 4 wrote it: no idempotency keys.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(SCHEMA).expect("schema");
+            conn.execute_batch(
+                "DROP TABLE idempotency_keys;
+                 PRAGMA user_version = 4;
+                 INSERT INTO events (id, source, type, hops, origin, mode, object, created_ms)
+                 VALUES ('kept', '/test', 't.one', 0, '{}', 'async', '{\"id\":\"kept\"}', 0);",
+            )
+            .expect("a schema 4 store");
+        }
+        let store = Store::open(dir.path(), Durability::Normal).expect("schema 4 is migrated");
+        assert!(store.event("kept").await.expect("read").is_some());
+        let answer = KeptAnswer {
+            status: 201,
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            body: Some(b"{}".to_vec()),
+        };
+        assert_eq!(
+            store
+                .claim_key(claim("k", "f1", 60_000))
+                .await
+                .expect("claim"),
+            Claimed::Fresh
+        );
+        assert_eq!(
+            store
+                .claim_key(claim("k", "f1", 60_000))
+                .await
+                .expect("claim"),
+            Claimed::InFlight
+        );
+        assert_eq!(
+            store
+                .claim_key(claim("k", "f2", 60_000))
+                .await
+                .expect("claim"),
+            Claimed::Mismatch
+        );
+        store
+            .settle_key(String::new(), "k".into(), Some(answer.clone()))
+            .await
+            .expect("settle");
+        assert_eq!(
+            store
+                .claim_key(claim("k", "f1", 60_000))
+                .await
+                .expect("claim"),
+            Claimed::Done(answer.clone())
+        );
+        // A released key is free again; a key in flight at a restart is released.
+        assert_eq!(
+            store
+                .claim_key(claim("r", "f", 60_000))
+                .await
+                .expect("claim"),
+            Claimed::Fresh
+        );
+        store
+            .settle_key(String::new(), "r".into(), None)
+            .await
+            .expect("release");
+        assert_eq!(
+            store
+                .claim_key(claim("r", "g", 60_000))
+                .await
+                .expect("claim"),
+            Claimed::Fresh
+        );
+        // An expired key is another request's to take.
+        assert_eq!(
+            store.claim_key(claim("x", "f", 1)).await.expect("claim"),
+            Claimed::Fresh
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(
+            store.claim_key(claim("x", "g", 1)).await.expect("claim"),
+            Claimed::Fresh
+        );
+        // A done key that expires is kept until the sweep.
+        store.claim_key(claim("d", "f", 1)).await.expect("claim");
+        store
+            .settle_key(String::new(), "d".into(), Some(answer.clone()))
+            .await
+            .expect("settle");
+        drop(store);
+        let store = Store::open(dir.path(), Durability::Normal).expect("reopen");
+        assert_eq!(
+            store
+                .claim_key(claim("r", "h", 60_000))
+                .await
+                .expect("claim"),
+            Claimed::Fresh
+        );
+        assert!(matches!(
+            store
+                .claim_key(claim("k", "f1", 60_000))
+                .await
+                .expect("claim"),
+            Claimed::Done(_)
+        ));
+        // Expired keys are swept.
+        store.prune(0);
+        store.flush().await;
+        drop(store);
+        let conn = Connection::open(&path).expect("open");
+        let keys: Vec<String> = conn
+            .prepare("SELECT key FROM idempotency_keys ORDER BY key")
+            .expect("query")
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("keys");
+        assert_eq!(keys, ["k", "r"], "the expired key d is swept");
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");

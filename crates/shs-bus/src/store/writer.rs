@@ -9,8 +9,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::invocations::{self, InvocationWrite};
-use super::{Attempt, DeliveryInfo, Outcome, StoreError, now_ms};
+use super::{Attempt, DeliveryInfo, Outcome, StoreError, keys, now_ms};
 use crate::event::SharedEvent;
+use crate::idempotency::{Claimed, KeptAnswer, KeyClaim};
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 4_096;
@@ -77,6 +78,18 @@ pub(super) enum Write {
     Flush {
         done: oneshot::Sender<()>,
     },
+    /// Claims an idempotency key for a request (see [`super::keys::claim`]).
+    ClaimKey {
+        claim: KeyClaim,
+        done: oneshot::Sender<Result<Claimed, StoreError>>,
+    },
+    /// Keeps the answer under a key, or releases it (`None`).
+    SettleKey {
+        scope: String,
+        key: String,
+        answer: Option<KeptAnswer>,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// A write of an asynchronous invocation; answers the function it concerned, if found.
     Invocation {
         write: InvocationWrite,
@@ -98,8 +111,10 @@ impl Write {
             | Write::Finish { .. }
             | Write::Revive { .. }
             | Write::Delete { .. }
-            | Write::Invocation { .. }
-            | Write::Flush { .. } => true,
+            | Write::Flush { .. }
+            | Write::ClaimKey { .. }
+            | Write::SettleKey { .. }
+            | Write::Invocation { .. } => true,
         }
     }
 }
@@ -202,7 +217,7 @@ fn apply_each(conn: &mut Connection, batch: &[Write]) -> Vec<Result<Found, Strin
 fn answer(write: Write, result: Result<Found, String>) {
     let result = result.map_err(StoreError::Write);
     match write {
-        Write::Accept { done, .. } | Write::Finish { done, .. } => {
+        Write::Accept { done, .. } | Write::Finish { done, .. } | Write::SettleKey { done, .. } => {
             let _ = done.send(result.map(drop));
         }
         Write::Revive { done, .. } => {
@@ -214,6 +229,9 @@ fn answer(write: Write, result: Result<Found, String>) {
         Write::Flush { done } => {
             let _ = done.send(());
         }
+        Write::ClaimKey { done, .. } => {
+            let _ = done.send(result.map(|found| found.claimed.unwrap_or(Claimed::InFlight)));
+        }
         Write::Invocation { done, .. } => {
             let _ = done.send(result.map(|found| found.function));
         }
@@ -221,10 +239,12 @@ fn answer(write: Write, result: Result<Found, String>) {
     }
 }
 
-/// What a write found: the function of the dead letter it revived or deleted.
+/// What a write found: the function of the dead letter it revived or deleted, what an
+/// idempotency key held.
 #[derive(Default)]
 struct Found {
     function: Option<String>,
+    claimed: Option<Claimed>,
 }
 
 /// Applies one write.
@@ -311,7 +331,10 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
                     |r| r.get(0),
                 )
                 .optional()?;
-            Ok(Found { function })
+            Ok(Found {
+                function,
+                ..Found::default()
+            })
         }
         Write::Delete { delivery, .. } => {
             let function = tx
@@ -321,7 +344,10 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
                     |r| r.get(0),
                 )
                 .optional()?;
-            Ok(Found { function })
+            Ok(Found {
+                function,
+                ..Found::default()
+            })
         }
         Write::Subscription {
             function,
@@ -389,11 +415,23 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
                 params![before_ms],
             )?;
             invocations::prune(tx, *before_ms)?;
+            keys::sweep(tx, now)?;
             Ok(Found::default())
         }
         Write::Flush { .. } => Ok(Found::default()),
+        Write::ClaimKey { claim, .. } => Ok(Found {
+            claimed: Some(keys::claim(tx, claim, now)?),
+            ..Found::default()
+        }),
+        Write::SettleKey {
+            scope, key, answer, ..
+        } => {
+            keys::settle(tx, scope, key, answer.as_ref())?;
+            Ok(Found::default())
+        }
         Write::Invocation { write, .. } => Ok(Found {
             function: invocations::apply(tx, write, now)?,
+            ..Found::default()
         }),
     }
 }
