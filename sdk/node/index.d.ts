@@ -86,6 +86,8 @@ export function sseEvent(data: unknown, options?: { event?: string; id?: string;
 export class Context {
   /** The HTTP request of an invoke made over HTTP; null otherwise. */
   readonly http: Request | null;
+  /** For an occurrence of a schedule: its cron expression and time (RFC 3339); null otherwise. */
+  readonly schedule: { cron: string; time: string } | null;
   /** Aborted when the HTTP client went away (the supervisor sent cancel). */
   readonly signal: AbortSignal;
   /** Whether the HTTP client went away. */

@@ -259,13 +259,14 @@ class Context {
   #streaming = false;
   #abort = new AbortController();
 
-  constructor(connection, requestId, functionName, method, callId = null, http = null) {
+  constructor(connection, requestId, functionName, method, callId = null, http = null, schedule = null) {
     this.#connection = connection;
     this.#callId = callId;
     this.requestId = requestId ?? null;
     this.function = functionName ?? null;
     this.method = method;
     this.http = isObject(http) ? new Request(http) : null;
+    this.schedule = isObject(schedule) ? schedule : null;
     this.signal = this.#abort.signal;
   }
 
@@ -495,7 +496,7 @@ class ShsFunction {
       return new ShsError('method not found: "invoke" (this function has no invoke handler)', { code: METHOD_NOT_FOUND });
     }
     const about = isObject(params.context) ? params.context : {};
-    const ctx = new Context(connection, about.request_id, about.function, 'invoke', callId, params.http);
+    const ctx = new Context(connection, about.request_id, about.function, 'invoke', callId, params.http, about.schedule);
     this.#running.set(callId, ctx);
     try {
       const outcome = await guarded(connection, this.invokeHandler, params.input === undefined ? null : params.input, ctx);

@@ -267,10 +267,12 @@ class Context:
     ``None`` in setup), ``function`` (the function's name), ``method`` (``"invoke"``,
     ``"event"`` or ``"initialize"``), ``http`` (the :class:`Request` of an invoke made over
     HTTP, else ``None``), ``cancelled`` (a ``threading.Event`` set when the HTTP client went
-    away).
+    away), ``schedule`` (for an occurrence of a schedule: ``{"cron": str, "time": str}``, the
+    time in RFC 3339; else ``None``).
     """
 
-    def __init__(self, connection, request_id, function, method, call_id=None, http=None):
+    def __init__(self, connection, request_id, function, method, call_id=None, http=None,
+                 schedule=None):
         self._connection = connection
         self._call_id = call_id
         self._streaming = False
@@ -278,6 +280,7 @@ class Context:
         self.function = function
         self.method = method
         self.http = Request(http) if isinstance(http, dict) else None
+        self.schedule = schedule if isinstance(schedule, dict) else None
         self.cancelled = threading.Event()
 
     def stream(self, chunk, status=None, headers=None):
@@ -717,7 +720,7 @@ class Function:
         if not isinstance(context, dict):
             context = {}
         ctx = Context(connection, context.get("request_id"), context.get("function"), "invoke",
-                      call_id, params.get("http"))
+                      call_id, params.get("http"), context.get("schedule"))
         with self._running_lock:
             self._running[call_id] = ctx
         try:

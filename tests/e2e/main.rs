@@ -33,6 +33,7 @@ mod prewarm;
 mod protocol;
 mod run;
 mod scale;
+mod schedules;
 mod sdk;
 mod secrets;
 mod stream;

@@ -644,6 +644,8 @@ fn walk_server() -> ServerBuilder {
         .fixture("echo")
         .fixture("fail")
         .toml("fail", "max_attempts = 1\n")
+        .fixture_as("job", "ticker")
+        .toml("ticker", "[[schedule]]\ncron = \"* * * * * *\"\n")
         .fixture("crash")
         .fixture("exec-cat")
         .fixture("exec-fail")
@@ -1300,6 +1302,12 @@ async fn every_route_answers_as_the_document_says() {
     })
     .await;
     w.expect(200, "GET", "/invocations", None, &[]).await;
+    let schedules = w
+        .get_until("/schedules", |r| {
+            r.json()["schedules"][0]["last"].is_object()
+        })
+        .await;
+    assert_eq!(schedules.status, 200, "{schedules:?}");
     w.expect(
         200,
         "GET",

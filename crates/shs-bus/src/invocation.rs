@@ -133,6 +133,18 @@ impl Tracker {
     }
 }
 
+/// An occurrence of a schedule, stored as an invocation.
+#[derive(Clone, Debug)]
+pub struct Occurrence {
+    /// The invocation's id: derived from the function, the schedule and the time, so that
+    /// the occurrence is stored once however often it is fired.
+    pub id: String,
+    /// The schedule's key (its cron and time zone).
+    pub key: String,
+    /// The occurrence's time, ms since the epoch.
+    pub time_ms: i64,
+}
+
 /// The asynchronous invocations of one supervisor, in its embedded store.
 pub struct Invocations {
     store: Arc<Store>,
@@ -191,25 +203,73 @@ impl Invocations {
         schedule: Option<Box<RawValue>>,
         callback: Option<String>,
     ) -> Result<String, BusError> {
-        self.tracker.enqueue(function, &self.limits)?;
         let id = uuid::Uuid::now_v7().to_string();
-        let stored = self
-            .store
-            .accept_invocation(NewInvocation {
-                id: id.clone(),
-                function: function.to_owned(),
-                request,
-                schedule,
-                callback,
-            })
-            .await;
-        if let Err(e) = stored {
-            self.tracker.unqueue(function);
-            return Err(e.into());
-        }
-        crate::count_invocation(function, "accepted");
-        self.lanes.wake(&Arc::from(function));
+        self.store_new(NewInvocation {
+            id: id.clone(),
+            function: function.to_owned(),
+            request,
+            schedule,
+            callback,
+            occurrence: None,
+        })
+        .await?;
         Ok(id)
+    }
+
+    /// Stores `occurrence` of a schedule of `function` as an invocation on `request`, with
+    /// `context.schedule`; its id. Stored once: firing it again changes nothing.
+    pub async fn accept_occurrence(
+        &self,
+        function: &str,
+        request: Box<RawValue>,
+        schedule: Box<RawValue>,
+        occurrence: Occurrence,
+    ) -> Result<String, BusError> {
+        let id = occurrence.id.clone();
+        self.store_new(NewInvocation {
+            id: id.clone(),
+            function: function.to_owned(),
+            request,
+            schedule: Some(schedule),
+            callback: None,
+            occurrence: Some((occurrence.key, occurrence.time_ms)),
+        })
+        .await?;
+        Ok(id)
+    }
+
+    async fn store_new(&self, new: NewInvocation) -> Result<(), BusError> {
+        let function = new.function.clone();
+        self.tracker.enqueue(&function, &self.limits)?;
+        match self.store.accept_invocation(new).await {
+            Ok(true) => {
+                crate::count_invocation(&function, "accepted");
+                self.lanes.wake(&Arc::from(function));
+                Ok(())
+            }
+            Ok(false) => {
+                self.tracker.unqueue(&function);
+                Ok(())
+            }
+            Err(e) => {
+                self.tracker.unqueue(&function);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The time (ms) of the last occurrence of schedule `key` of `function` stored.
+    pub async fn last_occurrence(
+        &self,
+        function: &str,
+        key: &str,
+    ) -> Result<Option<i64>, BusError> {
+        Ok(self.store.last_occurrence(function, key).await?)
+    }
+
+    /// Every schedule's last occurrence stored: (function, key, time in ms, invocation id).
+    pub async fn schedule_runs(&self) -> Result<Vec<(String, String, i64, String)>, BusError> {
+        Ok(self.store.schedule_runs().await?)
     }
 
     /// An invocation by id (`running` while an attempt is under way).

@@ -97,6 +97,54 @@ pub(crate) async fn list(query: web::Query<ListQuery>, state: web::Data<AppState
     }
 }
 
+/// `GET /schedules`: every schedule of the functions deployed, with its next occurrence and
+/// its last one (time, invocation, state).
+pub(crate) async fn schedules(state: web::Data<AppState>) -> HttpResponse {
+    let runs = match state.supervisor.bus().invocations() {
+        Ok(invocations) => match invocations.schedule_runs().await {
+            Ok(runs) => Some((invocations, runs)),
+            Err(e) => return bus_error(&e),
+        },
+        Err(_) => None,
+    };
+    let mut list = Vec::new();
+    for (function, schedule) in state.supervisor.schedules() {
+        let mut entry = serde_json::Map::new();
+        entry.insert("function".into(), json!(function));
+        entry.insert("cron".into(), json!(schedule.cron_text));
+        entry.insert("timezone".into(), json!(schedule.timezone));
+        entry.insert("catch_up".into(), json!(schedule.catch_up));
+        entry.insert(
+            "input".into(),
+            serde_json::from_str(&schedule.input).unwrap_or(serde_json::Value::Null),
+        );
+        entry.insert(
+            "next".into(),
+            json!(shs_supervisor::schedule::next_of(&schedule)),
+        );
+        let key = schedule.key();
+        if let Some((invocations, runs)) = &runs
+            && let Some((_, _, last_ms, id)) =
+                runs.iter().find(|(f, k, _, _)| *f == function && *k == key)
+        {
+            let outcome = match invocations.get(id).await {
+                Ok(Some(info)) => json!(info.state),
+                _ => serde_json::Value::Null,
+            };
+            entry.insert(
+                "last".into(),
+                json!({
+                    "time": shs_bus::store::rfc3339_ms(*last_ms),
+                    "invocation_id": id,
+                    "state": outcome,
+                }),
+            );
+        }
+        list.push(serde_json::Value::Object(entry));
+    }
+    HttpResponse::Ok().json(json!({ "schedules": list }))
+}
+
 /// `GET /invocations/{id}`.
 pub(crate) async fn get(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
     let id = path.into_inner();

@@ -271,6 +271,7 @@ route_table! {
     GET "/events/{id}" => events::event,
     GET "/invocations" => invocations::list,
     GET "/invocations/{id}" => invocations::get,
+    GET "/schedules" => invocations::schedules,
     GET "/functions" => functions,
     GET "/functions/{name}" => live::function,
     GET "/functions/{name}/logs" => function_logs,

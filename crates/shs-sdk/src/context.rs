@@ -48,6 +48,8 @@ pub struct Context<'a> {
     call: Option<(&'a shs_protocol::Id, Option<&'a RawValue>)>,
     /// Whether a `stream` notification has gone out (the first carries status and headers).
     streaming: std::sync::atomic::AtomicBool,
+    /// `context.schedule`, for an occurrence of a schedule.
+    schedule: Option<methods::ScheduleContext>,
 }
 
 impl<'a> Context<'a> {
@@ -64,7 +66,20 @@ impl<'a> Context<'a> {
             link,
             call: None,
             streaming: std::sync::atomic::AtomicBool::new(false),
+            schedule: None,
         }
+    }
+
+    /// The same context, for an occurrence of a schedule.
+    pub(crate) fn with_schedule(mut self, schedule: Option<methods::ScheduleContext>) -> Self {
+        self.schedule = schedule;
+        self
+    }
+
+    /// For an invoke that is an occurrence of a schedule (`[[schedule]]` in `function.toml`):
+    /// the schedule's cron expression and the occurrence's time (RFC 3339); `None` otherwise.
+    pub fn schedule(&self) -> Option<&methods::ScheduleContext> {
+        self.schedule.as_ref()
     }
 
     /// The same context, for invoke `id` with its `http` member.

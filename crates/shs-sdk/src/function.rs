@@ -326,7 +326,8 @@ impl Function {
             methods::INVOKE,
             link,
         )
-        .for_invoke(id, params.http);
+        .for_invoke(id, params.http)
+        .with_schedule(params.context.schedule.map(|s| *s));
         guarded(|| handler(input, &ctx))
     }
 

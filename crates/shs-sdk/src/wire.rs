@@ -164,6 +164,9 @@ pub(crate) struct ContextIn<'a> {
     pub(crate) request_id: Cow<'a, str>,
     #[serde(default, borrow)]
     pub(crate) function: Cow<'a, str>,
+    /// `context.schedule` of an occurrence of a schedule.
+    #[serde(default)]
+    pub(crate) schedule: Option<Box<shs_protocol::methods::ScheduleContext>>,
 }
 
 /// The event of an `event` request.

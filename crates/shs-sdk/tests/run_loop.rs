@@ -747,3 +747,24 @@ fn initialize_declares_the_threads_or_the_concurrency_asked_for() {
         json!({"concurrency": 65536})
     );
 }
+
+#[test]
+fn a_scheduled_invoke_reads_context_schedule() {
+    let function = Function::new().on_invoke(|_: Value, ctx: &Context| {
+        Ok(json!({"schedule": ctx.schedule().map(|s| json!({"cron": s.cron, "time": s.time}))}))
+    });
+    let schedule = json!({"cron": "0 */5 * * * *", "time": "2026-12-06T03:05:00.000Z"});
+    let scheduled = json!({"jsonrpc": "2.0", "id": 3, "method": "invoke",
+        "params": {"input": {}, "context": {"request_id": "r", "function": "f", "schedule": schedule}}})
+    .to_string();
+    let (out, ended) = script(function, &[INIT.into(), scheduled, invoke(4, json!({}))]);
+    ended.unwrap();
+    assert_eq!(
+        out[1],
+        json!({"jsonrpc": "2.0", "id": 3, "result": {"schedule": schedule}})
+    );
+    assert_eq!(
+        out[2],
+        json!({"jsonrpc": "2.0", "id": 4, "result": {"schedule": null}})
+    );
+}

@@ -58,6 +58,7 @@ mod pipes;
 mod pool;
 mod prewarm;
 mod process;
+pub mod schedule;
 pub mod secrets;
 pub mod spec;
 pub mod stats;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -52,7 +53,21 @@ pub(crate) struct Manifest {
     start_timeout: Option<f64>,
     secrets: Option<Vec<String>>,
     webhook: Option<WebhookManifest>,
+    schedule: Option<Vec<ScheduleManifest>>,
 }
+
+/// One `[[schedule]]` of `function.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleManifest {
+    cron: String,
+    timezone: Option<String>,
+    input: Option<toml::Value>,
+    catch_up: Option<String>,
+}
+
+/// The most schedules a function may have.
+pub(crate) const MAX_SCHEDULES: usize = 64;
 
 /// The `[webhook]` table of `function.toml`.
 #[derive(Debug, Deserialize)]
@@ -299,7 +314,31 @@ pub(crate) fn build_spec(
             })
         }
     };
+    let schedule = manifest.schedule.unwrap_or_default();
+    if schedule.len() > MAX_SCHEDULES {
+        return Err(invalid(format!(
+            "{} `[[schedule]]` tables; a function may have at most {MAX_SCHEDULES}",
+            schedule.len()
+        )));
+    }
+    let mut schedules = Vec::with_capacity(schedule.len());
+    for (n, s) in schedule.into_iter().enumerate() {
+        let input = s
+            .input
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| invalid(format!("`[[schedule]]` {}: `input`: {e}", n + 1)))?;
+        let parsed = crate::schedule::Schedule::new(
+            &s.cron,
+            s.timezone.as_deref(),
+            input,
+            s.catch_up.as_deref(),
+        )
+        .map_err(|e| invalid(format!("`[[schedule]]` {}: {e}", n + 1)))?;
+        schedules.push(Arc::new(parsed));
+    }
     Ok(FunctionSpec {
+        schedules,
         name: name.to_owned(),
         dir: dir.to_owned(),
         command,

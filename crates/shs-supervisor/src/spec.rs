@@ -265,6 +265,8 @@ pub struct FunctionSpec {
     pub secrets_folder: Option<PathBuf>,
     /// Whether an HTTP request's raw body is sent even when it is JSON (`raw_body`).
     pub raw_body: bool,
+    /// Its `[[schedule]]` tables.
+    pub schedules: Vec<std::sync::Arc<crate::schedule::Schedule>>,
     /// What a change on disk is detected by.
     pub fingerprint: Fingerprint,
 }

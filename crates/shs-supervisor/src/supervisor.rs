@@ -119,6 +119,26 @@ struct Function {
     webhook: Option<Arc<crate::secrets::WebhookKey>>,
     /// Its private copy of its secrets, removed with this deployment.
     _secrets: Option<crate::secrets::PrivateCopy>,
+    /// The tasks that fire its schedules, stopped with this deployment.
+    schedules: ScheduleTasks,
+}
+
+/// The tasks that fire a deployment's schedules; aborted when it is retired or dropped.
+#[derive(Default)]
+struct ScheduleTasks(Vec<tokio::task::AbortHandle>);
+
+impl ScheduleTasks {
+    fn stop(&self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for ScheduleTasks {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 impl Function {
@@ -130,6 +150,8 @@ impl Function {
     }
 
     async fn retire(&self, what: &'static str, drain: Duration) {
+        // The next deployment (if any) fires them now.
+        self.schedules.stop();
         match &self.kind {
             Kind::Rpc(pool) => pool.close(what, drain).await,
             Kind::Exec(runner) => runner.close(drain).await,
@@ -527,6 +549,16 @@ impl Supervisor {
             webhook: function.webhook.clone(),
             cgi: function.spec().is_some_and(|s| s.mode == Mode::Cgi),
         }
+    }
+
+    /// Every schedule of the functions deployed, as (function, schedule), by function.
+    pub fn schedules(&self) -> Vec<(String, Arc<crate::schedule::Schedule>)> {
+        let registry = self.inner.registry.read();
+        registry
+            .iter()
+            .filter_map(|(name, f)| Some((name, f.spec()?)))
+            .flat_map(|(name, spec)| spec.schedules.iter().map(|s| (name.clone(), s.clone())))
+            .collect()
     }
 
     /// Whether a function of that name is deployed.

@@ -143,6 +143,19 @@ test('answers initialize, then invokes', async () => {
   ]);
 });
 
+test('a scheduled invoke reads context.schedule', async () => {
+  const fn = shs.createFunction().invoke((input, ctx) => ({ schedule: ctx.schedule }));
+  const schedule = { cron: '0 */5 * * * *', time: '2026-12-06T03:05:00.000Z' };
+  const scheduled = {
+    jsonrpc: '2.0', id: 3, method: 'invoke',
+    params: { input: {}, context: { request_id: 'r', function: 'f', schedule } },
+  };
+  const { lines, status } = await script(fn, [INIT, scheduled, invoke(4, {})]);
+  assert.equal(status, 0);
+  assert.deepEqual(lines[1], result(3, { schedule }));
+  assert.deepEqual(lines[2], result(4, { schedule: null }));
+});
+
 test('unknown methods, notifications, stray answers and bad lines', async () => {
   const { lines, status, log } = await script(echoFunction(), [
     { jsonrpc: '2.0', id: 2, method: 'frobnicate' },

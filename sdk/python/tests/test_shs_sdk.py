@@ -180,6 +180,22 @@ class Basics(unittest.TestCase):
                        "method": "invoke"}),
         ])
 
+    def test_a_scheduled_invoke_reads_context_schedule(self):
+        app = shs_sdk.Function()
+
+        @app.invoke
+        def handle(input, ctx):  # noqa: A002
+            return {"schedule": ctx.schedule}
+
+        schedule = {"cron": "0 */5 * * * *", "time": "2026-12-06T03:05:00.000Z"}
+        scheduled = {"jsonrpc": "2.0", "id": 3, "method": "invoke",
+                     "params": {"input": {}, "context": {"request_id": "r", "function": "f",
+                                                         "schedule": schedule}}}
+        lines, status, _ = script(app, [INIT, scheduled, invoke(4, {})])
+        self.assertEqual(status, 0)
+        self.assertEqual(lines[1], result(3, {"schedule": schedule}))
+        self.assertEqual(lines[2], result(4, {"schedule": None}))
+
     def test_lines_are_compact_utf8(self):
         stdout = io.BytesIO()
         app = echo_app()

@@ -31,6 +31,9 @@ pub struct NewInvocation {
     pub schedule: Option<Box<RawValue>>,
     /// Where the outcome is POSTed when it ends.
     pub callback: Option<String>,
+    /// For an occurrence of a schedule: the schedule's key and the occurrence's time (ms),
+    /// recorded as the schedule's last occurrence in the same transaction.
+    pub occurrence: Option<(String, i64)>,
 }
 
 /// What an attempt of an invocation needs: its id, the request and the schedule.
@@ -165,8 +168,17 @@ pub(super) fn apply(
     match write {
         InvocationWrite::Accept(new) => {
             let callback_state = new.callback.as_ref().map(|_| "pending");
-            exec(
-                "INSERT INTO invocations (id, function, state, request, schedule, callback, callback_state, accepted_ms, updated_ms)
+            if let Some((key, time_ms)) = &new.occurrence {
+                exec(
+                    "INSERT INTO schedules (function, key, last_ms, last_invocation) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (function, key) DO UPDATE SET last_ms = excluded.last_ms,
+                         last_invocation = excluded.last_invocation WHERE excluded.last_ms > last_ms",
+                    params![new.function, key, time_ms, new.id],
+                )?;
+            }
+            // An occurrence of a schedule has an id of its own: stored once.
+            let inserted = exec(
+                "INSERT OR IGNORE INTO invocations (id, function, state, request, schedule, callback, callback_state, accepted_ms, updated_ms)
                  VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?7)",
                 params![
                     new.id,
@@ -178,7 +190,7 @@ pub(super) fn apply(
                     now
                 ],
             )?;
-            Ok(Some(new.function.clone()))
+            Ok((inserted > 0).then(|| new.function.clone()))
         }
         InvocationWrite::Finish {
             seq,
@@ -270,11 +282,41 @@ impl Store {
             .await
     }
 
-    /// Stores an invocation, queued; resolves once it is on disk.
-    pub async fn accept_invocation(&self, invocation: NewInvocation) -> Result<(), StoreError> {
+    /// Stores an invocation, queued; resolves once it is on disk, with false when one with
+    /// its id was there already (it is then left as it was).
+    pub async fn accept_invocation(&self, invocation: NewInvocation) -> Result<bool, StoreError> {
         self.invocation_write(InvocationWrite::Accept(invocation))
             .await
-            .map(drop)
+            .map(|f| f.is_some())
+    }
+
+    /// The time (ms) of the last occurrence of schedule `key` of `function` stored.
+    pub async fn last_occurrence(
+        &self,
+        function: &str,
+        key: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let (function, key) = (function.to_owned(), key.to_owned());
+        self.read(move |c| {
+            c.query_row(
+                "SELECT last_ms FROM schedules WHERE function = ?1 AND key = ?2",
+                params![function, key],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Every schedule's last occurrence stored: (function, key, time in ms, invocation id).
+    pub async fn schedule_runs(&self) -> Result<Vec<(String, String, i64, String)>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare("SELECT function, key, last_ms, last_invocation FROM schedules")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect()
+        })
+        .await
     }
 
     /// Records how an attempt of the invocation at `seq` ended (with the function's answer

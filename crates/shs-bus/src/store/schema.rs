@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use super::{Durability, StoreError};
 
 /// The version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -85,6 +85,14 @@ CREATE INDEX IF NOT EXISTS invocations_queued ON invocations(function, seq) WHER
 CREATE INDEX IF NOT EXISTS invocations_failed ON invocations(updated_ms) WHERE state = 'failed';
 CREATE INDEX IF NOT EXISTS invocations_callback ON invocations(seq) WHERE callback_state = 'pending';
 CREATE INDEX IF NOT EXISTS invocations_function ON invocations(function, seq);
+-- The last occurrence of each schedule stored as an invocation (`catch_up`, `GET /schedules`).
+CREATE TABLE IF NOT EXISTS schedules (
+    function TEXT NOT NULL,
+    key TEXT NOT NULL,
+    last_ms INTEGER NOT NULL,
+    last_invocation TEXT NOT NULL,
+    PRIMARY KEY (function, key)
+);
 CREATE TABLE IF NOT EXISTS invocation_attempts (
     invocation INTEGER NOT NULL REFERENCES invocations(seq) ON DELETE CASCADE,
     n INTEGER NOT NULL,
@@ -158,6 +166,7 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> 
     // 4 adds the tables `invocations` and `invocation_attempts`: new tables only, which
     // `SCHEMA` creates.
     // 5 adds the table `idempotency_keys`, which `SCHEMA` creates too.
+    // 6 adds the table `schedules` (each schedule's last occurrence), which `SCHEMA` creates.
     tx.execute_batch(SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -240,6 +249,7 @@ mod tests {
                 "DROP TABLE idempotency_keys;
                  DROP TABLE invocation_attempts;
                  DROP TABLE invocations;
+                 DROP TABLE schedules;
                  PRAGMA user_version = 3;
                  INSERT INTO events (id, source, type, hops, origin, mode, object, created_ms)
                  VALUES ('old', '/test', 't.one', 0, '{}', 'async', '{\"id\":\"old\"}', 0);",
@@ -256,6 +266,7 @@ mod tests {
                 request,
                 schedule: None,
                 callback: None,
+                occurrence: None,
             })
             .await
             .expect("an invocation is stored");
@@ -279,6 +290,60 @@ mod tests {
             fingerprint: fingerprint.to_owned(),
             ttl: Duration::from_millis(ttl_ms),
         }
+    }
+
+    #[tokio::test]
+    async fn a_schema_5_store_is_migrated_and_keeps_schedules() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("shs.db");
+        {
+            // A store as schema 5 wrote it: no table of schedules.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(SCHEMA).expect("schema");
+            conn.execute_batch("DROP TABLE schedules; PRAGMA user_version = 5;")
+                .expect("a schema 5 store");
+        }
+        let store = Store::open(dir.path(), Durability::Normal).expect("schema 5 is migrated");
+        let occurrence = |id: &str, ms: i64| crate::store::NewInvocation {
+            id: id.into(),
+            function: "alpha".into(),
+            request: serde_json::value::RawValue::from_string("{}".into()).expect("json"),
+            schedule: None,
+            callback: None,
+            occurrence: Some(("* * * * * * UTC".into(), ms)),
+        };
+        assert!(
+            store
+                .accept_invocation(occurrence("o1", 1_000))
+                .await
+                .expect("stored")
+        );
+        // The same occurrence again is stored once.
+        assert!(
+            !store
+                .accept_invocation(occurrence("o1", 1_000))
+                .await
+                .expect("stored")
+        );
+        assert!(
+            store
+                .accept_invocation(occurrence("o2", 2_000))
+                .await
+                .expect("stored")
+        );
+        assert_eq!(
+            store
+                .last_occurrence("alpha", "* * * * * * UTC")
+                .await
+                .expect("read"),
+            Some(2_000)
+        );
+        drop(store);
+        let conn = Connection::open(&path).expect("open");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[tokio::test]

@@ -255,6 +255,17 @@ impl Supervisor {
                 Kind::Broken(error.to_string())
             }
         };
+        let mut schedules = super::ScheduleTasks::default();
+        if let (Found::Function(spec), false) = (&found, matches!(kind, Kind::Broken(_))) {
+            for schedule in &spec.schedules {
+                let task = host.handle.spawn(crate::schedule::run(
+                    host.bus.clone(),
+                    spec.name.clone(),
+                    schedule.clone(),
+                ));
+                schedules.0.push(task.abort_handle());
+            }
+        }
         Function {
             found,
             kind,
@@ -263,6 +274,7 @@ impl Supervisor {
             stats,
             webhook,
             _secrets: private,
+            schedules,
         }
     }
 }
