@@ -71,6 +71,8 @@ class Scenario:
     setup: str = ""  # the function settings, for the report
     prefer: str = ""  # a Prefer header (respond-async: asynchronous publishing)
     delivered_by: str = ""  # a function whose deliveries are counted after the load
+    method: str = "POST"  # GET sends no body
+    expect_text: bool = False  # `expect` is text, not JSON
 
 
 @dataclass
@@ -93,6 +95,11 @@ CAT_TOML = {"mode": "exec", "command": ["cat"], "instances": 64}
 # The same with the program's full path (see "What limits it" in BENCHMARKS.md).
 CAT_PATH_TOML = {"mode": "exec", "command": [shutil.which("cat") or "/bin/cat"], "instances": 64}
 SUB_TOML = {"instances": 2, "concurrency": 16, "queue": 256}
+# The HTTP functions: an http_response to a GET with a query, and streamed answers.
+HTTP_RS_TOML = {"instances": 2, "concurrency": 16, "queue": 256}
+STREAM_RS_TOML = {"instances": 2, "concurrency": 16, "queue": 256}
+# GET /run/http-rs with this query is answered `query: ` and the query, as text/plain.
+HTTP_QUERY = "name=Ada&n=3"
 # The subscriber of asynchronous events: deliveries of one type may overlap (ordered = false).
 ASYNC_SUB_TOML = {"instances": 2, "concurrency": 16, "queue": 256, "ordered": False}
 PUBLISHER_TOML = {"instances": 8, "concurrency": 1, "queue": 256}
@@ -137,6 +144,9 @@ SCENARIOS = [
              BODY, describe(ECHO_RS_TOML)),
     Scenario("py-32", "shs warm invoke, Python echo, 32 conns", "shs", "/run/echo-py", BODY, 32,
              BODY, describe(ECHO_PY_TOML)),
+    Scenario("http-get-32", "shs GET with a query, answered with an `http_response` (Rust), "
+             "32 conns", "shs", f"/run/http-rs/items?{HTTP_QUERY}", "", 32,
+             f"query: {HTTP_QUERY}", describe(HTTP_RS_TOML), method="GET", expect_text=True),
     Scenario("bare-32", "shs warm invoke, Rust echo, no function.toml, 32 conns", "shs",
              "/run/bare-rs", BODY, 32, BODY, "none (" + BARE["bare-rs"] + ")"),
     Scenario("decl-32", "shs warm invoke, Rust echo declaring concurrency 16, no function.toml, "
@@ -205,7 +215,16 @@ RATIOS = [
     Ratio("r-pub", "invoke that publishes synchronously to 1 subscriber / warm invoke Rust, "
           "32 conns, req/s", "pub-32", "rs-32", "rps", ">= 0.50x (issue 14)",
           lambda r: r >= 0.50),
+    Ratio("r-http-get", "GET with a query answered with an `http_response` / warm invoke Rust "
+          "(JSON), 32 conns, req/s", "http-get-32", "rs-32", "rps"),
 ]
+
+# Streamed answers (`stream_round`, with curl): the function `stream-rs` streams N chunks of
+# S bytes, M ms apart. Time to first byte: STREAM_TTFB (the answer takes about 90 ms in all),
+# STREAM_TTFB_REPS times a round; throughput: one answer of STREAM_BULK a round.
+STREAM_TTFB = {"chunks": 10, "size": 1024, "every_ms": 10}
+STREAM_TTFB_REPS = 20
+STREAM_BULK = {"chunks": 4096, "size": 65536}
 
 # What follows this line in BENCHMARKS.md is written by hand, and kept when the script runs again.
 NOTES_MARKER = "<!-- Written by hand below this line; scripts/bench keeps it when it runs again. -->"
@@ -501,6 +520,8 @@ def write_functions(root: Path) -> None:
     write_function(root / "cold", {"command": [echo_fn], **COLD_TOML})
     write_function(root / "async-sub", {"command": [echo_fn], "subscribe": ["bench.async"],
                                         **ASYNC_SUB_TOML})
+    write_function(root / "http-rs", {"command": [echo_fn, "--http-response"], **HTTP_RS_TOML})
+    write_function(root / "stream-rs", {"command": [echo_fn, "--stream"], **STREAM_RS_TOML})
     write_bare(root / "bare-rs", main=Path(echo_fn))
     write_bare(root / "decl-rs", script=f"#!/bin/sh\nexec {shlex.quote(echo_fn)} --concurrency 16\n")
     write_bare(root / "sdk-rs", main=RELEASE / "examples" / "echo")
@@ -539,10 +560,13 @@ def describe_machine() -> dict:
 # Measuring
 
 WRK_LUA = '''\
--- POSTs BENCH_BODY as JSON; counts answers whose status is not 2xx; prints a JSON summary.
-wrk.method = "POST"
-wrk.body = os.getenv("BENCH_BODY") or "{}"
-wrk.headers["Content-Type"] = "application/json"
+-- POSTs BENCH_BODY as JSON (or sends BENCH_METHOD, e.g. GET, with no body); counts answers
+-- whose status is not 2xx; prints a JSON summary.
+wrk.method = os.getenv("BENCH_METHOD") or "POST"
+if wrk.method == "POST" then
+  wrk.body = os.getenv("BENCH_BODY") or "{}"
+  wrk.headers["Content-Type"] = "application/json"
+end
 local prefer = os.getenv("BENCH_PREFER")
 if prefer and prefer ~= "" then wrk.headers["Prefer"] = prefer end
 
@@ -596,6 +620,11 @@ class Results:
     # nats-node-loss, per round: (s from the kill to the first event handled after it,
     # s from the kill until every event was handled, duplicates)
     node_loss: list = field(default_factory=list)
+    # streamed answers, per round: median time to first byte and to the end (ms) of
+    # STREAM_TTFB, and the throughput of STREAM_BULK (MiB/s)
+    stream_ttfb: list = field(default_factory=list)
+    stream_total: list = field(default_factory=list)
+    stream_mibps: list = field(default_factory=list)
 
 
 def wrk_cmd(wrk: str, lua: Path, scenario: Scenario, url: str, seconds: float) -> list[str]:
@@ -604,9 +633,10 @@ def wrk_cmd(wrk: str, lua: Path, scenario: Scenario, url: str, seconds: float) -
             "-s", str(lua), url + scenario.path]
 
 
-def run_wrk(cmd: list[str], body: str, log_file, prefer: str = "") -> Sample:
+def run_wrk(cmd: list[str], body: str, log_file, prefer: str = "", method: str = "POST") -> Sample:
     proc = subprocess.run(cmd, capture_output=True, text=True,
-                          env={**os.environ, "BENCH_BODY": body, "BENCH_PREFER": prefer})
+                          env={**os.environ, "BENCH_BODY": body, "BENCH_PREFER": prefer,
+                               "BENCH_METHOD": method})
     log_file.write("$ " + shlex.join(cmd) + "\n" + proc.stdout + proc.stderr + "\n")
     log_file.flush()
     if proc.returncode != 0:
@@ -650,14 +680,16 @@ class RssSampler:
 def verify(servers: dict, scenario: Scenario) -> None:
     """One request before the load: the status and the answer must be right."""
     headers = {"Prefer": scenario.prefer} if scenario.prefer else None
-    status, body = request("POST", servers[scenario.server].url + scenario.path, scenario.body,
-                           headers=headers)
+    status, body = request(scenario.method, servers[scenario.server].url + scenario.path,
+                           scenario.body if scenario.method == "POST" else None, headers=headers)
     if scenario.prefer:
         if status != 202:
             raise SystemExit(f"[bench] {scenario.key}: unexpected answer {status} {body[:500]}")
         return
     ok = status == 200
-    if ok and scenario.expect is not None:
+    if ok and scenario.expect is not None and scenario.expect_text:
+        ok = body == scenario.expect
+    elif ok and scenario.expect is not None:
         ok = json.loads(body) == json.loads(scenario.expect)
     if ok and scenario.path == "/events":
         answer = json.loads(body)
@@ -709,6 +741,39 @@ def cold_round(shs: Server, reps: int, results: Results) -> None:
     results.warm_all += warm
 
 
+def curl_stream(url: str, ask: dict) -> tuple[float, float, int]:
+    """POSTs `ask` to a streaming function with curl: (s to the first byte, s in all, bytes)."""
+    proc = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-H", "Content-Type: application/json",
+         "--data-binary", json.dumps(ask), "-w", "%{http_code} %{time_starttransfer} "
+         "%{time_total} %{size_download}", url], capture_output=True, text=True, timeout=300)
+    code, first, total, size = proc.stdout.split()
+    if proc.returncode != 0 or code != "200":
+        raise SystemExit(f"[bench] streaming {url}: {proc.returncode} {proc.stdout} "
+                         f"{proc.stderr}")
+    return float(first), float(total), int(size)
+
+
+def stream_round(shs: Server, results: Results) -> None:
+    """Streamed answers: time to first byte (and to the end) of a slow stream, and the
+    throughput of a large one."""
+    url = shs.url + "/run/stream-rs"
+    want = STREAM_TTFB["chunks"] * STREAM_TTFB["size"]
+    firsts, totals = [], []
+    for _ in range(STREAM_TTFB_REPS):
+        first, total, size = curl_stream(url, STREAM_TTFB)
+        if size != want:
+            raise SystemExit(f"[bench] stream-rs sent {size} bytes, not {want}")
+        firsts.append(first * 1e3)
+        totals.append(total * 1e3)
+    results.stream_ttfb.append(statistics.median(firsts))
+    results.stream_total.append(statistics.median(totals))
+    first, total, size = curl_stream(url, STREAM_BULK)
+    if size != STREAM_BULK["chunks"] * STREAM_BULK["size"]:
+        raise SystemExit(f"[bench] stream-rs sent {size} bytes")
+    results.stream_mibps.append(size / (1 << 20) / total)
+    log(f"  streamed: first byte {results.stream_ttfb[-1]:.2f} ms (end "
+        f"{results.stream_total[-1]:.1f} ms); {results.stream_mibps[-1]:.0f} MiB/s")
 def chain_done(answer) -> bool:
     """process-step1's answer once the whole chain ran: its publish reached step 2."""
     publish = answer.get("publish") if isinstance(answer, dict) else None
@@ -950,10 +1015,12 @@ def measure(args, wrk: str) -> tuple[Results, dict]:
             check_alive(server)
             if args.warmup > 0:
                 run_wrk(wrk_cmd(wrk, lua, scenario, server.url, args.warmup), scenario.body,
-                        wrk_log, scenario.prefer)
+                        wrk_log, scenario.prefer, scenario.method)
             cmd = wrk_cmd(wrk, lua, scenario, server.url, args.duration)
             if r == 0:
-                results.commands.append(("load", scenario.key, f"BENCH_BODY='{scenario.body}' "
+                env = (f"BENCH_BODY='{scenario.body}' " if scenario.method == "POST"
+                       else f"BENCH_METHOD={scenario.method} ")
+                results.commands.append(("load", scenario.key, env
                                          + shlex.join(cmd).replace(str(work), "$WORK")))
             if scenario.key == "rs-32":
                 with RssSampler(shs.proc.pid) as sampler:
@@ -977,13 +1044,14 @@ def measure(args, wrk: str) -> tuple[Results, dict]:
                 log(f"  {scenario.key:9} delivered end to end: {sample.requests / took:10.0f} "
                     "events/s")
             else:
-                sample = run_wrk(cmd, scenario.body, wrk_log, scenario.prefer)
+                sample = run_wrk(cmd, scenario.body, wrk_log, scenario.prefer, scenario.method)
             results.samples[scenario.key].append(sample)
             flag = f"  ERRORS: {sample.errors}" if sample.errors else ""
             log(f"  {scenario.key:9} {sample.rps:10.0f} req/s  p50 {sample.p50:7.3f} ms  "
                 f"p99 {sample.p99:7.3f} ms{flag}")
         if Path(NATS_SERVER).exists():
             node_loss(args, work, results, r)
+        stream_round(shs, results)
         cold_round(shs, args.cold_reps, results)
         cold, warm = results.cold[-1]
         log(f"  cold start: {cold:.2f} ms, warm {warm:.2f} ms: extra {cold - warm:.2f} ms")
@@ -1056,9 +1124,9 @@ def measure_compare(args, wrk: str) -> str:
                 check_alive(server)
                 if args.warmup > 0:
                     run_wrk(wrk_cmd(wrk, lua, scenario, server.url, args.warmup), scenario.body,
-                            wrk_log)
+                            wrk_log, method=scenario.method)
                 sample = run_wrk(wrk_cmd(wrk, lua, scenario, server.url, args.duration),
-                                 scenario.body, wrk_log)
+                                 scenario.body, wrk_log, method=scenario.method)
                 samples[(scenario.key, name)].append(sample)
                 log(f"  {scenario.key:9} {name:4} {sample.rps:10.0f} req/s  "
                     f"p50 {sample.p50:7.3f} ms  p99 {sample.p99:7.3f} ms")
@@ -1182,7 +1250,7 @@ def write_report(args, machine: dict, results: Results, plot_ok: bool) -> str:
 
     w("## Load scenarios\n")
     w("wrk, `-t1` for 1 connection and `-t2` for 32; a 62-byte JSON body "
-      f"(`{BODY}`); events carry it as their payload. Latencies in ms.\n")
+      f"(`{BODY}`); events carry it as their payload; the GET has no body. Latencies in ms.\n")
     w("| scenario | req/s | p50 | p99 | non-2xx / socket errors | shs settings |")
     w("|---|---|---|---|---|---|")
     for s in SCENARIOS:
@@ -1273,6 +1341,22 @@ def write_report(args, machine: dict, results: Results, plot_ok: bool) -> str:
       f"{med_range([r[2] - r[3] for r in results.chain], '.1f')} |")
     w(f"| cold chain extra / Python cold start extra | {med_range(units, '.2f')} |")
     w("")
+    w("## Streamed answers\n")
+    w(f"The function `stream-rs` (`bench-echo-fn --stream`, {describe(STREAM_RS_TOML)}) sends "
+      "its answer as `stream` notifications; curl (`-w %{time_starttransfer} %{time_total}`) "
+      f"reads it. Time to first byte: {STREAM_TTFB['chunks']} chunks of "
+      f"{STREAM_TTFB['size']:,} bytes, {STREAM_TTFB['every_ms']} ms apart, {STREAM_TTFB_REPS} "
+      "times a round (median per round); the first byte comes with the first chunk, long "
+      "before the end. Throughput: one answer of "
+      f"{STREAM_BULK['chunks']:,} chunks of {STREAM_BULK['size']:,} bytes "
+      f"({STREAM_BULK['chunks'] * STREAM_BULK['size'] / (1 << 20):,.0f} MiB) a round.\n")
+    w("| figure | median (min–max) over rounds |")
+    w("|---|---|")
+    w(f"| time to first byte, ms | {med_range(results.stream_ttfb, '.2f')} |")
+    w(f"| time to the end of the same answer, ms | {med_range(results.stream_total, '.1f')} |")
+    w(f"| throughput of a large streamed answer, MiB/s | "
+      f"{med_range(results.stream_mibps, ',.0f')} |")
+    w("")
     if plot_ok:
         w("## Latency percentiles\n")
         w("![latency percentiles per scenario](benchmarks.png)\n")
@@ -1305,6 +1389,10 @@ def write_report(args, machine: dict, results: Results, plot_ok: bool) -> str:
     w(f"| `publisher` | `bench-echo-fn --publish bench.pub` (publishes the input, waits for the "
       f"answer, then answers) | {describe(PUBLISHER_TOML)} |")
     w(f"| `cold` | `bench-echo-fn` | {describe(COLD_TOML)} |")
+    w(f"| `http-rs` | `bench-echo-fn --http-response` (answers an `http_response`: 200, "
+      f"`text/plain`, `query: ` and the query) | {describe(HTTP_RS_TOML)} |")
+    w(f"| `stream-rs` | `bench-echo-fn --stream` (streams `chunks` chunks of `size` bytes, "
+      f"`every_ms` apart) | {describe(STREAM_RS_TOML)} |")
     for name, what in BARE.items():
         w(f"| `{name}` | {what} | none |")
     w(f"| `process-step1` … `process-step3` | the seed's chain, Python SDK | none; steps 2 and "

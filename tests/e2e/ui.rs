@@ -1473,3 +1473,46 @@ async fn the_dashboard_refuses_to_be_framed_even_by_its_own_origin() {
     browser.close().await;
     server.stop_and_check();
 }
+
+#[tokio::test]
+async fn a_functions_schedules_are_on_its_page() {
+    if !browser_available() {
+        return;
+    }
+    let mut server = ServerBuilder::new()
+        .fixture("echo")
+        .toml(
+            "echo",
+            "[[schedule]]\ncron = \"* * * * * *\"\ninput = { tick = \"<b>t</b>\" }\n\n[[schedule]]\ncron = \"0 0 3 * * *\"\ntimezone = \"Europe/Paris\"\n",
+        )
+        .start()
+        .await;
+    server.wait_ready().await;
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/ui/#/functions/echo", server.url))
+        .await;
+    browser
+        .until(
+            "two schedules, the every-second one run",
+            "const s = document.getElementById('schedules'); \
+             return !s.hidden && s.querySelectorAll('tbody tr').length === 2 && \
+             s.querySelector('tr[data-cron=\"* * * * * *\"] .chip')?.textContent === 'succeeded';",
+            &server,
+        )
+        .await;
+    let text = browser
+        .js("return document.getElementById('schedules').textContent;")
+        .await;
+    let text = text.as_str().unwrap_or_default();
+    assert!(text.contains("Europe/Paris"), "{text}");
+    assert!(text.contains("{\"tick\":\"<b>t</b>\"}"), "{text}");
+    assert_eq!(
+        browser
+            .js("return document.querySelectorAll('#main b').length;")
+            .await,
+        0
+    );
+    browser.close().await;
+    server.stop_and_check();
+}

@@ -91,13 +91,13 @@ impl HttpRequest {
     /// The media type of the body, lower-case, without parameters; `None` without a
     /// `Content-Type`.
     pub fn media_type(&self) -> Option<String> {
-        self.header("content-type").map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
+        self.media_type_raw().map(str::to_ascii_lowercase)
+    }
+
+    /// The media type as sent (any case), without parameters.
+    fn media_type_raw(&self) -> Option<&str> {
+        self.header("content-type")
+            .map(|v| v.split(';').next().unwrap_or_default().trim())
     }
 
     /// Reads the body as the invoke's `input`: parsed JSON when the `Content-Type` says JSON
@@ -110,7 +110,14 @@ impl HttpRequest {
     /// than [`shs_protocol::depth::MAX_DEPTH`].
     pub fn into_invoke(self) -> Result<HttpInvoke, BodyError> {
         let blank = self.body.iter().all(u8::is_ascii_whitespace);
-        let media = self.media_type();
+        // Lower-cased only when it is not already (`application/json` as most clients send it).
+        let media: Option<std::borrow::Cow<'_, str>> = self.media_type_raw().map(|m| {
+            if m.bytes().any(|b| b.is_ascii_uppercase()) {
+                std::borrow::Cow::Owned(m.to_ascii_lowercase())
+            } else {
+                std::borrow::Cow::Borrowed(m)
+            }
+        });
         let parsed = if blank {
             None
         } else {
@@ -241,10 +248,26 @@ impl HttpInvoke {
                 .then(|| base64::engine::general_purpose::STANDARD.encode(&request.body)),
             remote_addr: request.remote_addr.as_deref(),
         };
-        match serde_json::value::to_raw_value(&wire) {
-            Ok(raw) => line_safe(raw),
+        // Sized for the usual request at once (no regrowth while serializing).
+        let mut text = Vec::with_capacity(
+            128 + request.path.len()
+                + request.query.len()
+                + request
+                    .headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 6)
+                    .sum::<usize>()
+                + wire.body.map_or(0, str::len)
+                + wire.body_base64.as_ref().map_or(0, String::len),
+        );
+        let raw = serde_json::to_writer(&mut text, &wire)
+            .ok()
+            .and_then(|()| String::from_utf8(text).ok())
+            .and_then(|text| RawValue::from_string(text).ok());
+        match raw {
+            Some(raw) => line_safe(raw),
             // Strings and a map of strings always serialize.
-            Err(_) => RawValue::NULL.to_owned(),
+            None => RawValue::NULL.to_owned(),
         }
     }
 }

@@ -218,7 +218,7 @@ impl Process {
         let mut exit = self.exit.clone();
         tokio::select! {
             // An error: the client went away; the function gets `cancel`.
-            _ = sender.send(chunk) => {}
+            _ = sender.send(Box::new(chunk)) => {}
             _ = exit.wait_for(Option::is_some) => {}
         }
     }
