@@ -791,19 +791,24 @@ def chain_round(shs: Server, reps: int, results: Results) -> None:
         rows = functions(shs)
         return all(rows[n]["processes"] == 0 and rows[n]["starting"] == 0 for n in names)
 
-    for _ in range(reps):
-        wait_until("the chain's steps 2 and 3 to scale to zero",
-                   lambda: at_zero(*CHAIN_STEPS[1:]), timeout=30, every=0.02)
-        time.sleep(0.05)
-        cold.append(client.post("/run/process-step1", order, chain_done))
-        for _ in range(3):
-            warm.append(client.post("/run/process-step1", order, chain_done))
-        wait_until("cold-py to scale to zero", lambda: at_zero("cold-py"), timeout=30,
-                   every=0.02)
-        time.sleep(0.05)
-        py_cold.append(client.post("/run/cold-py", BODY))
-        for _ in range(3):
-            py_warm.append(client.post("/run/cold-py", BODY))
+    try:
+        for _ in range(reps):
+            wait_until("the chain's steps 2 and 3 to scale to zero",
+                       lambda: at_zero(*CHAIN_STEPS[1:]), timeout=30, every=0.02)
+            time.sleep(0.05)
+            cold.append(client.post("/run/process-step1", order, chain_done))
+            for _ in range(3):
+                warm.append(client.post("/run/process-step1", order, chain_done))
+            wait_until("cold-py to scale to zero", lambda: at_zero("cold-py"), timeout=30,
+                       every=0.02)
+            time.sleep(0.05)
+            py_cold.append(client.post("/run/cold-py", BODY))
+            for _ in range(3):
+                py_warm.append(client.post("/run/cold-py", BODY))
+    except SystemExit as e:
+        # The rest of the run is worth keeping: the chain is reported as not measured.
+        log(f"  cold chain not measured: {e}")
+        return
     results.chain.append((statistics.median(cold), statistics.median(warm),
                           statistics.median(py_cold), statistics.median(py_warm)))
 
@@ -1056,10 +1061,11 @@ def measure(args, wrk: str) -> tuple[Results, dict]:
         cold, warm = results.cold[-1]
         log(f"  cold start: {cold:.2f} ms, warm {warm:.2f} ms: extra {cold - warm:.2f} ms")
         chain_round(shs, args.chain_reps, results)
-        cold, warm, py_cold, py_warm = results.chain[-1]
-        log(f"  cold chain: {cold:.1f} ms, warm {warm:.1f} ms; Python cold start "
-            f"{py_cold:.1f} ms, warm {py_warm:.1f} ms: {chain_units(results.chain[-1]):.2f} "
-            "cold starts")
+        if results.chain:
+            cold, warm, py_cold, py_warm = results.chain[-1]
+            log(f"  cold chain: {cold:.1f} ms, warm {warm:.1f} ms; Python cold start "
+                f"{py_cold:.1f} ms, warm {py_warm:.1f} ms: "
+                f"{chain_units(results.chain[-1]):.2f} cold starts")
     wrk_log.close()
     shutil.copy(work / "wrk.log", ROOT / "target" / "bench-wrk.log")
     for server in servers.values():
