@@ -271,6 +271,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SHS_MAX_HOPS", default_value = "16", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_hops: u32,
 
+    /// Processes a second that chain-aware prewarming may start: when a function runs, the
+    /// functions down its known chains (what it publishes, who subscribes) that have no process
+    /// get one. 0 turns it off.
+    #[arg(long, env = "SHS_PREWARM_BUDGET", default_value_t = defaults::PREWARM_BUDGET, value_name = "N")]
+    pub(crate) prewarm_budget: u32,
+
     /// Longest stdout line a function may write, in bytes (suffixes allowed); a longer one
     /// fails the request with 502 and the process is replaced.
     #[arg(long, env = "SHS_MAX_LINE", default_value = fmt_size(defaults::MAX_LINE), value_name = "BYTES", value_parser = parse_size)]

@@ -149,6 +149,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.io_threads = workers.max(1);
     config.max_attempts = args.max_attempts;
     config.retry_backoff = Duration::from_secs_f64(args.retry_backoff);
+    config.prewarm_budget = args.prewarm_budget;
 
     // Before the bus, which may create the data folder: a wrong folder changes nothing.
     std::fs::read_dir(&args.functions_dir).with_context(|| {

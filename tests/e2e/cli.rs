@@ -119,6 +119,9 @@ async fn sigterm_stops_the_server_and_every_function_process() {
         .fixture("echo")
         .fixture("echo-node")
         .fixture("hang")
+        .toml("echo", "min_instances = 1\n")
+        .toml("echo-node", "min_instances = 1\n")
+        .toml("hang", "min_instances = 1\n")
         .start()
         .await;
     server.wait_ready().await;

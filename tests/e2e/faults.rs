@@ -21,9 +21,11 @@ struct Case {
 
 impl Case {
     async fn new(fixture: &str, toml: &str, args: &[&str]) -> Case {
+        // `min_instances = 1`: its process runs from the start (a function with neither
+        // subscriptions nor min_instances is stopped once it has answered initialize).
         let server = ServerBuilder::new()
             .fixture_as(fixture, "faulty")
-            .toml("faulty", toml)
+            .toml("faulty", &format!("min_instances = 1\n{toml}"))
             .fixture("echo")
             .args(args)
             .start()

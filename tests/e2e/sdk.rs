@@ -97,7 +97,14 @@ async fn received(server: &Server, name: &str) -> Vec<Value> {
 }
 
 async fn handlers_publish_and_subscriptions(lang: Lang) {
-    let builder = deploy(ServerBuilder::new(), lang, "pub", "instances = 1\n");
+    // min_instances: its one process runs from the start to the end (a function with no
+    // subscriptions is otherwise stopped once it has answered initialize).
+    let builder = deploy(
+        ServerBuilder::new(),
+        lang,
+        "pub",
+        "instances = 1\nmin_instances = 1\n",
+    );
     let builder = deploy(
         builder,
         lang,

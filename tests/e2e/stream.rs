@@ -175,6 +175,7 @@ async fn streams_are_bounded_in_number() {
 async fn a_slow_reader_of_a_flood_costs_bounded_memory_and_is_told_what_it_missed() {
     let mut server = ServerBuilder::new()
         .fixture("flood-stderr")
+        .toml("flood-stderr", "min_instances = 1\n")
         .fixture("echo")
         .start()
         .await;

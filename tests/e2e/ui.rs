@@ -263,9 +263,18 @@ async fn the_functions_page_lists_functions_and_shows_changes_live() {
     if !browser_available() {
         return;
     }
-    let mut server = python(ServerBuilder::new().fixture("echo"), "flip", FLIP)
-        .start()
-        .await;
+    // min_instances: both run from the start (a function with no subscriptions is otherwise
+    // stopped once it has answered initialize).
+    let mut server = python(
+        ServerBuilder::new()
+            .fixture("echo")
+            .toml("echo", "min_instances = 1\n"),
+        "flip",
+        FLIP,
+    )
+    .toml("flip", "min_instances = 1\n")
+    .start()
+    .await;
     server.wait_ready().await;
     let browser = Browser::start().await;
     browser.goto(&format!("{}/ui", server.url)).await;

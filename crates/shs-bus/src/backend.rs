@@ -187,6 +187,17 @@ pub struct Fanout {
     pub nested: Vec<DeliveryFailure>,
 }
 
+/// What a node learned of its functions by running them, kept across restarts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Learned {
+    /// Each function that has run: the digest of the deployment that ran.
+    pub digests: std::collections::HashMap<String, String>,
+    /// The functions with saved subscriptions.
+    pub subscribed: std::collections::HashSet<String>,
+    /// The event types each function was seen publishing, as (function, type).
+    pub publishes: Vec<(String, String)>,
+}
+
 /// Transport and persistence under a [`Bus`](crate::Bus).
 ///
 /// A backend is made with the [`Core`] of its bus, and keeps it for the table and the
@@ -204,6 +215,24 @@ pub trait Backend: Send + Sync + 'static {
     /// `function` was removed from this node. Returns whether its subscriptions go with it (a
     /// shared bus keeps them for the other nodes that may run it).
     fn removed(&self, function: &str) -> bool;
+
+    /// What earlier runs of this node learned of its functions, if the backend keeps it (the
+    /// embedded store does; `None` otherwise). Read before the functions are deployed.
+    fn learned(&self) -> BoxFuture<'_, Result<Option<Learned>, BusError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Keeps that `function`, deployed as `digest`, has run (its start-up subscriptions are
+    /// the saved ones), if the backend keeps what is learned.
+    fn save_learned(&self, function: &str, digest: &str) {
+        let _ = (function, digest);
+    }
+
+    /// Keeps that `function` published `event_type` while handling a request, if the backend
+    /// keeps what is learned.
+    fn save_publishes(&self, function: &str, event_type: &str) {
+        let _ = (function, event_type);
+    }
 
     /// `function` is deployed on this node: a distributed backend starts taking its events here.
     fn deployed(&self, function: &str) {

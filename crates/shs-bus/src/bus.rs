@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use shs_protocol::methods::PublishResult;
 
-use crate::backend::{Backend, Core, Deployment, Fanout, Publication};
+use crate::backend::{Backend, Core, Deployment, Fanout, Learned, Publication};
 use crate::causation::Causation;
 use crate::deliver::{Deliver, DeliveryError};
 use crate::event::{Event, now};
@@ -173,9 +173,29 @@ impl Bus {
         self.backend.deployed(function);
     }
 
+    /// What earlier runs learned of the functions (`None` when the backend keeps nothing).
+    pub async fn learned(&self) -> Result<Option<Learned>, BusError> {
+        self.backend.learned().await
+    }
+
+    /// Keeps that `function`, deployed as `digest`, has run.
+    pub fn save_learned(&self, function: &str, digest: &str) {
+        self.backend.save_learned(function, digest);
+    }
+
+    /// Keeps that `function` published `event_type` while handling a request.
+    pub fn save_publishes(&self, function: &str, event_type: &str) {
+        self.backend.save_publishes(function, event_type);
+    }
+
     /// Every subscription, sorted by pattern, then function.
     pub fn subscriptions(&self) -> Vec<Subscription> {
         self.core.subscriptions()
+    }
+
+    /// The functions an event of type `event_type` goes to, each once.
+    pub fn matching(&self, event_type: &str) -> Vec<Arc<str>> {
+        self.core.matching(event_type)
     }
 
     /// The patterns `function` is subscribed to, sorted.

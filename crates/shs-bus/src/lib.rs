@@ -58,7 +58,7 @@ pub mod settle;
 pub mod store;
 pub mod table;
 
-pub use backend::{Backend, Core, Deployment, Fanout, Publication};
+pub use backend::{Backend, Core, Deployment, Fanout, Learned, Publication};
 pub use bus::Bus;
 pub use causation::{Causation, Failures};
 pub use deliver::{Deliver, DeliveryError, RetryPolicy};

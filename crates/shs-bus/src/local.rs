@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::future::{BoxFuture, join_all};
 
 use crate::BusError;
-use crate::backend::{Backend, Core, Fanout, Publication};
+use crate::backend::{Backend, Core, Fanout, Learned, Publication};
 use crate::causation::{Causation, FailureSink};
 use crate::deliver::DeliveryError;
 use crate::event::now;
@@ -96,6 +96,36 @@ impl Backend for Embedded {
             });
             Ok(())
         })
+    }
+
+    fn learned(&self) -> BoxFuture<'_, Result<Option<Learned>, BusError>> {
+        Box::pin(async move {
+            let Some(store) = &self.store else {
+                return Ok(None);
+            };
+            Ok(Some(Learned {
+                digests: store.learned().await?.into_iter().collect(),
+                subscribed: store
+                    .subscriptions()
+                    .await?
+                    .into_iter()
+                    .map(|(function, _)| function)
+                    .collect(),
+                publishes: store.publishes().await?,
+            }))
+        })
+    }
+
+    fn save_learned(&self, function: &str, digest: &str) {
+        if let Some(store) = &self.store {
+            store.save_learned(function, digest);
+        }
+    }
+
+    fn save_publishes(&self, function: &str, event_type: &str) {
+        if let Some(store) = &self.store {
+            store.save_publishes(function, event_type);
+        }
     }
 
     fn subscription_changed(&self, function: &str, pattern: &str, present: bool) {

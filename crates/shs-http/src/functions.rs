@@ -93,6 +93,28 @@ struct FunctionRow<'a> {
     error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none", flatten)]
     pool: Option<PoolRow<'a>>,
+    publishes: Vec<PublishRow<'a>>,
+}
+
+/// One type a function publishes.
+#[derive(Serialize)]
+pub(crate) struct PublishRow<'a> {
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    declared: bool,
+    published: bool,
+}
+
+/// The rows of what a function publishes.
+pub(crate) fn publish_rows(edges: &[shs_supervisor::PublishEdge]) -> Vec<PublishRow<'_>> {
+    edges
+        .iter()
+        .map(|e| PublishRow {
+            event_type: &e.event_type,
+            declared: e.declared,
+            published: e.published,
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -157,6 +179,7 @@ pub(crate) async fn functions(state: web::Data<AppState>) -> HttpResponse {
                 note: joined(&p.sizing.notes),
                 declaration_error: joined(&p.sizing.errors),
             }),
+            publishes: publish_rows(&f.publishes),
         })
         .collect();
     HttpResponse::Ok().json(json!({ "functions": rows }))

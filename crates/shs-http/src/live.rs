@@ -96,6 +96,10 @@ fn info_json(info: &shs_supervisor::FunctionInfo) -> Map<String, Value> {
     row.insert("subscriptions".into(), json!(info.subscriptions));
     row.insert("state".into(), json!(info.state));
     row.insert("processes".into(), json!(info.processes));
+    row.insert(
+        "publishes".into(),
+        json!(crate::functions::publish_rows(&info.publishes)),
+    );
     if let Some(error) = &info.error {
         row.insert("error".into(), json!(error));
     }

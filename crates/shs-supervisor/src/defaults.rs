@@ -56,3 +56,10 @@ pub const LISTEN: &str = "127.0.0.1:8080";
 pub fn server_url() -> String {
     format!("http://{LISTEN}")
 }
+
+/// Processes a deployment starts at once (spread: a large functions folder does not start a
+/// storm of processes).
+pub const STARTS_AT_ONCE: usize = 8;
+
+/// Processes a second that chain-aware prewarming may start (`--prewarm-budget`).
+pub const PREWARM_BUDGET: u32 = 8;

@@ -56,6 +56,7 @@ pub mod logs;
 mod manifest;
 mod pipes;
 mod pool;
+mod prewarm;
 mod process;
 pub mod schedule;
 pub mod secrets;
@@ -72,6 +73,7 @@ pub use error::{ErrorKind, InvokeError, SpecError, StartError};
 pub use http::{BodyError, HttpInvoke, HttpRequest};
 pub use logs::LogLine;
 pub use pool::{PoolStatus, Sizing};
+pub use prewarm::PublishEdge;
 pub use secrets::{SecretsDirError, WebhookKey};
 pub use spec::{FunctionSpec, Mode, Source, WebhookKind, validate_name};
 pub use stats::{Activity, FunctionStats, ProcessInfo};
@@ -120,6 +122,8 @@ pub struct Config {
     /// The secrets folder (`--secrets-dir`): one file per secret. Refused at start when its
     /// group or others may read it; a missing folder holds no secrets.
     pub secrets_dir: PathBuf,
+    /// Processes a second that chain-aware prewarming may start (0: off).
+    pub prewarm_budget: u32,
 }
 
 impl Config {
@@ -143,6 +147,7 @@ impl Config {
             retry_backoff: defaults::RETRY_BACKOFF,
             io_threads: 0,
             secrets_dir: PathBuf::from(defaults::SECRETS_DIR),
+            prewarm_budget: defaults::PREWARM_BUDGET,
         }
     }
 
@@ -171,4 +176,6 @@ pub(crate) struct Host {
     pub(crate) io: io::IoThreads,
     /// The secrets folder, and where functions' private copies go.
     pub(crate) secrets: secrets::Secrets,
+    /// The publish graph, and the budget of prewarm starts.
+    pub(crate) prewarm: prewarm::Prewarm,
 }

@@ -36,6 +36,7 @@ pub(crate) struct Manifest {
     mode: Option<Mode>,
     timeout: Option<f64>,
     subscribe: Option<Vec<String>>,
+    publishes: Option<Vec<String>>,
     env: Option<BTreeMap<String, String>>,
     instances: Option<usize>,
     concurrency: Option<usize>,
@@ -262,6 +263,17 @@ pub(crate) fn build_spec(
             )));
         }
     }
+    let publishes = manifest.publishes.unwrap_or_default();
+    if publishes.len() > crate::prewarm::MAX_TYPES_PER_FUNCTION {
+        return Err(invalid(format!(
+            "`publishes` lists {} types; a function may list at most {}",
+            publishes.len(),
+            crate::prewarm::MAX_TYPES_PER_FUNCTION
+        )));
+    }
+    for event_type in &publishes {
+        shs_bus::validate_type(event_type).map_err(|e| invalid(format!("`publishes`: {e}")))?;
+    }
     let secrets = manifest.secrets.unwrap_or_default();
     for secret in &secrets {
         crate::secrets::validate_secret_name(secret)
@@ -356,6 +368,7 @@ pub(crate) fn build_spec(
         retry_backoff,
         ordered: manifest.ordered.unwrap_or(defaults::ORDERED),
         secrets,
+        publishes,
         webhook,
         secrets_folder: None,
         raw_body: manifest.raw_body.unwrap_or(false),

@@ -254,6 +254,9 @@ pub struct FunctionSpec {
     pub retry_backoff: Duration,
     /// Whether asynchronous deliveries of one event type are made one at a time, in order.
     pub ordered: bool,
+    /// The event types it declares it publishes (`publishes`): the chains prewarmed before it
+    /// has run.
+    pub publishes: Vec<String>,
     /// The secrets its processes may read, in the folder `SHS_SECRETS`.
     pub secrets: Vec<String>,
     /// The signature its requests are checked for.
@@ -330,6 +333,22 @@ impl Fingerprint {
     /// The `function.toml` text the function was deployed with, if it has one.
     pub fn manifest(&self) -> Option<&str> {
         self.manifest.as_deref()
+    }
+
+    /// A short digest of the deployment: what the store keeps to know that a function has
+    /// run as it is now (its start-up subscriptions are learned) across restarts.
+    pub fn digest(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        // `DefaultHasher::new` has fixed keys: the same files give the same digest from run to
+        // run (a different Rust version may differ, which only costs one start to learn again).
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.manifest.hash(&mut hasher);
+        for (path, size, modified) in &self.files {
+            path.hash(&mut hasher);
+            size.hash(&mut hasher);
+            modified.hash(&mut hasher);
+        }
+        format!("{:016x}", hasher.finish())
     }
 }
 

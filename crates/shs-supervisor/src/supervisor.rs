@@ -95,6 +95,8 @@ pub struct FunctionInfo {
     pub error: Option<String>,
     /// More about an rpc function's processes: queue, failures, backoff, cold starts.
     pub pool: Option<PoolStatus>,
+    /// The event types it publishes, declared in `function.toml` or seen: its chains.
+    pub publishes: Vec<crate::PublishEdge>,
 }
 
 enum Kind {
@@ -408,8 +410,10 @@ impl Supervisor {
         }
         let io = crate::io::IoThreads::new(config.io_threads);
         let secrets = crate::secrets::Secrets::open(&config.secrets_dir)?;
+        let prewarm = crate::prewarm::Prewarm::new(config.prewarm_budget);
         let host = Arc::new(Host {
             secrets,
+            prewarm,
             config,
             bus: bus.clone(),
             handle: tokio::runtime::Handle::current(),
@@ -430,7 +434,23 @@ impl Supervisor {
         let supervisor = Supervisor { inner };
         let found = spec::scan(&dir, &supervisor.inner.defaults)?;
         let names: Vec<String> = found.keys().cloned().collect();
-        supervisor.reconcile(found, true).await;
+        // What earlier runs learned says which functions need not start now.
+        let learned = match bus.learned().await {
+            Ok(learned) => learned,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read what earlier runs learned (every function starts): {e}"
+                );
+                None
+            }
+        };
+        // And what each function publishes: the chains to prewarm.
+        for (function, event_type) in learned.iter().flat_map(|l| &l.publishes) {
+            supervisor.inner.host.prewarm.learn(function, event_type);
+        }
+        supervisor
+            .reconcile(found, reconcile::Deploy::Initial(learned))
+            .await;
         // Saved subscriptions and pending deliveries come back once the functions are known.
         bus.start(names).await?;
         if watch_folder {
@@ -573,6 +593,7 @@ impl Supervisor {
                     processes,
                     error,
                     pool,
+                    publishes: self.inner.host.prewarm.edges(name),
                 }
             })
             .collect()
@@ -661,6 +682,7 @@ impl Supervisor {
     /// function never saw because a redeploy closed its pool (it waited in line, or was
     /// handed a slot of a process that was stopping) goes to the new deployment.
     async fn run(&self, name: &str, request: Request<'_>) -> Result<Output, InvokeError> {
+        self.prewarm_chain(name);
         let event = matches!(request.job, Job::Event(_));
         let began = Instant::now();
         let mut tries = 0;
@@ -676,6 +698,46 @@ impl Supervisor {
                 .stats
                 .record(event, began.elapsed(), result.as_ref().map(drop));
             return result;
+        }
+    }
+
+    /// Starts the processes of the functions down `name`'s known chains that have none, within
+    /// the budget ([`crate::prewarm`]).
+    fn prewarm_chain(&self, name: &str) {
+        let host = &self.inner.host;
+        if !host.prewarm.enabled() {
+            return;
+        }
+        let Some(mut frontier) = host.prewarm.types_of(name) else {
+            return;
+        };
+        let mut seen = std::collections::HashSet::from([name.to_owned()]);
+        let mut depth = 0;
+        while !frontier.is_empty() && depth < host.bus.max_hops() {
+            let mut next = Vec::new();
+            for event_type in frontier {
+                for function in host.bus.matching(&event_type) {
+                    if !seen.insert(function.to_string()) {
+                        continue;
+                    }
+                    let pool = match self.inner.registry.read().get(&*function).map(|f| &f.kind) {
+                        Some(Kind::Rpc(pool)) => Some(pool.clone()),
+                        _ => None,
+                    };
+                    if let Some(pool) = pool
+                        && pool.start_if_cold(|| host.prewarm.take())
+                    {
+                        tracing::debug!(function = %function, after = name, "prewarming");
+                        metrics::counter!("shs_prewarms_total", "function" => function.to_string())
+                            .increment(1);
+                    }
+                    if let Some(types) = host.prewarm.types_of(&function) {
+                        next.extend(types);
+                    }
+                }
+            }
+            frontier = next;
+            depth += 1;
         }
     }
 

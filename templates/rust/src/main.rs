@@ -102,7 +102,8 @@ mod tests {
             [
                 json!({"jsonrpc": "2.0", "id": 1, "method": "subscribe",
                        "params": {"type": "{{name}}.ping"}}),
-                json!({"jsonrpc": "2.0", "id": 1, "result": {}}),
+                // One thread: it declares one request at a time.
+                json!({"jsonrpc": "2.0", "id": 1, "result": {"concurrency": 1}}),
                 json!({"jsonrpc": "2.0", "id": 2, "result": {"message": "Hello, Ada!"}}),
                 json!({"jsonrpc": "2.0", "id": 3, "result": {"pong": true}}),
             ]

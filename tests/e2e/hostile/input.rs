@@ -26,7 +26,11 @@ fn subscriber(builder: ServerBuilder, name: &str, types: &str) -> ServerBuilder 
 
 #[tokio::test]
 async fn a_deeply_nested_body_is_refused_before_it_reaches_a_function() {
-    let mut server = ServerBuilder::new().fixture("echo").start().await;
+    let mut server = ServerBuilder::new()
+        .fixture("echo")
+        .toml("echo", "min_instances = 1\n")
+        .start()
+        .await;
     server.wait_ready().await;
     let pids = server.pids_of("echo");
     assert_eq!(pids.len(), 1, "echo runs");
@@ -330,8 +334,11 @@ for line in sys.stdin:
 
 #[tokio::test]
 async fn a_function_writing_into_its_own_folder_does_not_hold_up_deploys() {
+    // min_instances: its process runs all along (one with no subscriptions is otherwise
+    // stopped once it has answered initialize).
     let mut server = ServerBuilder::new()
         .file("ticker", "main.py", TICKER)
+        .toml("ticker", "min_instances = 1\n")
         .start()
         .await;
     server.wait_ready().await;

@@ -425,7 +425,24 @@ impl Store {
         }
     }
 
-    /// Forgets every subscription of a removed function.
+    /// Remembers that `function`, deployed as `digest`, has been run: its start-up
+    /// subscriptions are those saved.
+    pub fn save_learned(&self, function: &str, digest: &str) {
+        let _ = self.writes.try_send(Write::Learned {
+            function: function.to_owned(),
+            digest: digest.to_owned(),
+        });
+    }
+
+    /// Remembers that `function` published `event_type` while handling a request.
+    pub fn save_publishes(&self, function: &str, event_type: &str) {
+        let _ = self.writes.try_send(Write::Publishes {
+            function: function.to_owned(),
+            event_type: event_type.to_owned(),
+        });
+    }
+
+    /// Forgets every subscription (and what was learned) of a removed function.
     pub fn forget_function(&self, function: &str) {
         let _ = self.writes.try_send(Write::ForgetFunction {
             function: function.to_owned(),

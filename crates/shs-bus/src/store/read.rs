@@ -35,6 +35,26 @@ impl Store {
         .await
     }
 
+    /// What was learned of each function: (function, digest) of those run before.
+    pub async fn learned(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT function, digest FROM learned")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// The event types each function was seen publishing, as (function, type).
+    pub async fn publishes(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT function, type FROM publishes")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// The functions with pending deliveries.
     pub async fn functions_with_pending(&self) -> Result<Vec<String>, StoreError> {
         self.read(|c| {

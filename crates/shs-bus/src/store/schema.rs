@@ -118,6 +118,22 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (scope, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys(expires_ms);
+-- What the supervisor learned of each function by running it (no schema version of its own:
+-- created if missing, ignored by older versions). `digest` names the deployment (its files)
+-- whose start-up subscriptions are those saved above; a function whose digest matches need
+-- not be started to learn them again.
+CREATE TABLE IF NOT EXISTS learned (
+    function TEXT PRIMARY KEY,
+    digest TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+-- The event types each function has published while handling a request (or declared with
+-- `publishes` in function.toml): the edges of the chains the supervisor prewarms.
+CREATE TABLE IF NOT EXISTS publishes (
+    function TEXT NOT NULL,
+    type TEXT NOT NULL,
+    PRIMARY KEY (function, type)
+);
 ";
 
 /// Creates the schema in a new database, migrates one of an older schema (1 to 4), and refuses

@@ -64,6 +64,14 @@ pub(super) enum Write {
     ForgetFunction {
         function: String,
     },
+    Learned {
+        function: String,
+        digest: String,
+    },
+    Publishes {
+        function: String,
+        event_type: String,
+    },
     Prune {
         before_ms: i64,
     },
@@ -96,6 +104,8 @@ impl Write {
             Write::Record { .. }
             | Write::Subscription { .. }
             | Write::ForgetFunction { .. }
+            | Write::Learned { .. }
+            | Write::Publishes { .. }
             | Write::Prune { .. } => false,
             Write::Accept { .. }
             | Write::Finish { .. }
@@ -364,6 +374,36 @@ fn apply_one(tx: &Connection, write: &Write) -> rusqlite::Result<Found> {
                 tx,
                 "DELETE FROM subscriptions WHERE function = ?1",
                 params![function],
+            )?;
+            exec(
+                tx,
+                "DELETE FROM learned WHERE function = ?1",
+                params![function],
+            )?;
+            exec(
+                tx,
+                "DELETE FROM publishes WHERE function = ?1",
+                params![function],
+            )?;
+            Ok(Found::default())
+        }
+        Write::Learned { function, digest } => {
+            exec(
+                tx,
+                "INSERT INTO learned (function, digest, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (function) DO UPDATE SET digest = ?2, updated_ms = ?3",
+                params![function, digest, now_ms()],
+            )?;
+            Ok(Found::default())
+        }
+        Write::Publishes {
+            function,
+            event_type,
+        } => {
+            exec(
+                tx,
+                "INSERT OR IGNORE INTO publishes (function, type) VALUES (?1, ?2)",
+                params![function, event_type],
             )?;
             Ok(Found::default())
         }

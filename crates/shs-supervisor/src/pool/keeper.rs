@@ -47,6 +47,25 @@ impl Pool {
         self.arc().start_one(Causation::root(), false, None).await
     }
 
+    /// Starts a process when the pool has none, live or starting, and `allowed()` agrees
+    /// (prewarming: the budget); returns whether one was started.
+    pub(crate) fn start_if_cold(&self, allowed: impl FnOnce() -> bool) -> bool {
+        {
+            let mut st = self.state.lock();
+            let live = st.procs.iter().any(|e| !e.process.is_doomed());
+            let backing_off = st.next_try.is_some_and(|t| t > Instant::now());
+            if st.closed.is_some() || live || st.starting > 0 || backing_off || !allowed() {
+                return false;
+            }
+            st.starting += 1;
+        }
+        let pool = self.arc();
+        self.host.handle.spawn(async move {
+            let _ = pool.start_one(Causation::root(), false, None).await;
+        });
+        true
+    }
+
     /// Spawns and initializes one process (the caller has counted it in `starting`).
     pub(super) async fn start_one(
         self: Arc<Self>,
@@ -214,6 +233,40 @@ impl Pool {
             let pool = self.arc();
             self.host.handle.spawn(async move {
                 let _ = pool.start_one(Causation::root(), false, None).await;
+            });
+        }
+    }
+
+    /// Stops the processes started at deploy only to learn the function's start-up
+    /// subscriptions, when it needs none (`min_instances` 0 and no subscriptions) and nothing
+    /// has been asked of them.
+    pub(crate) fn stop_unneeded(&self) {
+        if self.min_instances() > 0 {
+            return;
+        }
+        let mut unneeded = Vec::new();
+        {
+            let mut st = self.state.lock();
+            if st.closed.is_some() || !st.waiters.is_empty() {
+                return;
+            }
+            st.procs.retain(|e| {
+                let stop = e.busy == 0 && !e.took && !e.process.is_doomed();
+                if stop {
+                    unneeded.push(e.process.clone());
+                }
+                !stop
+            });
+        }
+        let grace = self.host.config.kill_grace;
+        for process in unneeded {
+            self.host.handle.spawn(async move {
+                process
+                    .stop(
+                        grace,
+                        "its subscriptions are learned and it has nothing to do",
+                    )
+                    .await;
             });
         }
     }

@@ -116,6 +116,12 @@ impl Process {
         let source = format!("/functions/{}", self.function);
         let event = Event::new(params.event_type, source, params.payload)
             .map_err(|e| RpcError::new(error_code::INVALID_PARAMS, e.to_string()))?;
+        // The publish graph learns it (kept in the store the first time): the chains to prewarm.
+        if self.host.prewarm.learn(&self.function, event.event_type()) {
+            self.host
+                .bus
+                .save_publishes(&self.function, event.event_type());
+        }
         // An asynchronous publish waits for nobody downstream: it is detached.
         let asynchronous = params.asynchronous;
         let detached = id.is_none() || asynchronous;
