@@ -403,8 +403,18 @@ async fn a_client_that_leaves_mid_stream_kills_the_process_group() {
         "left running: {:?}",
         server.function_pids()
     );
-    let info = server.function_info("cgi-sh").await.expect("listed");
-    assert_eq!(info["processes"], 0, "{info}");
+    // The count is taken down just after the group is reaped: wait for it too.
+    assert!(
+        poll(|| async {
+            server
+                .function_info("cgi-sh")
+                .await
+                .is_some_and(|info| info["processes"] == 0)
+        })
+        .await,
+        "{:?}",
+        server.function_info("cgi-sh").await
+    );
     let (status, _, _) = send(&server, Method::GET, "/run/cgi-sh", vec![], &[]).await;
     assert_eq!(status, 201);
     server.stop_and_check();
