@@ -448,11 +448,9 @@ impl<'a> Walker<'a> {
     fn new(server: &'a Server) -> Walker<'a> {
         Walker {
             server,
-            // Redirects are answers to check, not to follow. A fresh connection per request:
-            // a kept-alive one the server closes as idle can fail the next send.
+            // Redirects are answers to check, not to follow.
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
-                .pool_max_idle_per_host(0)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("client"),
